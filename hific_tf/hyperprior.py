@@ -59,6 +59,23 @@ class HyperSynthesis(tf.keras.Sequential):
     ], name=name)
 
 
+def _uniform_noise(shape, seed):
+  """U(-0.5, 0.5) noise; with a seed, the same per example however the batch is split.
+
+  Under tf.distribute each replica draws the noise of the whole global batch and keeps its own
+  slice, so N replicas see exactly the noise one device would for the same global batch.
+  """
+  if seed is None:
+    return tf.random.uniform(shape, -.5, .5)
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context is not None else 1
+  if replicas == 1:
+    return tf.random.stateless_uniform(shape, seed, -.5, .5)
+  full = tf.concat([[shape[0] * replicas], shape[1:]], axis=0)
+  start = tf.cast(context.replica_id_in_sync_group, tf.int32) * shape[0]
+  return tf.random.stateless_uniform(full, seed, -.5, .5)[start:start + shape[0]]
+
+
 class Hyperprior(tf.keras.layers.Layer):
   """Side information z and the conditional entropy model of y.
 
@@ -107,27 +124,46 @@ class Hyperprior(tf.keras.layers.Layer):
     scale_index = self.synthesis_scale(z_hat)[:, :y_shape[0], :y_shape[1], :]
     return loc, scale_index
 
-  def call(self, y, training=False):
+  def _noisy_bits(self, distribution, values, noise_seed):
+    """Bits per image of values + U(-0.5, 0.5) under a noisy prior (the differentiable rate).
+
+    tfc's entropy models draw this noise from the stateful global RNG; drawing it here from a
+    stateless RNG keyed by `noise_seed` makes a training step a pure function of (weights,
+    batch, step), so a resumed run continues exactly where a killed one stopped.
+    """
+    noisy = values + _uniform_noise(tf.shape(values), noise_seed)
+    log_probs = distribution.log_prob(noisy)
+    return noisy, tf.reduce_sum(log_probs, axis=[1, 2, 3]) / -tf.math.log(2.)
+
+  def call(self, y, training=False, noise_seed=None):
     """Quantizes y and estimates its rate and that of z (bits per image, both estimates).
 
     Args:
       y: latent from the encoder, [B, H/16, W/16, C].
       training: if True, the hyper-synthesis sees z with uniform noise (as in the paper);
         otherwise rounded z and rounded scale indexes, exactly what the coder will use.
+      noise_seed: optional [2] int seed for the training noise (stateless, reproducible).
 
     Returns:
       A `HyperpriorOutput`; y_hat is round(y - mu) + mu with a straight-through gradient.
     """
     y = tf.cast(y, tf.float32)
     side_model, latent_model = self._side_model(), self._latent_model()
+    z_seed = y_seed = None
+    if noise_seed is not None:
+      z_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
+      y_seed = tf.random.experimental.stateless_fold_in(noise_seed, 2)
     z = self.analysis(y)
-    z_noisy, z_bits_noisy = side_model(z, training=True)
+    z_noisy, z_bits_noisy = self._noisy_bits(self.side_prior, z, z_seed)
     _, z_bits_quantized = side_model(z, training=False)
     z_hat = z_noisy if training else side_model.quantize(z)
     loc, scale_index = self._parameters(z_hat, tf.shape(y)[1:3])
     if not training:
       scale_index = tf.round(scale_index)
-    _, y_bits_noisy = latent_model(y, scale_index, loc=loc, training=True)
+    # The index clipping of tfc's indexed models, with gradients that push back into range.
+    scale_index = tfc.upper_bound(tfc.lower_bound(scale_index, 0.), self.num_scales - 1.)
+    scale = self.scale_fn(scale_index)
+    _, y_bits_noisy = self._noisy_bits(tfc.NoisyNormal(loc=0., scale=scale), y - loc, y_seed)
     _, y_bits_quantized = latent_model(y, scale_index, loc=loc, training=False)
     y_hat = latent_model.quantize(y, loc=loc)
     return HyperpriorOutput(y_hat, y_bits_noisy, z_bits_noisy, y_bits_quantized,

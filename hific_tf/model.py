@@ -1,0 +1,245 @@
+"""HiFiC as a Keras model: transforms, hyperprior, rate-target loss, conditional GAN.
+
+Mentzer, Toderici, Tschannen, Agustsson, "High-Fidelity Generative Image Compression",
+NeurIPS 2020 (arXiv 2006.09965). The generator loss is
+
+  L_EGP = lambda' r + k_M MSE + k_P LPIPS - beta log D(x', y_hat),
+
+with lambda' = lambda_a when the rate of the rounded latents is above the target r_t and
+lambda_b below it (Sec. 3.2); D is stepped once on its own sub-batch before each G step.
+Everything numeric comes from a `Config`; schedules are functions of the transform
+optimizer's step, so a run restored from a checkpoint continues exactly.
+"""
+
+import tensorflow as tf
+
+from hific_tf import hyperprior as hyperprior_lib
+from hific_tf import networks
+from hific_tf.configs import Config
+
+PAD_MULTIPLE = 64  # Encoder (1/16) times hyper-analysis (1/4).
+
+# Metrics reported by fit/evaluate, in display order. The GAN ones only in stage "hific".
+_METRICS = ("loss", "bpp_noisy", "bpp_quantized", "mse", "psnr", "lpips", "rate_weight",
+            "target_bpp", "learning_rate")
+_GAN_METRICS = ("g_loss", "d_loss", "d_real", "d_fake")
+
+
+def schedules(config: Config, step):
+  """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`."""
+  warm = tf.cast(step, tf.int64) < config.warmup_steps
+  target = config.target_bpp * tf.where(warm, config.warmup_target_factor, 1.)
+  lambda_factor = tf.where(warm, config.warmup_lambda_factor, 1.)
+  return target, lambda_factor, learning_rate_schedule(config)(step)
+
+
+def learning_rate_schedule(config: Config):
+  return tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+      [config.lr_drop_step], [config.learning_rate, config.learning_rate * config.lr_drop_factor])
+
+
+def rate_weight(config: Config, bpp_quantized, target, lambda_factor=1.):
+  """lambda': lambda_a while the rounded-latent rate exceeds the target, else lambda_b."""
+  weight = tf.where(bpp_quantized > target, config.lambda_a, config.lambda_b)
+  return tf.cast(weight, tf.float32) * lambda_factor
+
+
+def _global_mean(values):
+  """Mean over the global batch, all-reduced across replicas when distributed."""
+  values = tf.cast(tf.reshape(values, [-1]), tf.float32)
+  total = tf.reduce_sum(values)
+  count = tf.cast(tf.size(values), tf.float32)
+  context = tf.distribute.get_replica_context()
+  if context is not None and context.num_replicas_in_sync > 1:
+    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+  return total / count
+
+
+def _image_pixels(images):
+  shape = tf.shape(images)
+  return tf.cast(shape[1] * shape[2], tf.float32)
+
+
+class HiFiC(tf.keras.Model):
+  """The HiFiC codec and its training objective.
+
+  Call it on uint8 (or [0, 255] float) images to get the reconstruction in [0, 1] scale and
+  the rate estimates. `compile()` creates the optimizers (transforms, entropy model and, in
+  stage "hific", discriminator) and LPIPS; `fit()` then runs the paper's recipe.
+  """
+
+  def __init__(self, config: Config, seed=0, generator_dtype=None, lpips_weights=None,
+               **kwargs):
+    super().__init__(name=kwargs.pop("name", "hific"), **kwargs)
+    self.config = config
+    self.seed = seed
+    self.lpips_weights = lpips_weights
+    self.encoder = networks.Encoder(config.num_filters_base, config.latent_channels)
+    self.generator = networks.Generator(config.num_filters_base, config.num_residual_blocks,
+                                        dtype=generator_dtype)
+    self.hyperprior = hyperprior_lib.Hyperprior(
+        config.latent_channels, config.hyper_filters, config.num_scales, config.scale_min,
+        config.scale_max)
+    self.discriminator = (networks.Discriminator(config.disc_filters_base,
+                                                 config.disc_latent_channels)
+                          if config.use_gan else None)
+    self.lpips = None
+    self._built_for_shape = False
+
+  def build_all(self, crop_size=64):
+    """Creates every variable by running one small batch (Keras subclassed models are lazy)."""
+    images = tf.zeros([1, crop_size, crop_size, 3], tf.uint8)
+    outputs = self(images, training=True)
+    if self.discriminator is not None:
+      self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
+    self._built_for_shape = True
+    return self
+
+  # --- Variable groups: three optimizers, as in the official code. -------------------------
+
+  @property
+  def transform_variables(self):
+    hp = self.hyperprior
+    return (self.encoder.trainable_variables + self.generator.trainable_variables +
+            hp.analysis.trainable_variables + hp.synthesis_mean.trainable_variables +
+            hp.synthesis_scale.trainable_variables)
+
+  @property
+  def entropy_variables(self):
+    return list(self.hyperprior.side_prior.trainable_variables)
+
+  @property
+  def discriminator_variables(self):
+    return self.discriminator.trainable_variables if self.discriminator is not None else []
+
+  @property
+  def codec_modules(self):
+    """What a stage-2 run restores from stage 1 and what an exported codec contains."""
+    return {"encoder": self.encoder, "generator": self.generator, "hyperprior": self.hyperprior}
+
+  # --- Forward pass. ------------------------------------------------------------------------
+
+  def call(self, images, training=False, noise_seed=None):
+    """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training)."""
+    x = tf.cast(images, tf.float32) / 255.
+    y = self.encoder(x)
+    hp = self.hyperprior(y, training=training, noise_seed=noise_seed)
+    reconstruction = tf.cast(self.generator(hp.y_hat), tf.float32)
+    pixels = _image_pixels(images)
+    return {
+        "image": x,
+        "reconstruction": reconstruction,
+        "y_hat": hp.y_hat,
+        "bpp_noisy": (hp.y_bits_noisy + hp.z_bits_noisy) / pixels,
+        "bpp_quantized": (hp.y_bits_quantized + hp.z_bits_quantized) / pixels,
+    }
+
+  # --- Training. ----------------------------------------------------------------------------
+
+  def compile(self, **kwargs):
+    """Creates the optimizers, metric trackers and LPIPS (its weights must be present)."""
+    from hific_tf import lpips as lpips_lib  # Only training needs the LPIPS weights.
+    config = self.config
+    self.lpips = lpips_lib.LPIPS(config.lpips_net, weights_path=self.lpips_weights)
+    self.transform_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                                        name="transform_adam")
+    self.entropy_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                                      name="entropy_adam")
+    self.discriminator_optimizer = (
+        tf.keras.optimizers.Adam(learning_rate_schedule(config), name="discriminator_adam")
+        if config.use_gan else None)
+    super().compile(optimizer=self.transform_optimizer, **kwargs)
+    names = _METRICS + (_GAN_METRICS if config.use_gan else ())
+    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in names}
+
+  @property
+  def metrics(self):
+    return list(getattr(self, "trackers", {}).values())
+
+  @property
+  def step(self):
+    """The generator step: drives the schedules and restarts with each stage."""
+    return self.transform_optimizer.iterations
+
+  def _noise_seed(self, salt):
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(seed, salt)
+
+  def _generator_terms(self, outputs, target, lambda_factor):
+    """Per-image loss terms of the generator step (without the GAN term)."""
+    config = self.config
+    bpp_quantized_mean = _global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
+    weight = rate_weight(config, bpp_quantized_mean, target, lambda_factor)
+    squared = tf.math.squared_difference(outputs["image"] * 255.,
+                                         outputs["reconstruction"] * 255.)
+    mse = tf.reduce_mean(squared, axis=[1, 2, 3])
+    lpips = self.lpips(outputs["reconstruction"], outputs["image"])
+    per_image = (weight * outputs["bpp_noisy"] + config.k_mse * mse + config.k_lpips * lpips)
+    return per_image, dict(mse=mse, lpips=lpips, rate_weight=weight)
+
+  def _discriminate(self, outputs, reconstruction, training):
+    latent = tf.stop_gradient(outputs["y_hat"])
+    real = self.discriminator((outputs["image"], latent), training=training)
+    fake = self.discriminator((reconstruction, latent), training=training)
+    return real, fake
+
+  def _discriminator_step(self, images):
+    """One D update on its own sub-batch; E, G and the hyperprior are left untouched."""
+    outputs = self(images, training=True, noise_seed=self._noise_seed(2))
+    reconstruction = tf.stop_gradient(outputs["reconstruction"])
+    with tf.GradientTape() as tape:
+      real, fake = self._discriminate(outputs, reconstruction, training=True)
+      per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
+                   tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
+      loss = tf.nn.compute_average_loss(per_image)
+    variables = self.discriminator_variables
+    self.discriminator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return dict(d_loss=per_image, d_real=tf.sigmoid(real), d_fake=tf.sigmoid(fake))
+
+  def train_step(self, images):
+    config = self.config
+    reports = {}
+    if config.use_gan:
+      images, disc_images = tf.split(images, 2)
+      reports.update(self._discriminator_step(disc_images))
+    target, lambda_factor, learning_rate = schedules(config, self.step)
+    with tf.GradientTape(persistent=True) as tape:
+      outputs = self(images, training=True, noise_seed=self._noise_seed(1))
+      per_image, terms = self._generator_terms(outputs, target, lambda_factor)
+      if config.use_gan:
+        _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)
+        g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])  # -log D(x', y).
+        per_image += config.beta_gan * g_loss
+        reports["g_loss"] = g_loss
+      loss = tf.nn.compute_average_loss(per_image)
+    for optimizer, variables in ((self.transform_optimizer, self.transform_variables),
+                                 (self.entropy_optimizer, self.entropy_variables)):
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    del tape
+    reports.update(terms, loss=per_image, bpp_noisy=outputs["bpp_noisy"],
+                   bpp_quantized=outputs["bpp_quantized"], target_bpp=target,
+                   learning_rate=learning_rate, psnr=self._psnr(terms["mse"]))
+    return self._update_trackers(reports)
+
+  def test_step(self, images):
+    """Validation: rounded latents (as the codec will see), same loss terms, no D."""
+    target, lambda_factor, learning_rate = schedules(self.config, self.step)
+    outputs = self(images, training=False)
+    per_image, terms = self._generator_terms(outputs, target, lambda_factor)
+    terms.update(loss=per_image, bpp_noisy=outputs["bpp_noisy"], target_bpp=target,
+                 bpp_quantized=outputs["bpp_quantized"], learning_rate=learning_rate,
+                 psnr=self._psnr(terms["mse"]))
+    return self._update_trackers(terms)
+
+  @staticmethod
+  def _psnr(mse):
+    return 10. * tf.math.log(255. ** 2 / tf.maximum(mse, 1e-10)) / tf.math.log(10.)
+
+  def _update_trackers(self, reports):
+    for name, value in reports.items():
+      if name in self.trackers:
+        self.trackers[name].update_state(tf.reshape(tf.cast(value, tf.float32), [-1]))
+    return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+  def predict_step(self, images):
+    return self(images, training=False)["reconstruction"]
