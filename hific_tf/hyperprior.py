@@ -25,7 +25,8 @@ HyperpriorOutput = collections.namedtuple(
     "HyperpriorOutput", "y_hat y_bits_noisy z_bits_noisy y_bits_quantized z_bits_quantized")
 
 # What a compression pass hands to the container: one string per image for y and for z.
-Compressed = collections.namedtuple("Compressed", "y_strings z_strings y_shape z_shape")
+Compressed = collections.namedtuple(
+    "Compressed", "y_strings z_strings y_shape z_shape estimated_bits")
 
 
 def _signal_conv(filters, kernel, corr, stride, activation, name, **kwargs):
@@ -185,7 +186,9 @@ class Hyperprior(tf.keras.layers.Layer):
     scale_index = tf.round(scale_index)
     y_strings = self.latent_coder.compress(y, scale_index, loc=loc)
     y_hat = self.latent_coder.quantize(y, loc=loc)
-    return Compressed(y_strings, z_strings, y_shape, z_shape), y_hat
+    _, y_bits = self.latent_coder(y, scale_index, loc=loc, training=False)
+    _, z_bits = self.side_coder(z, training=False)
+    return Compressed(y_strings, z_strings, y_shape, z_shape, y_bits + z_bits), y_hat
 
   def decompress(self, y_strings, z_strings, y_shape, z_shape):
     """Inverse of `compress`: strings and latent shapes -> y_hat."""

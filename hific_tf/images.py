@@ -1,0 +1,65 @@
+"""Reading any photo as RGB uint8 and writing files atomically.
+
+A codec is judged on real files: grayscale, palette, RGBA, 16-bit PNGs and rotated phone
+JPEGs must all arrive as the RGB pixels a viewer would show, and no output is ever left
+half-written (a crash leaves the old file or nothing).
+"""
+
+import io
+import os
+import pathlib
+import tempfile
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+  """An input that is not a readable image; the message is one line for the CLI."""
+
+
+def load_rgb(path):
+  """uint8 [H, W, 3] with EXIF orientation applied; alpha is dropped with a warning."""
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)
+      image.load()
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    raise ImageError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+  if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    wide = np.asarray(image, dtype=np.float64)
+    scale = 257. if wide.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.
+    gray = np.clip(np.round(wide / scale), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+  if image.mode == "P" and "transparency" in image.info:
+    image = image.convert("RGBA")
+  if image.mode in ("RGBA", "LA", "PA"):
+    warnings.warn(f"{path}: alpha channel dropped (HiFiC codes RGB)", stacklevel=2)
+  return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def encode_png(array):
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def write_atomic(path, data, force=False):
+  """Writes bytes to `path` through a temporary file in the same folder and a rename."""
+  path = pathlib.Path(path)
+  if path.exists() and not force:
+    raise FileExistsError(f"{path} exists (use --force to overwrite)")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+  try:
+    with os.fdopen(handle, "wb") as f:
+      f.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode.
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
