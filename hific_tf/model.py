@@ -200,7 +200,9 @@ class HiFiC(tf.keras.Model):
     config = self.config
     reports = {}
     if config.use_gan:
-      images, disc_images = tf.split(images, 2)
+      # Interleaved, not halved: then any split of the global batch across replicas gives
+      # G and D the same images a single device would.
+      images, disc_images = images[0::2], images[1::2]
       reports.update(self._discriminator_step(disc_images))
     target, lambda_factor, learning_rate = schedules(config, self.step)
     with tf.GradientTape(persistent=True) as tape:

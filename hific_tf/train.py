@@ -115,7 +115,7 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   """Trains (or resumes training) and returns the Keras History.
 
   `batch_size` is the global batch of the generator step; in stage "hific" the pipeline
-  delivers twice that, and D gets the second half. `steps` counts generator steps.
+  delivers twice that, and D gets every second image. `steps` counts generator steps.
   """
   model_dir = pathlib.Path(model_dir)
   batch_size = batch_size or config.batch_size
@@ -136,6 +136,7 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
     data_lib.list_images(val_glob)
 
   tf.keras.mixed_precision.set_global_policy(precision)
+  tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
   strategy = strategy or default_strategy()
   with strategy.scope():
     model = HiFiC(config, seed=seed).build_all(min(crop_size, 64))

@@ -1,0 +1,72 @@
+"""Shared fixtures: sample photos, and one tiny model trained and exported per test session.
+
+Training goes through the real `hific` command in a subprocess, so every codec test runs on a
+model produced the way users produce one.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+TRAIN_STEPS = 30
+
+
+def run_hific(*args, env=None, check=True, timeout=900):
+  """Runs `hific ARGS` in a fresh process; returns the CompletedProcess."""
+  command = [sys.executable, "-m", "hific_tf.cli", *map(str, args)]
+  full_env = dict(os.environ, **(env or {}))
+  done = subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout,
+                        stdin=subprocess.DEVNULL)
+  if check and done.returncode != 0:
+    raise AssertionError(f"hific {' '.join(map(str, args))} failed ({done.returncode}):\n"
+                         f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+  return done
+
+
+def sample_photos():
+  """scikit-image's bundled colour photos (no download), as name -> uint8 array."""
+  import skimage.data
+  names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+           "immunohistochemistry"]
+  return {name: getattr(skimage.data, name)() for name in names}
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("photos")
+  for name, array in sample_photos().items():
+    Image.fromarray(array).save(folder / f"{name}.png")
+  return folder
+
+
+@pytest.fixture(scope="session")
+def stage1_dir(tmp_path_factory, photo_dir):
+  model_dir = tmp_path_factory.mktemp("runs") / "stage1"
+  run_hific("train", "--config", "tiny-mselpips", "--train_glob", f"{photo_dir}/*.png",
+            "--steps", TRAIN_STEPS, "--checkpoint_every", 15, "--model_dir", model_dir)
+  return model_dir
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory, stage1_dir):
+  out = tmp_path_factory.mktemp("export") / "codec"
+  run_hific("export", "--model_dir", stage1_dir, "--out", out)
+  return out
+
+
+@pytest.fixture(scope="session")
+def codec(saved_model):
+  from hific_tf.codec import SavedModelCodec
+  return SavedModelCodec(saved_model)
+
+
+def random_image(height, width, channels=3, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)

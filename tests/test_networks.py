@@ -1,0 +1,99 @@
+"""ChannelNorm against float64 numpy, network shapes, parameter counts of the paper's model."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hific_tf import commands, configs, networks
+from hific_tf.layers import ChannelNorm, SpectralConv2D
+from hific_tf.model import HiFiC
+
+
+def _channel_norm_reference(x, gamma, beta, eps=1e-3):
+  mean = x.mean(-1, keepdims=True)
+  variance = ((x - mean) ** 2).sum(-1, keepdims=True) / (x.shape[-1] - 1)
+  return (x - mean) / np.sqrt(variance + eps) * gamma + beta
+
+
+def _channel_norm_gradient_reference(x, gamma, weights, eps=1e-3):
+  """d sum(w * CN(x)) / dx with the mean held constant inside the variance (float64)."""
+  channels = x.shape[-1]
+  centered = x - x.mean(-1, keepdims=True)
+  r = 1. / np.sqrt((centered ** 2).sum(-1, keepdims=True) / (channels - 1) + eps)
+  a = weights * gamma                                   # dL/d(normalized), per channel.
+  direct = (a - a.mean(-1, keepdims=True)) * r          # Through (x - mean).
+  through_variance = -(a * centered).sum(-1, keepdims=True) * r ** 3 * centered / (channels - 1)
+  return direct + through_variance
+
+
+def test_channel_norm_matches_float64_reference_values_and_gradient():
+  rng = np.random.default_rng(0)
+  x = rng.normal(2., 3., size=(2, 5, 7, 16))
+  layer = ChannelNorm()
+  layer.build(x.shape)
+  gamma, beta = rng.normal(size=16), rng.normal(size=16)
+  layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32)])
+  x_tf = tf.constant(x, tf.float32)
+  weights = rng.normal(size=x.shape)
+  with tf.GradientTape() as tape:
+    tape.watch(x_tf)
+    out = layer(x_tf)
+    objective = tf.reduce_sum(out * weights)
+  np.testing.assert_allclose(out.numpy(), _channel_norm_reference(x, gamma, beta), atol=2e-5)
+  np.testing.assert_allclose(tape.gradient(objective, x_tf).numpy(),
+                             _channel_norm_gradient_reference(x, gamma, weights), atol=2e-5)
+
+
+def test_channel_norm_uses_unbiased_variance():
+  x = tf.constant([[[[0., 2.]]]])  # Mean 1; biased variance 1, unbiased 2.
+  out = ChannelNorm(epsilon=0.)(x).numpy().ravel()
+  np.testing.assert_allclose(out, [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
+
+
+def test_channel_norm_in_bfloat16_keeps_float32_statistics():
+  x = tf.cast(tf.cast(tf.random.normal([1, 4, 4, 960], 5., 1.), tf.bfloat16), tf.float32)
+  full = ChannelNorm()(x)
+  half = ChannelNorm(dtype="mixed_bfloat16")(x)
+  assert half.dtype == tf.bfloat16
+  # Only the output is rounded to bfloat16 (8 bits: 1/64 steps for |v| < 4).
+  np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), full.numpy(), atol=1 / 64)
+
+
+@pytest.mark.parametrize("name", ["tiny-hific", "hific-lo"])
+def test_shapes(name):
+  config = configs.get_config(name)
+  model = HiFiC(config)
+  images = tf.zeros([2, 128, 192, 3], tf.uint8)
+  outputs = model(images, training=True)
+  assert outputs["y_hat"].shape == (2, 8, 12, config.latent_channels)
+  assert outputs["reconstruction"].shape == (2, 128, 192, 3)
+  z = model.hyperprior.analysis(outputs["y_hat"])
+  assert z.shape[1:3] == (2, 3)  # 1/64 of the image.
+  logits = model.discriminator((outputs["reconstruction"], outputs["y_hat"]))
+  assert logits.shape == (2, 16, 24, 1)  # One logit per 8x8 patch.
+  assert outputs["bpp_noisy"].shape == (2,) and outputs["bpp_quantized"].shape == (2,)
+
+
+def test_parameter_counts_of_the_paper_model():
+  model = HiFiC(configs.get_config("hific-lo")).build_all()
+  expected = {"encoder": 7.4e6, "generator": 157e6, "hyperprior": 17e6}
+  for part, count in expected.items():
+    effective, _ = commands.parameter_counts(model.codec_modules[part])
+    assert abs(effective - count) / count < 0.03, (part, effective)
+  effective, _ = commands.parameter_counts(model.discriminator)
+  assert abs(effective - 2.8e6) / 2.8e6 < 0.03
+  blocks = sum(int(np.prod(v.shape)) for v in model.generator.blocks.trainable_variables)
+  assert abs(blocks - 149e6) / 149e6 < 0.03
+
+
+def test_spectral_conv_has_unit_spectral_norm_and_updates_only_in_training():
+  layer = SpectralConv2D(8, 3)
+  x = tf.random.normal([1, 8, 8, 4])
+  layer(x)
+  u_before = layer.power_iteration_u.numpy().copy()
+  layer(x, training=False)
+  np.testing.assert_array_equal(layer.power_iteration_u.numpy(), u_before)
+  for _ in range(30):
+    kernel = layer.normalized_kernel(training=True)
+  sigma = np.linalg.svd(kernel.numpy().reshape(-1, 8), compute_uv=False)[0]
+  assert sigma == pytest.approx(1., abs=1e-3)

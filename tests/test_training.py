@@ -1,0 +1,208 @@
+"""The training objective and its mechanics: rate-target switch, D/G isolation, resumption,
+tf.distribute equivalence, and the `hific train` command for both stages."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, TRAIN_STEPS, run_hific
+from hific_tf import configs, data
+from hific_tf.model import HiFiC, rate_weight, schedules
+
+
+def test_rate_weight_picks_lambda_a_above_target_and_lambda_b_below():
+  config = configs.get_config("hific-lo")
+  assert float(rate_weight(config, 0.20, 0.14)) == config.lambda_a
+  assert float(rate_weight(config, 0.10, 0.14)) == config.lambda_b
+  assert float(rate_weight(config, 0.20, 0.14, 0.5)) == config.lambda_a * 0.5
+
+
+def test_schedules_follow_the_paper():
+  config = configs.get_config("hific-mi")
+  target, factor, lr = schedules(config, tf.constant(10, tf.int64))
+  assert float(target) == pytest.approx(0.30 * 0.20 / 0.14) and float(factor) == 0.5
+  assert float(lr) == pytest.approx(1e-4)
+  target, factor, lr = schedules(config, tf.constant(60_000, tf.int64))
+  assert float(target) == pytest.approx(0.30) and float(factor) == 1.
+  _, _, lr = schedules(config, tf.constant(600_000, tf.int64))
+  assert float(lr) == pytest.approx(1e-5)
+
+
+def _values(variables):
+  return [v.numpy().copy() for v in variables]
+
+
+def _changed(before, variables):
+  return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_stage2_steps_touch_only_their_own_variables():
+  model = HiFiC(configs.get_config("tiny-hific")).build_all(64)
+  model.compile()
+  images = tf.random.uniform([4, 64, 64, 3], 0, 255, tf.int32)
+  images = tf.cast(images, tf.uint8)
+  g_images, d_images = images[0::2], images[1::2]
+  d_vars = model.discriminator.variables  # Includes the spectral-norm power iteration state.
+  codec_vars = model.transform_variables + model.entropy_variables
+
+  codec_before, d_before = _values(codec_vars), _values(d_vars)
+  model._discriminator_step(d_images)
+  assert not any(_changed(codec_before, codec_vars)), "the D step changed E/G/hyperprior"
+  assert all(_changed(d_before[:len(model.discriminator_variables)],
+                      model.discriminator_variables))
+
+  # The G step alone: the generator half of train_step, without the D update.
+  d_before = _values(d_vars)
+  step = model.train_step
+  original = model._discriminator_step
+  model._discriminator_step = lambda _: {}
+  try:
+    step(images)
+  finally:
+    model._discriminator_step = original
+  assert not any(_changed(d_before, d_vars)), "the G step changed D"
+  assert any(_changed(codec_before, model.transform_variables))
+  assert int(model.step.numpy()) == 1
+
+
+def test_stage1_step_runs_and_reports_every_term():
+  model = HiFiC(configs.get_config("tiny-mselpips")).build_all(64)
+  model.compile()
+  logs = model.train_step(tf.zeros([2, 64, 64, 3], tf.uint8) + 128)
+  for key in ("loss", "bpp_noisy", "bpp_quantized", "mse", "lpips", "rate_weight"):
+    assert np.isfinite(float(logs[key])), key
+
+
+def test_dataset_batch_k_does_not_depend_on_the_start(photo_dir):
+  glob = f"{photo_dir}/*.png"
+  from_zero = list(data.training_dataset(2, 64, 7, train_glob=glob).take(3))
+  from_two = next(iter(data.training_dataset(2, 64, 7, train_glob=glob, start_step=2)))
+  np.testing.assert_array_equal(from_zero[2].numpy(), from_two.numpy())
+  assert not np.array_equal(from_zero[0].numpy(), from_zero[1].numpy())
+
+
+def test_small_images_are_upscaled_before_cropping():
+  image = tf.zeros([40, 300, 3], tf.uint8)
+  crop = data.augment(image, 64, tf.constant([1, 2], tf.int64))
+  assert crop.shape == (64, 64, 3)
+
+
+def test_tfds_offline_path_gives_a_clear_error(tmp_path):
+  with pytest.raises(data.DataError, match="not prepared"):
+    data.training_dataset(2, 64, tfds_name="clic", tfds_data_dir=str(tmp_path))
+
+
+_TRAIN_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, tensorflow as tf
+    from hific_tf import configs, train
+    kill_at = int(sys.argv[3])
+    class Kill(tf.keras.callbacks.Callback):
+      def on_train_batch_end(self, batch, logs=None):
+        if kill_at and int(self.model.step.numpy()) == kill_at:
+          os.kill(os.getpid(), signal.SIGKILL)
+    train.train(configs.get_config("tiny-mselpips"), sys.argv[1], train_glob=sys.argv[2],
+                steps=6, checkpoint_every=2, crop_size=64, batch_size=2, callbacks=[Kill()],
+                verbose=0)
+""")
+
+
+def _train_subprocess(model_dir, glob, kill_at):
+  return subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(model_dir), glob,
+                         str(kill_at)], capture_output=True, text=True, timeout=600,
+                        cwd=REPO)
+
+
+def _final_weights(model_dir):
+  from hific_tf import train
+  model = train.load_trained(model_dir)
+  return int(tf.train.latest_checkpoint(str(model_dir / "checkpoints")).split("-")[-1]), [
+      v.numpy() for v in model.variables]
+
+
+def test_killed_run_resumes_to_the_same_step_and_weights(tmp_path, photo_dir):
+  glob = f"{photo_dir}/*.png"
+  straight = _train_subprocess(tmp_path / "straight", glob, 0)
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  killed = _train_subprocess(tmp_path / "killed", glob, 5)
+  assert killed.returncode == -signal.SIGKILL
+  assert (tmp_path / "killed" / "backup").is_dir()
+  resumed = _train_subprocess(tmp_path / "killed", glob, 0)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  step_a, weights_a = _final_weights(tmp_path / "straight")
+  step_b, weights_b = _final_weights(tmp_path / "killed")
+  assert step_a == step_b == 6
+  for a, b in zip(weights_a, weights_b):
+    np.testing.assert_array_equal(a, b)
+
+
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from hific_tf import configs
+    from hific_tf.model import HiFiC
+    images = tf.cast(tf.random.stateless_uniform([4, 64, 64, 3], [1, 2], 0, 256, tf.int32),
+                     tf.uint8)
+    results = {}
+    for name, strategy in [("single", tf.distribute.OneDeviceStrategy("/cpu:0")),
+                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+      tf.keras.utils.set_random_seed(0)
+      with strategy.scope():
+        model = HiFiC(configs.get_config(sys.argv[1]).replace(learning_rate=1e-4)).build_all(64)
+        model.compile()
+      dataset = strategy.experimental_distribute_dataset(
+          tf.data.Dataset.from_tensors(images))
+      logs = strategy.run(model.train_step, args=(next(iter(dataset)),))
+      logs = {k: float(strategy.reduce("MEAN", v, axis=None)) for k, v in logs.items()}
+      variables = model.transform_variables + model.entropy_variables + (
+          model.discriminator.variables if model.discriminator is not None else [])
+      weights = np.concatenate([v.numpy().ravel() for v in variables])  # Not the metrics.
+      results[name] = (logs, weights)
+    (a_logs, a_w), (b_logs, b_w) = results["single"], results["mirrored"]
+    print(json.dumps({"logs": [a_logs, b_logs],
+                      "weight_error": float(np.linalg.norm(a_w - b_w) / np.linalg.norm(a_w)),
+                      "changed": float(np.abs(a_w).max())}))
+""")
+
+
+@pytest.mark.parametrize("config", ["tiny-mselpips", "tiny-hific"])
+def test_mirrored_strategy_step_equals_single_device_step(config):
+  import json
+  done = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, config], capture_output=True,
+                        text=True, timeout=600, cwd=REPO)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  single, mirrored = result["logs"]
+  for key in ("loss", "bpp_noisy", "mse", "lpips"):
+    assert mirrored[key] == pytest.approx(single[key], rel=1e-5), key
+  assert result["weight_error"] < 1e-5  # Relative L2 error over all weights after the step.
+
+
+def test_hific_train_both_stages_from_the_command_line(stage1_dir, photo_dir, tmp_path):
+  assert (stage1_dir / "config.json").is_file()
+  assert tf.train.latest_checkpoint(str(stage1_dir / "checkpoints")).endswith(f"-{TRAIN_STEPS}")
+  assert list((stage1_dir / "logs").rglob("events.out.tfevents*"))
+  stage2 = tmp_path / "stage2"
+  done = run_hific("train", "--config", "tiny-hific", "--init_from", stage1_dir,
+                   "--train_glob", f"{photo_dir}/*.png", "--steps", TRAIN_STEPS,
+                   "--checkpoint_every", TRAIN_STEPS, "--model_dir", stage2)
+  assert "d_real" in done.stdout + done.stderr
+  assert tf.train.latest_checkpoint(str(stage2 / "checkpoints")).endswith(f"-{TRAIN_STEPS}")
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--config", "tiny-mselpips", "--train_glob", "/nonexistent/*.png"], 1, "no images match"),
+    (["--config", "no-such-config", "--train_glob", "x"], 2, "unknown config"),
+    (["--train_glob", "x"], 2, "required"),
+])
+def test_bad_training_input_exits_with_one_line(args, code, message, tmp_path):
+  done = run_hific("train", "--model_dir", tmp_path / "m", *args, check=False)
+  assert done.returncode == code
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("hific: error:") and message in lines[0]
