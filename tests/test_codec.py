@@ -1,0 +1,226 @@
+"""The codec end to end: real range coding, the .hific container, the SavedModel in a process
+without hific_tf, determinism across processes and thread counts, and bad input."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REPO, random_image, run_hific
+from hific_tf import bitstream, codec as codec_lib, images, train
+
+
+def test_range_coded_latents_decode_exactly_and_cost_what_was_estimated(stage1_dir, photo_dir):
+  model = train.load_trained(stage1_dir)
+  model.hyperprior.build_coders()
+  photo = images.load_rgb(photo_dir / "astronaut.png")[128:384, 128:384]
+  x = tf.cast(photo, tf.float32)[None] / 255.
+  y = model.encoder(x)
+  estimate = model.hyperprior(y, training=False)
+  compressed, y_hat = model.hyperprior.compress(y)
+  decoded = model.hyperprior.decompress(compressed.y_strings, compressed.z_strings,
+                                        compressed.y_shape, compressed.z_shape)
+  np.testing.assert_array_equal(decoded.numpy(), y_hat.numpy())
+  np.testing.assert_array_equal(estimate.y_hat.numpy(), y_hat.numpy())
+  # Exactly quantized around the predicted means: y_hat - mu is an integer.
+  z_hat = model.hyperprior.side_coder.quantize(model.hyperprior.analysis(y))
+  loc, _ = model.hyperprior._parameters(z_hat, tf.shape(y)[1:3])
+  offsets = (y_hat - loc).numpy()
+  np.testing.assert_allclose(offsets, np.round(offsets), atol=1e-4)
+  real_bits = 8 * (len(compressed.y_strings[0].numpy()) + len(compressed.z_strings[0].numpy()))
+  estimated_bits = float(estimate.y_bits_quantized[0] + estimate.z_bits_quantized[0])
+  assert abs(real_bits - estimated_bits) <= 0.02 * estimated_bits + 8 * 8, (real_bits,
+                                                                           estimated_bits)
+
+
+@pytest.mark.parametrize("shape", [(17, 31, 3), (64, 64, 3), (257, 129, 3)])
+def test_round_trip_any_size(codec, shape):
+  image = random_image(*shape)
+  hific_file = codec.compress(image)
+  data = hific_file.to_bytes()
+  assert hific_file.overhead_bytes <= 64
+  decoded = codec.decompress(bitstream.HificFile.from_bytes(data))
+  assert decoded.shape == shape and decoded.dtype == np.uint8
+
+
+def test_reflect_pad_mirrors_any_distance():
+  image = tf.reshape(tf.range(3 * 2), [3, 2, 1])
+  padded = codec_lib.reflect_pad(image, 8).numpy()[..., 0]
+  assert padded.shape == (8, 8)
+  np.testing.assert_array_equal(padded[:, 0], [0, 2, 4, 2, 0, 2, 4, 2])
+  np.testing.assert_array_equal(padded[0], [0, 1, 0, 1, 0, 1, 0, 1])
+  assert codec_lib.reflect_pad(tf.zeros([1, 1, 3]), 64).shape == (64, 64, 3)
+
+
+def _save(tmp_path, name, image, **kwargs):
+  path = tmp_path / name
+  image.save(path, **kwargs)
+  return path
+
+
+def test_any_input_kind_becomes_rgb(tmp_path):
+  rgb = random_image(20, 30)
+  gray = _save(tmp_path, "gray.png", Image.fromarray(rgb[..., 0]))
+  assert images.load_rgb(gray).shape == (20, 30, 3)
+  sixteen = _save(tmp_path, "16.png", Image.fromarray(rgb[..., 0].astype(np.uint16) * 257))
+  np.testing.assert_array_equal(images.load_rgb(sixteen)[..., 0], rgb[..., 0])
+  palette = _save(tmp_path, "p.png", Image.fromarray(rgb).convert("P"))
+  assert images.load_rgb(palette).shape == (20, 30, 3)
+  rgba = _save(tmp_path, "a.png", Image.fromarray(np.dstack([rgb, rgb[..., :1]])))
+  with pytest.warns(UserWarning, match="alpha"):
+    np.testing.assert_array_equal(images.load_rgb(rgba), rgb)
+  rotated = Image.fromarray(rgb)
+  exif = rotated.getexif()
+  exif[0x0112] = 6  # Rotate 90 degrees clockwise when shown.
+  jpeg = _save(tmp_path, "r.jpg", rotated, exif=exif, quality=95)
+  assert images.load_rgb(jpeg).shape == (30, 20, 3)
+
+
+def test_cli_round_trip_grayscale_and_rgba(saved_model, tmp_path):
+  gray = _save(tmp_path, "gray.png", Image.fromarray(random_image(40, 50)[..., 0]))
+  rgba = _save(tmp_path, "rgba.png", Image.fromarray(random_image(33, 70, 4)))
+  for source in (gray, rgba):
+    done = run_hific("compress", "--model", saved_model, source)
+    if source == rgba:
+      assert "alpha" in done.stderr
+    run_hific("decompress", "--model", saved_model, source.with_suffix(".hific"),
+              tmp_path / f"{source.stem}_out.png")
+    out = np.asarray(Image.open(tmp_path / f"{source.stem}_out.png"))
+    assert out.shape == np.asarray(Image.open(source)).shape[:2] + (3,)
+
+
+def test_cli_folder_and_force(saved_model, tmp_path):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(random_image(64, 64, seed=i)).save(folder / f"{i}.png")
+  run_hific("compress", "--model", saved_model, folder, tmp_path / "bits")
+  assert sorted(p.name for p in (tmp_path / "bits").iterdir()) == ["0.hific", "1.hific",
+                                                                  "2.hific"]
+  done = run_hific("compress", "--model", saved_model, folder, tmp_path / "bits", check=False)
+  assert done.returncode == 1 and "--force" in done.stderr
+  run_hific("compress", "--model", saved_model, folder, tmp_path / "bits", "--force")
+  run_hific("decompress", "--model", saved_model, tmp_path / "bits", tmp_path / "png")
+  assert len(list((tmp_path / "png").glob("*.png"))) == 3
+
+
+def test_verbose_compress_reports_rates_and_psnr(saved_model, tmp_path):
+  source = _save(tmp_path, "x.png", Image.fromarray(random_image(64, 96)))
+  done = run_hific("compress", "--model", saved_model, source, "--verbose")
+  assert "estimated" in done.stdout and "real" in done.stdout and "PSNR" in done.stdout
+  info = run_hific("info", source.with_suffix(".hific"))
+  assert "96x64" in info.stdout and "bpp" in info.stdout
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory, stage1_dir):
+  """A differently initialised tiny model exported the same way: its files must be refused."""
+  from hific_tf import configs
+  from hific_tf.model import HiFiC
+  directory = tmp_path_factory.mktemp("other")
+  tf.keras.utils.set_random_seed(123)
+  model = HiFiC(configs.get_config("tiny-mselpips")).build_all()
+  (directory / "config.json").write_text(model.config.to_json())
+  train.codec_checkpoint(model).save(str(directory / "checkpoints" / "ckpt"))
+  out = directory / "codec"
+  run_hific("export", "--model_dir", directory, "--out", out)
+  return out
+
+
+def test_bad_files_fail_with_one_line_and_leave_nothing(saved_model, other_model, tmp_path):
+  source = _save(tmp_path, "x.png", Image.fromarray(random_image(64, 64)))
+  run_hific("compress", "--model", saved_model, source)
+  data = source.with_suffix(".hific").read_bytes()
+  flipped = bytearray(data)
+  flipped[len(data) // 2] ^= 0x40
+  other = run_hific("compress", "--model", other_model, source, tmp_path / "other.hific")
+  assert other.returncode == 0
+  cases = {
+      "truncated.hific": data[:len(data) - 7],
+      "flipped.hific": bytes(flipped),
+      "notahific.hific": b"\x89PNG\r\n\x1a\n" + b"\0" * 100,
+      "empty.hific": b"",
+  }
+  for name, content in cases.items():
+    (tmp_path / name).write_bytes(content)
+  cases["other.hific"] = None
+  for name in cases:
+    output = tmp_path / f"{name}.png"
+    done = run_hific("decompress", "--model", saved_model, tmp_path / name, output, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, (name, done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("hific: error:"), (name, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert not output.exists()
+    assert not list(tmp_path.glob(".*partial")), name
+  done = run_hific("compress", "--model", saved_model, tmp_path / "notahific.hific",
+                   tmp_path / "n.hific", check=False)
+  assert done.returncode == 1 and "not a readable image" in done.stderr
+  assert not (tmp_path / "n.hific").exists()
+
+
+_STANDALONE = textwrap.dedent("""
+    import hashlib, sys
+    import tensorflow as tf
+    import tensorflow_compression  # Registers the range coding ops; nothing else.
+    threads = int(sys.argv[3])
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    loaded = tf.saved_model.load(sys.argv[1])
+    image = tf.io.decode_png(tf.io.read_file(sys.argv[2]), channels=3)
+    compress = loaded.signatures["compress"]
+    decompress = loaded.signatures["decompress"]
+    bits = compress(image=image)
+    out = decompress(**{k: bits[k] for k in
+                        ("y_string", "z_string", "image_shape", "y_shape", "z_shape")})
+    png = tf.io.encode_png(out["image"]).numpy()
+    assert "hific_tf" not in sys.modules
+    print(hashlib.sha256(bits["y_string"].numpy() + bits["z_string"].numpy()).hexdigest(),
+          hashlib.sha256(png).hexdigest(), out["image"].shape)
+""")
+
+
+def test_saved_model_runs_without_hific_tf_and_decodes_identically(saved_model, photo_dir):
+  source = str(photo_dir / "chelsea.png")
+  results = []
+  for threads in (1, 2):
+    done = subprocess.run([sys.executable, "-c", _STANDALONE, str(saved_model), source,
+                           str(threads)], capture_output=True, text=True, timeout=300,
+                          cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results.append(done.stdout.split())
+  assert results[0] == results[1]
+  assert results[0][2:] == ["(300,", "451,", "3)"]
+
+
+def test_saved_model_cli_lists_both_signatures(saved_model):
+  stock = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  # The stock tool lists the signatures, then fails on tfc's ops (it never imports tfc);
+  # bin/saved_model_cli registers them first and completes.
+  for command in ([stock], [sys.executable, str(REPO / "bin" / "saved_model_cli")]):
+    done = subprocess.run(command + ["show", "--all", "--dir", str(saved_model)],
+                          capture_output=True, text=True, timeout=300)
+    assert "signature_def['compress']" in done.stdout
+    assert "signature_def['decompress']" in done.stdout
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "DT_UINT8" in done.stdout and "DT_STRING" in done.stdout
+
+
+def test_bfloat16_generator_decodes_the_same_bits(stage1_dir, codec, tmp_path, photo_dir):
+  out = tmp_path / "bf16"
+  run_hific("export", "--model_dir", stage1_dir, "--out", out, "--generator_dtype",
+            "mixed_bfloat16")
+  bf16 = codec_lib.SavedModelCodec(out)
+  image = images.load_rgb(photo_dir / "coffee.png")
+  f32_file, bf16_file = codec.compress(image), bf16.compress(image)
+  assert f32_file.to_bytes() == bf16_file.to_bytes()  # Hyperprior stays float32.
+  a, b = codec.decompress(f32_file), bf16.decompress(f32_file)
+  assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.
