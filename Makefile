@@ -34,7 +34,7 @@ test-all: $(WEIGHTS_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
 
 demo: $(WEIGHTS_STAMP)
-	$(BIN)/python bench/demo.py --out $(DEMO_DIR)
+	$(BIN)/python -m hific_tf.demo --out $(DEMO_DIR)
 
 bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py

@@ -1,0 +1,148 @@
+"""Classical codecs to compare HiFiC against, each searched to land on a requested bitrate.
+
+JPEG, WebP and AVIF through Pillow; HEIC through pillow-heif with x265 (HEVC intra, the nearest
+relative of BPG, which the HiFiC paper compares against and no package index carries); JPEG XL
+through imagecodecs (libjxl). Rates are real: 8 x encoded file bytes / pixels.
+
+Rate matching rule (per image and codec): every codec has one quality knob whose rate is
+monotone in it. A bisection over the knob (integers, or 1/100 steps for JPEG XL's distance)
+finds the two settings that bracket the requested bpp; the one whose rate is nearer the target
+wins. A result further than 10% from the target is kept but flagged `in_range=False` (the codec
+cannot reach that rate on that image, e.g. JPEG below ~0.2 bpp).
+"""
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+
+RATE_TOLERANCE = 0.10
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicalCodec:
+  name: str
+  low: float           # Knob value giving the lowest rate.
+  high: float          # Knob value giving the highest rate.
+  step: float          # Resolution of the knob.
+  encode_fn: callable
+  decode_fn: callable
+
+  def encode(self, image, knob):
+    return self.encode_fn(np.ascontiguousarray(image), knob)
+
+  def decode(self, data):
+    return np.asarray(self.decode_fn(data))[..., :3]
+
+
+def _pillow(format_name, **options):
+  def encode(image, quality):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=format_name, quality=int(round(quality)),
+                                **options)
+    return buffer.getvalue()
+
+  def decode(data):
+    with Image.open(io.BytesIO(data)) as decoded:
+      return np.asarray(decoded.convert("RGB"))
+  return encode, decode
+
+
+def _heic():
+  import pillow_heif
+
+  def encode(image, quality):
+    heif = pillow_heif.from_bytes(mode="RGB", size=(image.shape[1], image.shape[0]),
+                                  data=image.tobytes())
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=int(round(quality)), chroma=420)
+    return buffer.getvalue()
+
+  def decode(data):
+    decoded = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+    return np.asarray(decoded.to_pillow().convert("RGB"))
+  return encode, decode
+
+
+def _jxl():
+  import imagecodecs
+
+  def encode(image, distance):
+    return bytes(imagecodecs.jpegxl_encode(image, distance=float(distance), effort=7))
+
+  def decode(data):
+    return imagecodecs.jpegxl_decode(data)
+  return encode, decode
+
+
+def get_codec(name):
+  """The codec called `name` (jpeg, webp, avif, heic, jxl)."""
+  if name == "jpeg":
+    return ClassicalCodec("jpeg", 1, 95, 1, *_pillow("JPEG", subsampling="4:2:0"))
+  if name == "webp":
+    return ClassicalCodec("webp", 0, 100, 1, *_pillow("WEBP", method=6))
+  if name == "avif":
+    return ClassicalCodec("avif", 0, 100, 1, *_pillow("AVIF", speed=6))
+  if name == "heic":
+    return ClassicalCodec("heic", 0, 100, 1, *_heic())
+  if name == "jxl":
+    return ClassicalCodec("jxl", 25., 0.1, 0.01, *_jxl())  # Butteraugli distance: lower=better.
+  raise ValueError(f"unknown codec '{name}' (known: {', '.join(CODECS)})")
+
+
+CODECS = ("jpeg", "webp", "avif", "heic", "jxl")
+
+
+@dataclasses.dataclass
+class RateMatch:
+  codec: str
+  knob: float
+  data: bytes
+  bpp: float
+  target_bpp: float
+
+  @property
+  def in_range(self):
+    return abs(self.bpp - self.target_bpp) <= RATE_TOLERANCE * self.target_bpp
+
+
+def bits_per_pixel(data, image):
+  return 8. * len(data) / (image.shape[0] * image.shape[1])
+
+
+def match_rate(codec, image, target_bpp):
+  """Bisects `codec`'s knob for the encoding of `image` nearest to `target_bpp`."""
+  def trial(knob):
+    data = codec.encode(image, knob)
+    return RateMatch(codec.name, float(knob), data, bits_per_pixel(data, image), target_bpp)
+
+  # Work on integer positions along the knob, low rate (0) to high rate (n).
+  n = int(round(abs(codec.high - codec.low) / codec.step))
+  direction = 1 if codec.high > codec.low else -1
+  knob_at = lambda i: codec.low + direction * i * codec.step
+  lo, hi = trial(knob_at(0)), trial(knob_at(n))
+  if lo.bpp >= target_bpp:
+    return lo
+  if hi.bpp <= target_bpp:
+    return hi
+  a, b = 0, n
+  while b - a > 1:
+    middle = (a + b) // 2
+    result = trial(knob_at(middle))
+    if result.bpp <= target_bpp:
+      a, lo = middle, result
+    else:
+      b, hi = middle, result
+  return min((lo, hi), key=lambda r: abs(r.bpp - target_bpp))
+
+
+def match_size(codec, image, max_bytes):
+  """The highest-quality encoding no larger than `max_bytes` (for same-file-size pictures)."""
+  match = match_rate(codec, image, 8. * max_bytes / (image.shape[0] * image.shape[1]))
+  direction = 1 if codec.high > codec.low else -1
+  while len(match.data) > max_bytes and abs(match.knob - codec.low) > 1e-9:
+    knob = match.knob - direction * codec.step
+    data = codec.encode(image, knob)
+    match = RateMatch(codec.name, knob, data, bits_per_pixel(data, image), match.target_bpp)
+  return match
