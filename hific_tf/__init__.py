@@ -1,0 +1,13 @@
+"""hific_tf: HiFiC (Mentzer et al., NeurIPS 2020) on TensorFlow 2 and tensorflow-compression.
+
+`HiFiC` is imported lazily so that `import hific_tf.configs` does not load TensorFlow.
+"""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+  if name == "HiFiC":
+    from hific_tf.model import HiFiC
+    return HiFiC
+  raise AttributeError(f"module 'hific_tf' has no attribute '{name}'")

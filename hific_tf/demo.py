@@ -8,6 +8,7 @@ quality; the point is that every stage is the real one (see bench/ for measureme
 """
 
 import argparse
+import os
 import pathlib
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import time
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                 "retina")
