@@ -42,7 +42,7 @@ def _label(image, text):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="demo_out")
-  parser.add_argument("--steps", type=int, default=1200)
+  parser.add_argument("--steps", type=int, default=2500)
   args = parser.parse_args()
   import skimage.data
   import tensorflow as tf

@@ -218,9 +218,10 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
       image = images_lib.load_rgb(path)
       features.compute("original", stem, image)
       shown = []
+      wants_crop = index < crops and not (out / "crops" / f"{stem}.png").is_file()
       for task in tasks:
         key = (stem, task.method, task.setting)
-        if key in rows and features.has(task.key, stem) and index >= crops:
+        if key in rows and features.has(task.key, stem) and not wants_crop:
           skipped += 1
           progress.update()
           continue
@@ -237,7 +238,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
         if task.method == "hific" or task.target_bpp == targets[0]:
           shown.append((f"{task.method} {bpp:.3f}bpp", reconstruction))
         progress.update()
-      if index < crops:
+      if wants_crop:
         _side_by_side(stem, image, shown, out)
   summary = _summarize(rows, tasks, stems, features)
   images_lib.write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode(),

@@ -1,0 +1,56 @@
+"""Training speed: ms per step and images/s, tiny configs and the full hific-lo, fp32 and bf16.
+
+A few steps of the real train_step (rate, MSE, LPIPS, and in stage 2 the D step) on random
+crops, after one step for tracing. Full HiFiC needs a GPU to train for real; these are the CPU
+figures of this machine.
+
+Usage: python bench/train_speed.py [--steps 3]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from hific_tf import configs  # pylint: disable=g-import-not-at-top
+from hific_tf.model import HiFiC  # pylint: disable=g-import-not-at-top
+
+CASES = (("tiny-mselpips", 4, 128), ("tiny-hific", 4, 128), ("hific-lo", 2, 256))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=3)
+  args = parser.parse_args()
+  print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; batch is the generator batch "
+        "(stage 2 feeds D as many again)")
+  print(f"{'config':<16}{'precision':<16}{'batch':>6}{'crop':>6}{'trace s':>9}{'ms/step':>10}"
+        f"{'img/s':>8}")
+  for name, batch, crop in CASES:
+    for precision in ("float32", "mixed_bfloat16"):
+      tf.keras.mixed_precision.set_global_policy(precision)
+      config = configs.get_config(name)
+      model = HiFiC(config).build_all(64)
+      model.compile()
+      step = tf.function(model.train_step)
+      factor = 2 if config.use_gan else 1
+      images = tf.cast(tf.random.uniform([batch * factor, crop, crop, 3], 0, 256, tf.int32),
+                       tf.uint8)
+      start = time.perf_counter()
+      step(images)
+      trace = time.perf_counter() - start
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        logs = step(images)
+      float(logs["loss"])
+      seconds = (time.perf_counter() - start) / args.steps
+      print(f"{name:<16}{precision:<16}{batch:>6}{crop:>6}{trace:>9.1f}{seconds * 1e3:>10.0f}"
+            f"{batch / seconds:>8.2f}")
+  tf.keras.mixed_precision.set_global_policy("float32")
+
+
+if __name__ == "__main__":
+  main()
