@@ -55,9 +55,10 @@ class ResidualBlock(tf.keras.layers.Layer):
   def __init__(self, filters, **kwargs):
     super().__init__(**kwargs)
     self.filters = filters
+    policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
     self.body = tf.keras.Sequential([
-        conv(filters, 3), ChannelNorm(), tf.keras.layers.ReLU(),
-        conv(filters, 3), ChannelNorm(),
+        conv(filters, 3, **policy), ChannelNorm(**policy), tf.keras.layers.ReLU(**policy),
+        conv(filters, 3, **policy), ChannelNorm(**policy),
     ], name="body")
 
   def call(self, inputs):

@@ -33,18 +33,19 @@ class Generator(tf.keras.layers.Layer):
 
   def __init__(self, num_filters_base, num_residual_blocks, name="generator", **kwargs):
     super().__init__(name=name, **kwargs)
+    policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
     width = num_filters_base * 2 ** NUM_DOWNSAMPLINGS
     self.head = tf.keras.Sequential(
-        [ChannelNorm(), conv(width, 3), ChannelNorm()], name="head")
+        [ChannelNorm(**policy), conv(width, 3, **policy), ChannelNorm(**policy)], name="head")
     self.blocks = tf.keras.Sequential(
-        [ResidualBlock(width, name=f"block_{i}") for i in range(num_residual_blocks)],
+        [ResidualBlock(width, name=f"block_{i}", **policy) for i in range(num_residual_blocks)],
         name="residual_blocks")
     tail = []
     for i in reversed(range(NUM_DOWNSAMPLINGS)):
       tail += [tf.keras.layers.Conv2DTranspose(num_filters_base * 2 ** i, 3, strides=2,
-                                               padding="same"),
-               ChannelNorm(), tf.keras.layers.ReLU()]
-    tail.append(conv(3, 7))
+                                               padding="same", **policy),
+               ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
+    tail.append(conv(3, 7, **policy))
     self.tail = tf.keras.Sequential(tail, name="tail")
 
   def call(self, latent):
@@ -61,20 +62,22 @@ class Discriminator(tf.keras.layers.Layer):
   """
 
   def __init__(self, filters_base=64, latent_channels=12, name="discriminator", **kwargs):
-    super().__init__(name=name, **kwargs)
-    self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent")
+    # float32 under any mixed-precision policy: the spectral-norm power iteration keeps its
+    # state in float32 variables, and D is a small part of a training step's cost.
+    super().__init__(name=name, dtype="float32", **kwargs)
+    self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent", dtype="float32")
     self.latent_upsample = tf.keras.layers.UpSampling2D(2 ** NUM_DOWNSAMPLINGS,
                                                         interpolation="nearest")
     self.convs = [
-        SpectralConv2D(filters_base, 4, 2, name="conv_0"),
-        SpectralConv2D(filters_base * 2, 4, 2, name="conv_1"),
-        SpectralConv2D(filters_base * 4, 4, 2, name="conv_2"),
-        SpectralConv2D(filters_base * 8, 4, 1, name="conv_3"),
+        SpectralConv2D(filters_base, 4, 2, name="conv_0", dtype="float32"),
+        SpectralConv2D(filters_base * 2, 4, 2, name="conv_1", dtype="float32"),
+        SpectralConv2D(filters_base * 4, 4, 2, name="conv_2", dtype="float32"),
+        SpectralConv2D(filters_base * 8, 4, 1, name="conv_3", dtype="float32"),
     ]
-    self.to_logits = SpectralConv2D(1, 4, 1, name="logits")
+    self.to_logits = SpectralConv2D(1, 4, 1, name="logits", dtype="float32")
 
   def call(self, inputs, training=False):
-    image, latent = inputs
+    image, latent = (tf.cast(t, tf.float32) for t in inputs)
     latent = tf.nn.leaky_relu(self.latent_conv(latent, training=training), 0.2)
     net = tf.concat([image, tf.cast(self.latent_upsample(latent), image.dtype)], axis=-1)
     for layer in self.convs:

@@ -97,3 +97,11 @@ def test_spectral_conv_has_unit_spectral_norm_and_updates_only_in_training():
     kernel = layer.normalized_kernel(training=True)
   sigma = np.linalg.svd(kernel.numpy().reshape(-1, 8), compute_uv=False)[0]
   assert sigma == pytest.approx(1., abs=1e-3)
+
+
+def test_bfloat16_generator_runs_every_sublayer_in_bfloat16():
+  generator = networks.Generator(8, 2, dtype="mixed_bfloat16")
+  generator(tf.zeros([1, 4, 4, 32]))
+  compute = {layer.compute_dtype for layer in generator.submodules
+             if isinstance(layer, tf.keras.layers.Layer) and layer.weights}
+  assert compute == {"bfloat16"}
