@@ -72,7 +72,7 @@ class _Features:
     return not self.enabled or self.path(key, stem).is_file()
 
   def compute(self, key, stem, image):
-    if not self.enabled or self.has(key, stem) and self.path(key, stem).is_file():
+    if self.has(key, stem):  # Cached, or features disabled.
       return
     if self._network is None:
       from hific_tf.inception import InceptionV3
