@@ -27,7 +27,7 @@ class _Parser(argparse_flags.ArgumentParser):
     raise UsageError(message)
 
 
-def _model_dir_command(sub, name, help_text):
+def _subcommand(sub, name, help_text):
   parser = sub.add_parser(name, help=help_text)
   parser.add_argument("--verbose", "-V", action="store_true", help="Tracebacks and details.")
   return parser
@@ -38,7 +38,7 @@ def parse_args(argv):
   parser.add_argument("--verbose", "-V", action="store_true", help="Tracebacks and details.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-  p = _model_dir_command(sub, "train", "Train a config (stage 1 or 2) into --model_dir.")
+  p = _subcommand(sub, "train", "Train a config (stage 1 or 2) into --model_dir.")
   p.add_argument("--config", required=True)
   p.add_argument("--model_dir", required=True)
   data = p.add_mutually_exclusive_group(required=True)
@@ -55,7 +55,7 @@ def parse_args(argv):
                  default="float32")
   p.add_argument("--seed", type=int, default=0)
 
-  p = _model_dir_command(sub, "export", "Export a trained model_dir as a codec SavedModel.")
+  p = _subcommand(sub, "export", "Export a trained model_dir as a codec SavedModel.")
   p.add_argument("--model_dir", required=True)
   p.add_argument("--out", required=True)
   p.add_argument("--generator_dtype", choices=["float32", "mixed_bfloat16"], default="float32")
@@ -63,13 +63,13 @@ def parse_args(argv):
 
   for name, what in (("compress", "image (or folder) -> .hific"),
                      ("decompress", ".hific (or folder) -> PNG")):
-    p = _model_dir_command(sub, name, what)
+    p = _subcommand(sub, name, what)
     p.add_argument("--model", required=True, help="Codec SavedModel from `hific export`.")
     p.add_argument("input")
     p.add_argument("output", nargs="?")
     p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
 
-  p = _model_dir_command(sub, "evaluate", "Rate, distortion and realism against other codecs.")
+  p = _subcommand(sub, "evaluate", "Rate, distortion and realism against other codecs.")
   p.add_argument("--model", required=True, help="Codec SavedModel, or 'none'.")
   p.add_argument("--images", required=True)
   p.add_argument("--out", required=True)
@@ -77,12 +77,12 @@ def parse_args(argv):
   p.add_argument("--bpp", default="0.15,0.3", help="Target rates for the classical codecs.")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
 
-  p = _model_dir_command(sub, "info", "Describe a config, a .hific file or a SavedModel.")
+  p = _subcommand(sub, "info", "Describe a config, a .hific file or a SavedModel.")
   target = p.add_mutually_exclusive_group(required=True)
   target.add_argument("--config")
   target.add_argument("path", nargs="?")
 
-  p = _model_dir_command(sub, "weights", "Fetch LPIPS and Inception weights into the cache.")
+  p = _subcommand(sub, "weights", "Fetch LPIPS and Inception weights into the cache.")
   p.add_argument("--dir", help="Where to put them (default: the user cache).")
 
   args = parser.parse_args(argv[1:])

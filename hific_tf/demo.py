@@ -46,7 +46,7 @@ def main():
   args = parser.parse_args()
   import skimage.data
   import tensorflow as tf
-  from hific_tf import bitstream, classical, codec, images, lpips
+  from hific_tf import bitstream, classical, images, lpips
 
   out = pathlib.Path(args.out)
   if out.exists():
@@ -96,7 +96,6 @@ def main():
       _label(jpeg_image, f"JPEG {rows[1][2]:.3f} bpp")], axis=1)
   images.write_atomic(out / "side_by_side.png", images.encode_png(side_by_side), force=True)
   print(f"wrote {out / 'side_by_side.png'} in {time.time() - start:.0f} s")
-  del codec
 
 
 if __name__ == "__main__":

@@ -84,7 +84,6 @@ class HiFiC(tf.keras.Model):
                                                  config.disc_latent_channels)
                           if config.use_gan else None)
     self.lpips = None
-    self._built_for_shape = False
 
   def build_all(self, crop_size=64):
     """Creates every variable by running one small batch (Keras subclassed models are lazy)."""
@@ -92,7 +91,6 @@ class HiFiC(tf.keras.Model):
     outputs = self(images, training=True)
     if self.discriminator is not None:
       self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
-    self._built_for_shape = True
     return self
 
   # --- Variable groups: three optimizers, as in the official code. -------------------------
