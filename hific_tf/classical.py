@@ -29,6 +29,15 @@ class ClassicalCodec:
   encode_fn: callable
   decode_fn: callable
 
+  @property
+  def positions(self):
+    """Number of knob steps from the lowest-rate setting to the highest."""
+    return int(round(abs(self.high - self.low) / self.step))
+
+  def knob_at(self, position):
+    """Knob value `position` steps from the lowest-rate end."""
+    return self.low + (1 if self.high > self.low else -1) * position * self.step
+
   def encode(self, image, knob):
     return self.encode_fn(np.ascontiguousarray(image), knob)
 
@@ -111,38 +120,38 @@ def bits_per_pixel(data, image):
   return 8. * len(data) / (image.shape[0] * image.shape[1])
 
 
-def match_rate(codec, image, target_bpp):
-  """Bisects `codec`'s knob for the encoding of `image` nearest to `target_bpp`."""
-  def trial(knob):
-    data = codec.encode(image, knob)
-    return RateMatch(codec.name, float(knob), data, bits_per_pixel(data, image), target_bpp)
+def _encode_at(codec, image, position, target_bpp):
+  knob = float(codec.knob_at(position))
+  data = codec.encode(image, knob)
+  return position, RateMatch(codec.name, knob, data, bits_per_pixel(data, image), target_bpp)
 
-  # Work on integer positions along the knob, low rate (0) to high rate (n).
-  n = int(round(abs(codec.high - codec.low) / codec.step))
-  direction = 1 if codec.high > codec.low else -1
-  knob_at = lambda i: codec.low + direction * i * codec.step
-  lo, hi = trial(knob_at(0)), trial(knob_at(n))
+
+def _bisect(codec, image, target_bpp):
+  """(position, RateMatch) nearest to `target_bpp`, positions counted from the lowest rate."""
+  a, lo = _encode_at(codec, image, 0, target_bpp)
+  b, hi = _encode_at(codec, image, codec.positions, target_bpp)
   if lo.bpp >= target_bpp:
-    return lo
+    return a, lo
   if hi.bpp <= target_bpp:
-    return hi
-  a, b = 0, n
+    return b, hi
   while b - a > 1:
-    middle = (a + b) // 2
-    result = trial(knob_at(middle))
+    middle, result = _encode_at(codec, image, (a + b) // 2, target_bpp)
     if result.bpp <= target_bpp:
       a, lo = middle, result
     else:
       b, hi = middle, result
-  return min((lo, hi), key=lambda r: abs(r.bpp - target_bpp))
+  return min(((a, lo), (b, hi)), key=lambda pair: abs(pair[1].bpp - target_bpp))
+
+
+def match_rate(codec, image, target_bpp):
+  """Bisects `codec`'s knob for the encoding of `image` nearest to `target_bpp`."""
+  return _bisect(codec, image, target_bpp)[1]
 
 
 def match_size(codec, image, max_bytes):
   """The highest-quality encoding no larger than `max_bytes` (for same-file-size pictures)."""
-  match = match_rate(codec, image, 8. * max_bytes / (image.shape[0] * image.shape[1]))
-  direction = 1 if codec.high > codec.low else -1
-  while len(match.data) > max_bytes and abs(match.knob - codec.low) > 1e-9:
-    knob = match.knob - direction * codec.step
-    data = codec.encode(image, knob)
-    match = RateMatch(codec.name, knob, data, bits_per_pixel(data, image), match.target_bpp)
+  target_bpp = 8. * max_bytes / (image.shape[0] * image.shape[1])
+  position, match = _bisect(codec, image, target_bpp)
+  while len(match.data) > max_bytes and position > 0:
+    position, match = _encode_at(codec, image, position - 1, target_bpp)
   return match

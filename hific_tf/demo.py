@@ -15,8 +15,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,14 +28,6 @@ def _hific(*args):
   done = subprocess.run([sys.executable, "-m", "hific_tf.cli", *map(str, args)])
   if done.returncode:
     sys.exit(f"demo: `hific {' '.join(map(str, args))}` failed")
-
-
-def _label(image, text):
-  canvas = Image.fromarray(image)
-  draw = ImageDraw.Draw(canvas)
-  draw.rectangle([0, 0, 8 * len(text) + 8, 18], fill=(0, 0, 0))
-  draw.text((4, 3), text, fill=(255, 255, 255))
-  return np.asarray(canvas)
 
 
 def main():
@@ -90,10 +81,9 @@ def main():
   for name, size, bpp, psnr, distance in rows:
     print(f"{name:<14} {size:>7d} {bpp:>7.4f} {psnr:>8.2f} {distance:>7.4f}")
   print(f"container: {hific_file.overhead_bytes} B of {len(hific_bytes)} B")
-  side_by_side = np.concatenate([
-      _label(original, "original"),
-      _label(reconstruction, f"HiFiC tiny {rows[0][2]:.3f} bpp"),
-      _label(jpeg_image, f"JPEG {rows[1][2]:.3f} bpp")], axis=1)
+  side_by_side = images.side_by_side([
+      ("original", original), (f"HiFiC tiny {rows[0][2]:.3f} bpp", reconstruction),
+      (f"JPEG {rows[1][2]:.3f} bpp", jpeg_image)])
   images.write_atomic(out / "side_by_side.png", images.encode_png(side_by_side), force=True)
   print(f"wrote {out / 'side_by_side.png'} in {time.time() - start:.0f} s")
 

@@ -182,18 +182,9 @@ def _crop(image, size=256):
 
 
 def _side_by_side(stem, original, reconstructions, out):
-  from PIL import Image, ImageDraw
   tiles = [("original", _crop(original))] + [(k, _crop(v)) for k, v in reconstructions]
-  canvas = Image.fromarray(np.concatenate([t for _, t in tiles], axis=1))
-  draw = ImageDraw.Draw(canvas)
-  x = 0
-  for label, tile in tiles:
-    draw.rectangle([x, 0, x + 7 * len(label) + 8, 16], fill=(0, 0, 0))
-    draw.text((x + 4, 2), label, fill=(255, 255, 255))
-    x += tile.shape[1]
-  buffer = io.BytesIO()
-  canvas.save(buffer, format="PNG")
-  images_lib.write_atomic(out / "crops" / f"{stem}.png", buffer.getvalue(), force=True)
+  images_lib.write_atomic(out / "crops" / f"{stem}.png",
+                          images_lib.encode_png(images_lib.side_by_side(tiles)), force=True)
 
 
 def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, log=print):

@@ -39,6 +39,19 @@ def load_rgb(path):
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def side_by_side(tiles):
+  """One uint8 image of (label, image) tiles placed left to right, each label on a black box."""
+  from PIL import ImageDraw
+  canvas = Image.fromarray(np.concatenate([np.asarray(t, np.uint8) for _, t in tiles], axis=1))
+  draw = ImageDraw.Draw(canvas)
+  x = 0
+  for label, tile in tiles:
+    draw.rectangle([x, 0, x + 7 * len(label) + 8, 16], fill=(0, 0, 0))
+    draw.text((x + 4, 2), label, fill=(255, 255, 255))
+    x += tile.shape[1]
+  return np.asarray(canvas)
+
+
 def encode_png(array):
   buffer = io.BytesIO()
   Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format="PNG")

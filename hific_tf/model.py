@@ -163,9 +163,10 @@ class HiFiC(tf.keras.Model):
     seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.step, tf.int64)])
     return tf.random.experimental.stateless_fold_in(seed, salt)
 
-  def _generator_terms(self, outputs, target, lambda_factor):
-    """Per-image loss terms of the generator step (without the GAN term)."""
+  def _generator_terms(self, outputs):
+    """Per-image loss of the generator step (without the GAN term) and what it reports."""
     config = self.config
+    target, lambda_factor, learning_rate = schedules(config, self.step)
     bpp_quantized_mean = _global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
     weight = rate_weight(config, bpp_quantized_mean, target, lambda_factor)
     squared = tf.math.squared_difference(outputs["image"] * 255.,
@@ -173,7 +174,10 @@ class HiFiC(tf.keras.Model):
     mse = tf.reduce_mean(squared, axis=[1, 2, 3])
     lpips = self.lpips(outputs["reconstruction"], outputs["image"])
     per_image = (weight * outputs["bpp_noisy"] + config.k_mse * mse + config.k_lpips * lpips)
-    return per_image, dict(mse=mse, lpips=lpips, rate_weight=weight)
+    reports = dict(mse=mse, psnr=self._psnr(mse), lpips=lpips, rate_weight=weight,
+                   bpp_noisy=outputs["bpp_noisy"], bpp_quantized=outputs["bpp_quantized"],
+                   target_bpp=target, learning_rate=learning_rate)
+    return per_image, reports
 
   def _discriminate(self, outputs, reconstruction, training):
     latent = tf.stop_gradient(outputs["y_hat"])
@@ -202,10 +206,9 @@ class HiFiC(tf.keras.Model):
       # G and D the same images a single device would.
       images, disc_images = images[0::2], images[1::2]
       reports.update(self._discriminator_step(disc_images))
-    target, lambda_factor, learning_rate = schedules(config, self.step)
     with tf.GradientTape(persistent=True) as tape:
       outputs = self(images, training=True, noise_seed=self._noise_seed(1))
-      per_image, terms = self._generator_terms(outputs, target, lambda_factor)
+      per_image, terms = self._generator_terms(outputs)
       if config.use_gan:
         _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)
         g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])  # -log D(x', y).
@@ -216,20 +219,14 @@ class HiFiC(tf.keras.Model):
                                  (self.entropy_optimizer, self.entropy_variables)):
       optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     del tape
-    reports.update(terms, loss=per_image, bpp_noisy=outputs["bpp_noisy"],
-                   bpp_quantized=outputs["bpp_quantized"], target_bpp=target,
-                   learning_rate=learning_rate, psnr=self._psnr(terms["mse"]))
+    reports.update(terms, loss=per_image)
     return self._update_trackers(reports)
 
   def test_step(self, images):
     """Validation: rounded latents (as the codec will see), same loss terms, no D."""
-    target, lambda_factor, learning_rate = schedules(self.config, self.step)
     outputs = self(images, training=False)
-    per_image, terms = self._generator_terms(outputs, target, lambda_factor)
-    terms.update(loss=per_image, bpp_noisy=outputs["bpp_noisy"], target_bpp=target,
-                 bpp_quantized=outputs["bpp_quantized"], learning_rate=learning_rate,
-                 psnr=self._psnr(terms["mse"]))
-    return self._update_trackers(terms)
+    per_image, terms = self._generator_terms(outputs)
+    return self._update_trackers(dict(terms, loss=per_image))
 
   @staticmethod
   def _psnr(mse):

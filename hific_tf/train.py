@@ -18,6 +18,7 @@ import pathlib
 import tensorflow as tf
 
 from hific_tf import data as data_lib
+from hific_tf import images as images_lib
 from hific_tf.configs import Config
 from hific_tf.model import HiFiC
 
@@ -48,12 +49,16 @@ def latest_checkpoint(model_dir):
   return found
 
 
-def load_trained(model_dir, generator_dtype=None):
-  """A HiFiC model with the latest weights of `model_dir` (codec parts only)."""
-  config = read_config(model_dir)
-  model = HiFiC(config, generator_dtype=generator_dtype).build_all()
+def restore_codec(model, model_dir):
+  """Loads E, G and the hyperprior of `model_dir`'s latest checkpoint into `model`."""
   codec_checkpoint(model, with_discriminator=False).restore(
       latest_checkpoint(model_dir)).expect_partial().assert_existing_objects_matched()
+
+
+def load_trained(model_dir, generator_dtype=None):
+  """A HiFiC model with the latest weights of `model_dir` (codec parts only)."""
+  model = HiFiC(read_config(model_dir), generator_dtype=generator_dtype).build_all()
+  restore_codec(model, model_dir)
   return model
 
 
@@ -126,9 +131,11 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   if batch_size < 1 or steps < 1:
     raise TrainError("--batch_size and --steps must be positive")
   config_path = model_dir / "config.json"
-  if config_path.is_file() and read_config(model_dir).name != config.name:
-    raise TrainError(f"{model_dir} holds a '{read_config(model_dir).name}' run; "
-                     f"use another --model_dir for '{config.name}'")
+  if config_path.is_file():
+    existing = read_config(model_dir).name
+    if existing != config.name:
+      raise TrainError(f"{model_dir} holds a '{existing}' run; "
+                       f"use another --model_dir for '{config.name}'")
   # Fail on bad data before the slow model build.
   if train_glob is not None:
     data_lib.list_images(train_glob)
@@ -155,11 +162,8 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
     raise TrainError(f"{model_dir} already holds a finished run; train into a new --model_dir "
                      "(or --init_from it)")
   if not resumed and init_from:
-    codec = codec_checkpoint(model, with_discriminator=False)
-    codec.restore(latest_checkpoint(init_from)).expect_partial().assert_existing_objects_matched()
-  tmp = config_path.with_suffix(".json.tmp")
-  tmp.write_text(config.to_json())
-  os.replace(tmp, config_path)
+    restore_codec(model, init_from)
+  images_lib.write_atomic(config_path, config.to_json().encode(), force=True)
 
   start_step = int(model.step.numpy())
   steps_per_epoch = math.gcd(steps, max(1, min(checkpoint_every, steps)))
