@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_STAMP := $(VENV)/.weights
 DEMO_DIR ?= demo_out
 
-.PHONY: all install weights test test-all demo bench clean
+.PHONY: all install weights data test test-all demo demo-train bench clean
 
 all: test
 
@@ -33,8 +33,18 @@ test: $(WEIGHTS_STAMP)
 test-all: $(WEIGHTS_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
 
+# The bundled codec against JPEG and AVIF on the held-out photos (no training).
 demo: $(WEIGHTS_STAMP)
-	$(BIN)/python -m hific_tf.demo --out $(DEMO_DIR)
+	$(BIN)/python bin/demo.py --out $(DEMO_DIR)
+
+# Trains the tiny config from scratch, exports, compresses and compares (about ten minutes).
+demo-train: $(WEIGHTS_STAMP)
+	$(BIN)/python bin/demo_train.py --out $(DEMO_DIR)-train
+
+# Training and held-out photos from Debian packages and scikit-image (docs/MODELS.md).
+DATA_DIR ?= data/photos
+data: $(STAMP)
+	$(BIN)/hific data --out $(DATA_DIR)
 
 bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py

@@ -9,9 +9,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.12",
-    packages=["hific_tf", "hific_tf.configs_data"],
+    packages=setuptools.find_packages(include=["hific_tf", "hific_tf.*"]) + ["hific_tf.configs_data"],
     package_dir={"hific_tf.configs_data": "configs"},
-    package_data={"hific_tf.configs_data": ["*.json"]},
+    package_data={"hific_tf.configs_data": ["*.json"],
+                  "hific_tf.serving": ["bundled/*/*.json", "bundled/*/*.npz"]},
     install_requires=[
         "tensorflow==2.14.1",
         "tensorflow-compression==2.14.1",
@@ -27,5 +28,5 @@ setuptools.setup(
         "eval": ["pillow-heif", "imagecodecs", "scipy", "matplotlib"],
         "dev": ["pytest", "scikit-image<0.25", "tensorflow-addons==0.23.0"],
     },
-    entry_points={"console_scripts": ["hific = hific_tf.cli:console_main"]},
+    entry_points={"console_scripts": ["hific = hific_tf.cli.main:console_main"]},
 )

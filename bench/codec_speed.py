@@ -20,8 +20,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from hific_tf import classical, codec, configs, train  # pylint: disable=g-import-not-at-top
-from hific_tf.model import HiFiC  # pylint: disable=g-import-not-at-top
+from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
+from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
+from hific_tf import configs  # pylint: disable=g-import-not-at-top
+from hific_tf.training import train  # pylint: disable=g-import-not-at-top
+from hific_tf.models.hific.model import HiFiC  # pylint: disable=g-import-not-at-top
 
 
 def peak_rss_mb():

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from hific_tf.lpips import LPIPS  # pylint: disable=g-import-not-at-top
+from hific_tf.perceptual.lpips import LPIPS  # pylint: disable=g-import-not-at-top
 
 
 def measure(function, repeats):

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from hific_tf import configs, train  # pylint: disable=g-import-not-at-top
+from hific_tf import configs  # pylint: disable=g-import-not-at-top
+from hific_tf.training import train  # pylint: disable=g-import-not-at-top
 
 
 class _Report(tf.keras.callbacks.Callback):

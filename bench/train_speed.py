@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from hific_tf import configs  # pylint: disable=g-import-not-at-top
-from hific_tf.model import HiFiC  # pylint: disable=g-import-not-at-top
+from hific_tf.models.hific.model import HiFiC  # pylint: disable=g-import-not-at-top
 
 CASES = (("tiny-mselpips", 4, 128), ("tiny-hific", 4, 128), ("hific-lo", 2, 256))
 

@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
   if name == "HiFiC":
-    from hific_tf.model import HiFiC
+    from hific_tf.models.hific.model import HiFiC
     return HiFiC
   raise AttributeError(f"module 'hific_tf' has no attribute '{name}'")

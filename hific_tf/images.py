@@ -14,9 +14,34 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hific_tf.errors import HificError
 
-class ImageError(ValueError):
+
+# The one list of readable photo suffixes: training, compress and evaluate all use it, and all
+# decode through `load_rgb` (Pillow), so whatever one accepts the others accept too.
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm",
+            ".gif")
+SUFFIXES_TEXT = "PNG, JPEG, WebP, BMP, TIFF, PPM/PGM or GIF"
+
+
+def is_image_name(path):
+  """Whether `path` has one of the photo suffixes (case-insensitive)."""
+  return str(path).lower().endswith(SUFFIXES)
+
+
+class ImageError(HificError, ValueError):
   """An input that is not a readable image; the message is one line for the CLI."""
+
+
+def list_images(pattern):
+  """Sorted image files matching a glob, or every image in a folder (by SUFFIXES)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(pattern):
+    pattern = os.path.join(pattern, "*")
+  files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f) and is_image_name(f))
+  if not files:
+    raise ImageError(f"no images match '{pattern}' ({SUFFIXES_TEXT})")
+  return files
 
 
 def load_rgb(path):
@@ -37,6 +62,15 @@ def load_rgb(path):
   if image.mode in ("RGBA", "LA", "PA"):
     warnings.warn(f"{path}: alpha channel dropped (HiFiC codes RGB)", stacklevel=2)
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def bits_per_pixel(num_bytes, height, width):
+  """The rate of a file of `num_bytes` for an image of height x width: 8 bytes / pixels.
+
+  The one definition of bpp in hific_tf: .hific files, classical codecs and reports all use
+  it, so rates compare whole files, headers included.
+  """
+  return 8. * num_bytes / (height * width)
 
 
 def side_by_side(tiles):

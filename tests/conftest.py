@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"  # Copied from the team oracle; see its README.
 TRAIN_STEPS = 30
 
 
@@ -63,7 +63,7 @@ def saved_model(tmp_path_factory, stage1_dir):
 
 @pytest.fixture(scope="session")
 def codec(saved_model):
-  from hific_tf.codec import SavedModelCodec
+  from hific_tf.serving.codec import SavedModelCodec
   return SavedModelCodec(saved_model)
 
 

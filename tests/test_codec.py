@@ -15,7 +15,11 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import REPO, random_image, run_hific
-from hific_tf import bitstream, codec as codec_lib, images, train
+from hific_tf.serving import bitstream
+from hific_tf.serving import codec as codec_lib
+from hific_tf.models.hific import model as model_lib
+from hific_tf import images
+from hific_tf.training import train
 
 
 def test_range_coded_latents_decode_exactly_and_cost_what_was_estimated(stage1_dir, photo_dir):
@@ -53,11 +57,11 @@ def test_round_trip_any_size(codec, shape):
 
 def test_reflect_pad_mirrors_any_distance():
   image = tf.reshape(tf.range(3 * 2), [3, 2, 1])
-  padded = codec_lib.reflect_pad(image, 8).numpy()[..., 0]
+  padded = model_lib.reflect_pad(image, 8).numpy()[..., 0]
   assert padded.shape == (8, 8)
   np.testing.assert_array_equal(padded[:, 0], [0, 2, 4, 2, 0, 2, 4, 2])
   np.testing.assert_array_equal(padded[0], [0, 1, 0, 1, 0, 1, 0, 1])
-  assert codec_lib.reflect_pad(tf.zeros([1, 1, 3]), 64).shape == (64, 64, 3)
+  assert model_lib.reflect_pad(tf.zeros([1, 1, 3]), 64).shape == (64, 64, 3)
 
 
 def _save(tmp_path, name, image, **kwargs):
@@ -124,7 +128,7 @@ def test_verbose_compress_reports_rates_and_psnr(saved_model, tmp_path):
 def other_model(tmp_path_factory, stage1_dir):
   """A differently initialised tiny model exported the same way: its files must be refused."""
   from hific_tf import configs
-  from hific_tf.model import HiFiC
+  from hific_tf.models.hific.model import HiFiC
   directory = tmp_path_factory.mktemp("other")
   tf.keras.utils.set_random_seed(123)
   model = HiFiC(configs.get_config("tiny-mselpips")).build_all()

@@ -9,20 +9,21 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from conftest import SHARED_REFERENCE, run_hific
-from hific_tf import classical, metrics
+from conftest import REFERENCE_DIR, run_hific
+from hific_tf.evaluation import classical
+from hific_tf.evaluation import metrics
 
 
 @pytest.fixture(scope="module")
 def inception_reference():
-  return np.load(SHARED_REFERENCE / "inception_reference.npz"), json.loads(
-      (SHARED_REFERENCE / "inception_reference.json").read_text())
+  return np.load(REFERENCE_DIR / "inception_reference.npz"), json.loads(
+      (REFERENCE_DIR / "inception_reference.json").read_text())
 
 
 def test_inception_features_match_the_official_network(inception_reference):
-  from hific_tf.inception import InceptionV3
+  from hific_tf.perceptual.inception import InceptionV3
   reference, _ = inception_reference
-  batch = np.stack([np.asarray(Image.open(SHARED_REFERENCE / str(name)))
+  batch = np.stack([np.asarray(Image.open(REFERENCE_DIR / str(name)))
                     for name in reference["names"]])
   features = InceptionV3()(batch)
   error = np.linalg.norm(features - reference["features"], axis=1) / np.linalg.norm(

@@ -1,4 +1,4 @@
-"""Our TF2 LPIPS against the official implementation's values (../shared/reference)."""
+"""Our TF2 LPIPS against the official implementation's values (tests/data/reference)."""
 
 import json
 import pathlib
@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO, SHARED_REFERENCE
-from hific_tf import lpips as lpips_lib
+from conftest import REPO, REFERENCE_DIR
+from hific_tf.perceptual import lpips as lpips_lib
 
-REFERENCE = SHARED_REFERENCE / "lpips_reference.json"
+REFERENCE = REFERENCE_DIR / "lpips_reference.json"
 
 
 def _load(name):
-  return np.asarray(Image.open(SHARED_REFERENCE / name), np.float32)[None] / 255.
+  return np.asarray(Image.open(REFERENCE_DIR / name), np.float32)[None] / 255.
 
 
 @pytest.fixture(scope="module", params=["alex", "vgg"])
@@ -139,7 +139,7 @@ def test_no_jax_flax_or_torch_import_in_the_package():
 
 
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
-  from hific_tf import weights
+  from hific_tf.perceptual import weights
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
   monkeypatch.delenv("HIFIC_WEIGHTS_DIR", raising=False)
   with pytest.raises(weights.WeightsNotFoundError, match="hific weights"):

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hific_tf import commands, configs, networks
-from hific_tf.layers import ChannelNorm, SpectralConv2D
-from hific_tf.model import HiFiC
+from hific_tf.cli import commands
+from hific_tf import configs
+from hific_tf.models.hific import networks
+from hific_tf.models.hific.layers import ChannelNorm, SpectralConv2D
+from hific_tf.models.hific.model import HiFiC
 
 
 def _channel_norm_reference(x, gamma, beta, eps=1e-3):

@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, TRAIN_STEPS, run_hific
-from hific_tf import configs, data
-from hific_tf.model import HiFiC, rate_weight, schedules
+from hific_tf import configs
+from hific_tf.training import data
+from hific_tf.models.hific.model import HiFiC, rate_weight, schedules
 
 
 def test_rate_weight_picks_lambda_a_above_target_and_lambda_b_below():
@@ -100,7 +101,8 @@ def test_tfds_offline_path_gives_a_clear_error(tmp_path):
 
 _TRAIN_SCRIPT = textwrap.dedent("""
     import os, signal, sys, tensorflow as tf
-    from hific_tf import configs, train
+    from hific_tf import configs
+    from hific_tf.training import train
     kill_at = int(sys.argv[3])
     class Kill(tf.keras.callbacks.Callback):
       def on_train_batch_end(self, batch, logs=None):
@@ -119,7 +121,7 @@ def _train_subprocess(model_dir, glob, kill_at):
 
 
 def _final_weights(model_dir):
-  from hific_tf import train
+  from hific_tf.training import train
   model = train.load_trained(model_dir)
   return int(tf.train.latest_checkpoint(str(model_dir / "checkpoints")).split("-")[-1]), [
       v.numpy() for v in model.variables]
@@ -146,7 +148,7 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from hific_tf import configs
-    from hific_tf.model import HiFiC
+    from hific_tf.models.hific.model import HiFiC
     images = tf.cast(tf.random.stateless_uniform([4, 64, 64, 3], [1, 2], 0, 256, tf.int32),
                      tf.uint8)
     results = {}

@@ -1,0 +1,109 @@
+"""Turns a trained model_dir into a bundled codec: float16 weights, config and a measured card.
+
+The card's figures are measured here, on the held-out photos, through the real path a user
+takes (SavedModel built from the float16 weights, real .hific files): mean bpp of whole files,
+PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
+
+Usage:
+  python bin/bundle_codec.py --model_dir RUN --name small-lo --heldout DATA/heldout \
+      [--training "stage 1, 3000 steps"] [--force]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# pylint: disable=g-import-not-at-top
+import numpy as np
+
+from hific_tf import images as images_lib
+from hific_tf.evaluation import metrics
+from hific_tf.models.hific.model import HiFiC
+from hific_tf.serving import codec as codec_lib
+from hific_tf.serving import zoo
+from hific_tf.training import train as train_lib
+
+
+def heldout_figures(saved_model_dir, image_files):
+  """Per-image and mean figures of a SavedModel codec on `image_files`."""
+  from hific_tf.perceptual.lpips import LPIPS
+  from hific_tf.serving import bitstream
+  codec = codec_lib.SavedModelCodec(saved_model_dir)
+  lpips = LPIPS("alex")
+  rows = []
+  for path in image_files:
+    image = images_lib.load_rgb(path)
+    data = codec.compress(image).to_bytes()
+    reconstruction = codec.decompress(bitstream.HificFile.from_bytes(data))
+    rows.append({
+        "image": pathlib.Path(path).stem,
+        "bpp": images_lib.bits_per_pixel(len(data), *image.shape[:2]),
+        "psnr": metrics.psnr(image, reconstruction),
+        "ms_ssim": metrics.ms_ssim(image, reconstruction),
+        "lpips": float(lpips(image[None] / 255., reconstruction[None] / 255.)[0]),
+    })
+  means = {k: float(np.nanmean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim",
+                                                                 "lpips")}
+  return means, rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--name", required=True)
+  parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")
+  parser.add_argument("--training", default="", help="One line: how it was trained.")
+  parser.add_argument("--target_bpp", type=float, help="Default: the config's target.")
+  parser.add_argument("--force", action="store_true")
+  args = parser.parse_args()
+
+  target = zoo.BUNDLED_DIR / args.name
+  if target.exists() and not args.force:
+    sys.exit(f"bundle_codec: {target} exists (use --force)")
+  trained = train_lib.load_trained(args.model_dir)
+  config = trained.config
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=".bundle-"))
+  try:
+    zoo.save_weights(trained, staging / "weights.npz")
+    images_lib.write_atomic(staging / "config.json", config.to_json().encode())
+    # The shipped model is the float16 one: fingerprint and figures come from it.
+    model = HiFiC(config.replace(stage="mselpips")).build_all()
+    zoo.load_weights(model, staging / "weights.npz")
+    fingerprint = codec_lib.weights_fingerprint(model).hex()
+    parameters = sum(int(np.prod(v.shape)) for _, v in zoo._ordered_variables(model))  # pylint: disable=protected-access
+    info = codec_lib.export(model, staging / "saved_model")
+    assert info["fingerprint"] == fingerprint
+    files = images_lib.list_images(args.heldout)
+    means, rows = heldout_figures(staging / "saved_model", files)
+    card = {
+        "name": args.name,
+        "config": config.name,
+        "stage": config.stage,
+        "target_bpp": args.target_bpp or config.target_bpp,
+        "fingerprint": fingerprint,
+        "parameters": parameters,
+        "weights_bytes": (staging / "weights.npz").stat().st_size,
+        "training": args.training,
+        "heldout": dict(means, images=len(rows)),
+        "heldout_images": rows,
+    }
+    images_lib.write_atomic(staging / "card.json", json.dumps(card, indent=2).encode())
+    shutil.rmtree(staging / "saved_model")
+    if target.exists():
+      shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(staging, target)
+    target.chmod(0o755)  # mkdtemp's 0700 would otherwise follow the copy.
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  print(json.dumps({k: v for k, v in card.items() if k != "heldout_images"}, indent=2))
+
+
+if __name__ == "__main__":
+  main()

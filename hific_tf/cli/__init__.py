@@ -1,0 +1,2 @@
+"""The `hific` command line: argument parsing (main) and what each subcommand does (commands).
+Nothing in the library imports this package."""

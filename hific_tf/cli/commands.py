@@ -1,0 +1,279 @@
+"""What each `hific` subcommand does, given parsed arguments (see cli.py for the flags)."""
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_compression as tfc
+
+tf.get_logger().setLevel("ERROR")
+
+# pylint: disable=g-import-not-at-top
+from hific_tf.serving import bitstream
+from hific_tf import configs
+from hific_tf import images as images_lib
+from hific_tf.errors import UsageError
+from hific_tf.evaluation import metrics
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+  print(f"hific: warning: {message}", file=sys.stderr)
+
+
+warnings.showwarning = _show_warning
+
+
+def _config(name):
+  try:
+    return configs.get_config(name)
+  except ValueError as error:
+    raise UsageError(str(error)) from None
+
+
+def _progress(items, description):
+  from tqdm import tqdm
+  return tqdm(items, desc=description, unit="img", disable=len(items) < 2, file=sys.stderr)
+
+
+# --- train / export ------------------------------------------------------------------------
+
+def train(args):
+  from hific_tf.training import train as train_lib
+  config = _config(args.config)
+  train_lib.train(
+      config, args.model_dir, train_glob=args.train_glob, tfds_name=args.tfds,
+      steps=args.steps, init_from=args.init_from, batch_size=args.batch_size,
+      crop_size=args.crop_size, checkpoint_every=args.checkpoint_every,
+      val_glob=args.val_glob, seed=args.seed, precision=args.precision,
+      tfds_data_dir=args.tfds_data_dir)
+  print(f"trained {config.name} into {args.model_dir}")
+
+
+def export(args):
+  from hific_tf.serving import codec
+  from hific_tf.training import train as train_lib
+  out = pathlib.Path(args.out)
+  if out.exists() and not args.force:
+    raise FileExistsError(f"{out} exists (use --force to replace it)")
+  model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+  try:
+    info = codec.export(model, staging, generator_dtype=args.generator_dtype)
+    if out.exists():
+      shutil.rmtree(out)
+    os.replace(staging, out)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  print(f"exported {info['config_name']} (weights {info['fingerprint']}) to {out}")
+
+
+# --- compress / decompress -----------------------------------------------------------------
+
+def _plan(input_path, output, is_input, suffix):
+  """(source, destination) pairs for one file or every matching file of a folder."""
+  source = pathlib.Path(input_path)
+  if not source.exists():
+    raise FileNotFoundError(f"{source} does not exist")
+  if source.is_dir():
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_input(p))
+    if not files:
+      raise FileNotFoundError(f"{source} holds no input files")
+    folder = pathlib.Path(output) if output else source
+    return [(f, folder / (f.stem + suffix)) for f in files]
+  return [(source, pathlib.Path(output) if output else source.with_suffix(suffix))]
+
+
+def _check_outputs(plan, force):
+  if not force:
+    for _, destination in plan:
+      if destination.exists():
+        raise FileExistsError(f"{destination} exists (use --force to overwrite)")
+
+
+def _log(message):
+  print(f"hific: {message}", file=sys.stderr)
+
+
+def _load_codec(model):
+  """A SavedModelCodec from a SavedModel folder or a bundled codec name."""
+  from hific_tf.serving import codec, zoo
+  path = pathlib.Path(model)
+  if path.is_dir():
+    return codec.SavedModelCodec(path)
+  if model in zoo.names():
+    return codec.SavedModelCodec(zoo.saved_model_path(model, log=_log))
+  raise zoo.UnknownCodecError(f"--model {model}: neither a SavedModel folder nor a bundled "
+                              f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
+
+
+def _compress_model_name(args):
+  from hific_tf.serving import zoo
+  if args.model and args.target_bpp is not None:
+    raise UsageError("give --model or --target_bpp, not both")
+  if args.target_bpp is not None:
+    if args.target_bpp <= 0:
+      raise UsageError("--target_bpp must be positive")
+    return zoo.closest_to_rate(args.target_bpp)
+  if args.model:
+    return args.model
+  if zoo.DEFAULT_CODEC not in zoo.names():
+    raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
+  return zoo.DEFAULT_CODEC
+
+
+def compress(args):
+  plan = _plan(args.input, args.output, images_lib.is_image_name, ".hific")
+  _check_outputs(plan, args.force)
+  model = _load_codec(_compress_model_name(args))
+  for source, destination in _progress(plan, "compress"):
+    image = images_lib.load_rgb(source)
+    hific_file, estimated_bits = model.compress(image, with_estimate=True)
+    data = hific_file.to_bytes()
+    images_lib.write_atomic(destination, data, force=args.force)
+    if args.verbose:
+      pixels = image.shape[0] * image.shape[1]
+      reconstruction = model.decompress(hific_file)
+      psnr = metrics.psnr(image, reconstruction)
+      print(f"{destination}: {image.shape[1]}x{image.shape[0]}, estimated "
+            f"{estimated_bits / pixels:.4f} bpp, real "
+            f"{images_lib.bits_per_pixel(len(data), *image.shape[:2]):.4f} bpp, "
+            f"PSNR {psnr:.2f} dB")
+
+
+def decompress(args):
+  plan = _plan(args.input, args.output, lambda p: p.suffix == ".hific", ".png")
+  _check_outputs(plan, args.force)
+  models = {}
+  for source, destination in _progress(plan, "decompress"):
+    hific_file = bitstream.HificFile.from_bytes(source.read_bytes())
+    name = args.model or _codec_for_file(hific_file)
+    if name not in models:
+      models[name] = _load_codec(name)
+    reconstruction = models[name].decompress(hific_file)
+    images_lib.write_atomic(destination, images_lib.encode_png(reconstruction), force=args.force)
+    if args.verbose:
+      print(f"{destination}: {hific_file.width}x{hific_file.height}, "
+            f"{hific_file.bits_per_pixel():.4f} bpp")
+
+
+def _codec_for_file(hific_file):
+  """The bundled codec that wrote `hific_file`, from the weights fingerprint in its header."""
+  from hific_tf.serving import zoo
+  name = zoo.by_fingerprint(hific_file.fingerprint.hex())
+  if name is None:
+    raise UsageError(f"the file was made by '{hific_file.config_name}' (weights "
+                     f"{hific_file.fingerprint.hex()}), which is not a bundled codec; pass "
+                     "--model with its SavedModel")
+  return name
+
+
+# --- info / weights ------------------------------------------------------------------------
+
+def parameter_counts(module):
+  """(kernel parameters, stored variables) of a module's trainable variables.
+
+  tfc's SignalConv2D may store a kernel as its real DFT (the RDFT parameterization of the
+  official hyperprior), which has more numbers than the kernel it represents; the first count
+  is the size of the kernels as used, the one the paper's parameter counts refer to.
+  """
+  stored = sum(int(np.prod(v.shape)) for v in module.trainable_variables)
+  effective = stored
+  for layer in getattr(module, "submodules", ()):
+    parameter = getattr(layer, "kernel_parameter", None)
+    if isinstance(layer, tfc.SignalConv2D) and isinstance(parameter, tf.Module):
+      effective += int(np.prod(layer.kernel.shape)) - sum(
+          int(np.prod(v.shape)) for v in parameter.trainable_variables)
+  return effective, stored
+
+
+def _info_config(name):
+  from hific_tf.models.hific.model import HiFiC
+  config = _config(name)
+  model = HiFiC(config.replace(stage="hific")).build_all()
+  parts = dict(model.codec_modules, discriminator=model.discriminator)
+  print(f"config {config.name} (stage {config.stage}): {config.description}")
+  total = 0
+  for part, module in parts.items():
+    effective, stored = parameter_counts(module)
+    note = f" ({stored / 1e6:.2f} M stored variables)" if stored != effective else ""
+    print(f"  {part:<14} {effective / 1e6:8.2f} M parameters{note}")
+    if part != "discriminator":
+      total += effective
+  print(f"  {'codec total':<14} {total / 1e6:8.2f} M parameters (E + G + hyperprior)")
+  print(f"  target {config.target_bpp} bpp, lambda_a {config.lambda_a}, lambda_b "
+        f"{config.lambda_b}, k_M {config.k_mse:.6g}, k_P {config.k_lpips}, beta "
+        f"{config.beta_gan if config.use_gan else 0}")
+
+
+def info(args):
+  if args.config:
+    return _info_config(args.config)
+  path = pathlib.Path(args.path)
+  if path.is_dir():
+    if not (path / "saved_model.pb").is_file():
+      raise FileNotFoundError(f"{path} is not a SavedModel folder")
+    model = _load_codec(path)
+    print(json.dumps(model.info, indent=2))
+    return None
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} does not exist")
+  hific_file = bitstream.HificFile.from_bytes(path.read_bytes())
+  print(f"{path}: .hific v{bitstream.VERSION}, model {hific_file.config_name} "
+        f"(weights {hific_file.fingerprint.hex()})")
+  print(f"  image {hific_file.width}x{hific_file.height}, y {hific_file.y_shape[1]}x"
+        f"{hific_file.y_shape[0]}, z {hific_file.z_shape[1]}x{hific_file.z_shape[0]}")
+  print(f"  y {len(hific_file.y_string)} B, z {len(hific_file.z_string)} B, container "
+        f"{hific_file.overhead_bytes} B, {hific_file.bits_per_pixel():.4f} bpp")
+  return None
+
+
+def weights(args):
+  from hific_tf.perceptual import weights as weights_lib
+  for name, path in weights_lib.fetch(destination=args.dir).items():
+    print(f"{name}: {path}")
+
+
+def evaluate(args):
+  from hific_tf.evaluation import runner
+  targets = runner.parse_targets(args.bpp)
+  codecs = runner.parse_codecs(args.codecs)
+  files = images_lib.list_images(args.images)
+  model = None if args.model.lower() == "none" else _load_codec(args.model)
+  summary = runner.evaluate(files, model, codecs, targets, args.out, with_fid=not args.no_fid,
+                            match=args.match)
+  runner.print_summary(summary)
+
+
+def models(args):
+  from hific_tf.serving import zoo
+  available = zoo.names()
+  if not available:
+    print("no bundled codecs in this installation")
+    return
+  print(f"{'name':<12}{'default':>8}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}"
+        f"{'LPIPS':>7}{'params':>9}  trained")
+  for name in available:
+    card = zoo.load_card(name)
+    figures = card.get("heldout", {})
+    print(f"{name:<12}{'*' if name == zoo.DEFAULT_CODEC else '':>8}{card['target_bpp']:>8.3f}"
+          f"{figures.get('bpp', float('nan')):>8.3f}{figures.get('psnr', float('nan')):>7.2f}"
+          f"{figures.get('ms_ssim', float('nan')):>9.4f}"
+          f"{figures.get('lpips', float('nan')):>7.3f}{card['parameters'] / 1e6:>8.2f}M  "
+          f"{card.get('training', '')}")
+  print("figures: means over the held-out photos (docs/MODELS.md); "
+        "`hific evaluate --model NAME --match` compares them with classical codecs")
+
+
+def data(args):
+  from hific_tf.training import photos
+  counts = photos.assemble(args.out, debs_dir=args.debs, force=args.force,
+                           log=lambda line: print(line, file=sys.stderr))
+  print(f"{counts['train']} training and {counts['heldout']} held-out photos in {args.out} "
+        "(sources and licences in SOURCES.tsv)")

@@ -1,0 +1,168 @@
+"""The `hific` command: train, export, compress, decompress, evaluate, info, weights.
+
+An absl app with argparse subcommands, like tensorflow-compression's model scripts. Exit codes:
+0 success, 2 bad usage, 1 any other failure, always with one line `hific: error: ...` on stderr
+and no traceback unless --verbose.
+"""
+
+import argparse
+import os
+import sys
+import warnings
+
+# Quiet TensorFlow's C++ start-up chatter before it is imported (stderr is for our errors).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl.flags import argparse_flags  # pylint: disable=g-import-not-at-top
+
+
+from hific_tf.errors import UsageError  # pylint: disable=g-import-not-at-top
+
+
+class _Parser(argparse_flags.ArgumentParser):
+  """Raises UsageError instead of exiting, and shows every flag's default in --help."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message):
+    raise UsageError(message)
+
+
+def _subcommand(sub, name, help_text):
+  parser = sub.add_parser(name, help=help_text, description=help_text)
+  # SUPPRESS: `hific -V compress` must not be undone by the subcommand's own default.
+  parser.add_argument("--verbose", "-V", action="store_true", default=argparse.SUPPRESS,
+                      help="Tracebacks and details (also accepted before the command).")
+  return parser
+
+
+COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "models", "info", "data",
+            "weights")
+
+
+def build_parser():
+  """The `hific` parser with every subcommand."""
+  parser = _Parser(prog="hific", description=__doc__.splitlines()[0])
+  parser.add_argument("--verbose", "-V", action="store_true",
+                      help="Tracebacks and details (also accepted after the command).")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+  p = _subcommand(sub, "train", "Train a config (stage 1 or 2) into --model_dir.")
+  p.add_argument("--config", required=True, help="Config name (see `hific info --config`).")
+  p.add_argument("--model_dir", required=True,
+                 help="Where checkpoints, logs and config.json go; rerun to resume.")
+  data = p.add_mutually_exclusive_group(required=True)
+  data.add_argument("--train_glob", help="Glob (or folder) of training photos.")
+  data.add_argument("--tfds", help="A prepared TFDS dataset (clic, div2k, coco/2014, ...).")
+  p.add_argument("--tfds_data_dir", help="Where TFDS datasets are prepared.")
+  p.add_argument("--val_glob", help="Photos for validation after each checkpoint.")
+  p.add_argument("--steps", type=int, help="Generator steps (default: the config's).")
+  p.add_argument("--init_from",
+                 help="Stage-1 model_dir, or a bundled codec name, to start from.")
+  p.add_argument("--batch_size", type=int, help="Global batch (default: the config's).")
+  p.add_argument("--crop_size", type=int, help="Crop side in pixels (default: the config's).")
+  p.add_argument("--checkpoint_every", type=int, default=1000,
+                 help="Steps between checkpoints (an epoch of the progress bar).")
+  p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                 default="float32", help="Keras mixed-precision policy of E and G.")
+  p.add_argument("--seed", type=int, default=0, help="Initial weights, noise and crops.")
+
+  p = _subcommand(sub, "export", "Export a trained model_dir as a codec SavedModel.")
+  p.add_argument("--model_dir", required=True, help="A model_dir written by `hific train`.")
+  p.add_argument("--out", required=True, help="SavedModel folder to write.")
+  p.add_argument("--generator_dtype", choices=["float32", "mixed_bfloat16"],
+                 default="float32", help="Compute type of the generator (decoder).")
+  p.add_argument("--force", action="store_true", help="Replace an existing --out.")
+
+  model_help = ("A bundled codec name (`hific models`) or a SavedModel folder from "
+                "`hific export`.")
+  p = _subcommand(sub, "compress", "Image (or folder of images) -> .hific.")
+  p.add_argument("--model", help=model_help + " Default: the bundled default codec.")
+  p.add_argument("--target_bpp", type=float,
+                 help="Pick the bundled codec whose held-out rate is closest to this.")
+  p.add_argument("input", help="An image or a folder of images.")
+  p.add_argument("output", nargs="?", help="Output file or folder (default: beside input).")
+  p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
+
+  p = _subcommand(sub, "decompress", ".hific (or folder of them) -> PNG.")
+  p.add_argument("--model", help=model_help + " Default: the bundled codec whose weights "
+                 "fingerprint is in the file's header.")
+  p.add_argument("input", help="A .hific file or a folder of them.")
+  p.add_argument("output", nargs="?", help="Output PNG or folder (default: beside input).")
+  p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
+
+  p = _subcommand(sub, "evaluate", "Rate, distortion and realism against classical codecs.")
+  p.add_argument("--model", required=True, help=model_help + " Or 'none'.")
+  p.add_argument("--images", required=True, help="Folder (or glob) of test photos.")
+  p.add_argument("--out", required=True, help="Folder for results.csv, summary.json, plots.")
+  p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
+                 help="Classical codecs to compare with.")
+  p.add_argument("--bpp", default="0.15,0.3", help="Target rates for the classical codecs.")
+  p.add_argument("--match", action="store_true",
+                 help="Also search each classical codec to HiFiC's own file size, per image.")
+  p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
+
+  _subcommand(sub, "models", "List the bundled codecs and their held-out figures.")
+
+  p = _subcommand(sub, "info", "Describe a config, a .hific file or a SavedModel.")
+  target = p.add_mutually_exclusive_group(required=True)
+  target.add_argument("--config", help="Config name: parameters and loss weights.")
+  target.add_argument("path", nargs="?", help="A .hific file or a SavedModel folder.")
+
+  p = _subcommand(sub, "data", "Build the training and held-out photo set from Debian "
+                  "packages (apt-get download).")
+  p.add_argument("--out", required=True, help="Folder for train/, heldout/ and SOURCES.tsv.")
+  p.add_argument("--debs", help="Folder with (or for) the downloaded .deb files.")
+  p.add_argument("--force", action="store_true", help="Rebuild an existing --out.")
+
+  p = _subcommand(sub, "weights", "Fetch LPIPS and Inception weights into the cache.")
+  p.add_argument("--dir", help="Where to put them (default: the user cache).")
+  return parser
+
+
+def parse_args(argv):
+  args = build_parser().parse_args(argv[1:])
+  if not args.command:
+    raise UsageError(f"a command is required ({', '.join(COMMANDS)})")
+  return args
+
+
+def main(args):
+  from hific_tf.cli import commands  # Imports TensorFlow: after argument checks.
+  return getattr(commands, args.command)(args)
+
+
+def run(argv=None):
+  """Entry point of the `hific` console script."""
+  argv = list(sys.argv if argv is None else argv)
+  verbose = "--verbose" in argv or "-V" in argv
+  if not verbose:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+  try:
+    args = parse_args(argv)
+  except UsageError as error:
+    print(f"hific: error: {error}", file=sys.stderr)
+    return 2
+  try:
+    return main(args) or 0
+  except KeyboardInterrupt:
+    print("hific: error: interrupted", file=sys.stderr)
+    return 1
+  except Exception as error:  # pylint: disable=broad-except
+    if verbose:
+      raise
+    code = 2 if isinstance(error, UsageError) else 1
+    message = " ".join(str(error).split()) or error.__class__.__name__
+    print(f"hific: error: {message}", file=sys.stderr)
+    return code
+
+
+def console_main():
+  sys.exit(run())
+
+
+if __name__ == "__main__":
+  console_main()

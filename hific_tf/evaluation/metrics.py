@@ -1,0 +1,90 @@
+"""Distortion and realism metrics as HiFiC reports them (Mentzer et al., NeurIPS 2020, Sec. 4).
+
+PSNR and MS-SSIM come from tf.image on uint8 RGB; LPIPS from hific_tf.perceptual.lpips; FID (Heusel et
+al., 2017) and KID (Bińkowski et al., 2018) from Inception pool_3 features, in float64 numpy.
+Patch FID/KID follow the paper: every image is cut into 256x256 patches on a grid, plus a second
+grid shifted by 128 pixels, so that a few dozen images give hundreds of samples.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+PATCH = 256
+MS_SSIM_MIN_SIDE = 161  # tf.image.ssim_multiscale: 11-px filter at 1/16 scale.
+
+
+def psnr_tensor(original, reconstruction, max_value=255.):
+  """PSNR in dB per image (tf.image.psnr); the one PSNR formula of hific_tf."""
+  return tf.image.psnr(original, reconstruction, max_value)
+
+
+def psnr(original, reconstruction):
+  """PSNR in dB of two uint8 images, as a Python float."""
+  return float(psnr_tensor(tf.constant(original), tf.constant(reconstruction)))
+
+
+def ms_ssim(original, reconstruction):
+  """MS-SSIM with the standard 5 scales; NaN for images too small for it."""
+  if min(original.shape[:2]) < MS_SSIM_MIN_SIDE:
+    return float("nan")
+  return float(tf.image.ssim_multiscale(tf.constant(original), tf.constant(reconstruction),
+                                        255))
+
+
+def patches(image, size=PATCH):
+  """size x size patches on a grid and on the grid shifted by size/2 (HiFiC's patch FID)."""
+  height, width = image.shape[:2]
+  out = []
+  for offset in (0, size // 2):
+    for top in range(offset, height - size + 1, size):
+      for left in range(offset, width - size + 1, size):
+        out.append(image[top:top + size, left:left + size])
+  return out
+
+
+def _statistics(features):
+  features = np.asarray(features, np.float64)
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _trace_sqrt_product(sigma_a, sigma_b):
+  """tr(sqrtm(A B)) for symmetric PSD A, B, exactly: sum of sqrt(eig(A^1/2 B A^1/2)).
+
+  scipy.linalg.sqrtm(A B) is slow in 2048-d and inaccurate (~1e-4, with imaginary parts)
+  when the covariances are rank-deficient, which they are with fewer samples than features.
+  """
+  values, vectors = np.linalg.eigh(sigma_a)
+  root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+  product = root_a @ sigma_b @ root_a
+  return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
+
+
+def fid(features_a, features_b):
+  """Fréchet Inception distance between two sets of features (rows)."""
+  mu_a, sigma_a = _statistics(features_a)
+  mu_b, sigma_b = _statistics(features_b)
+  mean_term = float(((mu_a - mu_b) ** 2).sum())
+  return mean_term + float(np.trace(sigma_a) + np.trace(sigma_b)) - 2 * _trace_sqrt_product(
+      sigma_a, sigma_b)
+
+
+def kid(features_a, features_b, subsets=100, subset_size=1000, seed=0):
+  """Kernel Inception distance: unbiased MMD^2 with the cubic polynomial kernel, averaged
+  over random subsets (the size shrinks to the smaller set when it has fewer rows)."""
+  a = np.asarray(features_a, np.float64)
+  b = np.asarray(features_b, np.float64)
+  size = min(subset_size, len(a), len(b))
+  if size < 2:
+    return float("nan")
+  rng = np.random.default_rng(seed)
+  dimensions = a.shape[1]
+  kernel = lambda x, y: (x @ y.T / dimensions + 1) ** 3
+  values = []
+  for _ in range(subsets):
+    x = a[rng.choice(len(a), size, replace=False)]
+    y = b[rng.choice(len(b), size, replace=False)]
+    k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+    off_diagonal = size * (size - 1)
+    values.append((k_xx.sum() - np.trace(k_xx)) / off_diagonal +
+                  (k_yy.sum() - np.trace(k_yy)) / off_diagonal - 2 * k_xy.mean())
+  return float(np.mean(values))

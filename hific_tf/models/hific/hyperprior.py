@@ -1,0 +1,219 @@
+"""The mean-scale hyperprior of HiFiC on tensorflow-compression 2.x.
+
+Minnen, Ballé, Toderici, "Joint Autoregressive and Hierarchical Priors for Learned Image
+Compression", NeurIPS 2018 (mean and scale from a hyper-latent, without the context model), as
+used by Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
+
+y (latent at 1/16) --analysis--> z (at 1/64), coded with a factorized prior;
+z_hat --synthesis_mean--> mu, --synthesis_scale--> scale index; y is coded with a Gaussian of
+that mean and one of 64 log-spaced scales (0.11 to 256). The scale synthesis predicts a
+continuous index into that table (tfc 2.x's LocationScaleIndexedEntropyModel), rounded to the
+nearest table entry when coding; the official TF1 code predicted the scale itself.
+
+Everything here runs in float32 whatever the global mixed-precision policy is: the encoder and
+decoder must derive bit-identical scale indexes and means from z_hat, or the range decoder
+desynchronises.
+"""
+
+import collections
+import logging
+
+import tensorflow as tf
+import tensorflow_compression as tfc
+
+
+class _OffsetHeuristicNotice(logging.Filter):
+  """Drops tfc's notice about the quantization-offset heuristic inside a tf.function.
+
+  The quantized-rate estimate in every training step needs the factorized prior's offsets,
+  which move as the prior trains; recomputing them per step is intended here (cheap for a
+  factorized prior), so the notice would only repeat on every trace.
+  """
+
+  def filter(self, record):
+    return "offset heuristic" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_OffsetHeuristicNotice())
+
+# What a forward pass tells the loss: quantized latent (straight-through) and bits per image.
+HyperpriorOutput = collections.namedtuple(
+    "HyperpriorOutput", "y_hat y_bits_noisy z_bits_noisy y_bits_quantized z_bits_quantized")
+
+# What a compression pass hands to the container: one string per image for y and for z.
+Compressed = collections.namedtuple(
+    "Compressed", "y_strings z_strings y_shape z_shape estimated_bits")
+
+
+# z is at 1/4 of y: two stride-2 convs in HyperAnalysis.
+DOWNSAMPLING_FACTOR = 4
+
+
+def _signal_conv(filters, kernel, corr, stride, activation, name, **kwargs):
+  """The SignalConv2D flavour of the official hyperprior (same_zeros padding, bias)."""
+  direction = dict(strides_down=stride) if corr else dict(strides_up=stride)
+  return tfc.SignalConv2D(filters, (kernel, kernel), corr=corr, padding="same_zeros",
+                          use_bias=True, activation=activation, name=name, dtype="float32",
+                          **direction, **kwargs)
+
+
+class HyperAnalysis(tf.keras.Sequential):
+  """y -> z: 3x3 ReLU, 5x5/2 ReLU, 5x5/2 (z at 1/64 of the image)."""
+
+  def __init__(self, filters, name="hyper_analysis"):
+    super().__init__([
+        _signal_conv(filters, 3, True, 1, tf.nn.relu, "layer_0"),
+        _signal_conv(filters, 5, True, 2, tf.nn.relu, "layer_1"),
+        _signal_conv(filters, 5, True, 2, None, "layer_2"),
+    ], name=name)
+
+
+class HyperSynthesis(tf.keras.Sequential):
+  """z_hat -> one parameter map for y: 5x5*2 ReLU, 5x5*2 ReLU, 3x3 (plain kernels, as released)."""
+
+  def __init__(self, filters, out_channels, name):
+    variable = dict(kernel_parameter="variable")
+    super().__init__([
+        _signal_conv(filters, 5, False, 2, tf.nn.relu, "layer_0", **variable),
+        _signal_conv(filters, 5, False, 2, tf.nn.relu, "layer_1", **variable),
+        _signal_conv(out_channels, 3, False, 1, None, "layer_2", **variable),
+    ], name=name)
+
+
+def _uniform_noise(shape, seed):
+  """U(-0.5, 0.5) noise; with a seed, the same per example however the batch is split.
+
+  Under tf.distribute each replica draws the noise of the whole global batch and keeps its own
+  slice, so N replicas see exactly the noise one device would for the same global batch.
+  """
+  if seed is None:
+    return tf.random.uniform(shape, -.5, .5)
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context is not None else 1
+  if replicas == 1:
+    return tf.random.stateless_uniform(shape, seed, -.5, .5)
+  full = tf.concat([[shape[0] * replicas], shape[1:]], axis=0)
+  start = tf.cast(context.replica_id_in_sync_group, tf.int32) * shape[0]
+  return tf.random.stateless_uniform(full, seed, -.5, .5)[start:start + shape[0]]
+
+
+class Hyperprior(tf.keras.layers.Layer):
+  """Side information z and the conditional entropy model of y.
+
+  In training mode the rate is estimated on noisy latents (differentiable) and on rounded ones
+  (the rate-target switch looks at the latter). `build_coders()` makes the range-coding tables
+  once, after training: they are then frozen variables, saved with the model, so that encoder
+  and decoder use identical tables.
+  """
+
+  def __init__(self, latent_channels, hyper_filters, num_scales=64, scale_min=0.11,
+               scale_max=256., name="hyperprior", **kwargs):
+    super().__init__(name=name, dtype="float32", **kwargs)
+    self.latent_channels = latent_channels
+    self.num_scales = num_scales
+    self._log_scale_min = float(tf.math.log(float(scale_min)))
+    self._log_scale_step = float(
+        (tf.math.log(float(scale_max)) - tf.math.log(float(scale_min))) / (num_scales - 1.))
+    self.analysis = HyperAnalysis(hyper_filters)
+    self.synthesis_mean = HyperSynthesis(hyper_filters, latent_channels, "hyper_synthesis_mean")
+    self.synthesis_scale = HyperSynthesis(hyper_filters, latent_channels,
+                                          "hyper_synthesis_scale")
+    self.side_prior = tfc.NoisyDeepFactorized(batch_shape=(hyper_filters,))
+    self.side_coder = None
+    self.latent_coder = None
+
+  def scale_fn(self, index):
+    return tf.math.exp(self._log_scale_min + self._log_scale_step * index)
+
+  def _side_model(self, compression=False):
+    return tfc.ContinuousBatchedEntropyModel(
+        self.side_prior, coding_rank=3, compression=compression, bottleneck_dtype=tf.float32)
+
+  def _latent_model(self, compression=False):
+    return tfc.LocationScaleIndexedEntropyModel(
+        tfc.NoisyNormal, self.num_scales, self.scale_fn, coding_rank=3,
+        compression=compression, bottleneck_dtype=tf.float32)
+
+  def build_coders(self):
+    """Builds the range-coding tables from the current prior (seconds; do it once)."""
+    self.side_coder = self._side_model(compression=True)
+    self.latent_coder = self._latent_model(compression=True)
+
+  def _parameters(self, z_hat, y_shape):
+    """Mean and scale index of y from z_hat, cropped to y's spatial shape."""
+    loc = self.synthesis_mean(z_hat)[:, :y_shape[0], :y_shape[1], :]
+    scale_index = self.synthesis_scale(z_hat)[:, :y_shape[0], :y_shape[1], :]
+    return loc, scale_index
+
+  def _noisy_bits(self, distribution, values, noise_seed):
+    """Bits per image of values + U(-0.5, 0.5) under a noisy prior (the differentiable rate).
+
+    tfc's entropy models draw this noise from the stateful global RNG; drawing it here from a
+    stateless RNG keyed by `noise_seed` makes a training step a pure function of (weights,
+    batch, step), so a resumed run continues exactly where a killed one stopped.
+    """
+    noisy = values + _uniform_noise(tf.shape(values), noise_seed)
+    log_probs = distribution.log_prob(noisy)
+    return noisy, tf.reduce_sum(log_probs, axis=[1, 2, 3]) / -tf.math.log(2.)
+
+  def call(self, y, training=False, noise_seed=None):
+    """Quantizes y and estimates its rate and that of z (bits per image, both estimates).
+
+    Args:
+      y: latent from the encoder, [B, H/16, W/16, C].
+      training: if True, the hyper-synthesis sees z with uniform noise (as in the paper);
+        otherwise rounded z and rounded scale indexes, exactly what the coder will use.
+      noise_seed: optional [2] int seed for the training noise (stateless, reproducible).
+
+    Returns:
+      A `HyperpriorOutput`; y_hat is round(y - mu) + mu with a straight-through gradient.
+    """
+    y = tf.cast(y, tf.float32)
+    side_model, latent_model = self._side_model(), self._latent_model()
+    z_seed = y_seed = None
+    if noise_seed is not None:
+      z_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
+      y_seed = tf.random.experimental.stateless_fold_in(noise_seed, 2)
+    z = self.analysis(y)
+    z_noisy, z_bits_noisy = self._noisy_bits(self.side_prior, z, z_seed)
+    _, z_bits_quantized = side_model(z, training=False)
+    z_hat = z_noisy if training else side_model.quantize(z)
+    loc, scale_index = self._parameters(z_hat, tf.shape(y)[1:3])
+    if not training:
+      scale_index = tf.round(scale_index)
+    # The index clipping of tfc's indexed models, with gradients that push back into range.
+    scale_index = tfc.upper_bound(tfc.lower_bound(scale_index, 0.), self.num_scales - 1.)
+    scale = self.scale_fn(scale_index)
+    _, y_bits_noisy = self._noisy_bits(tfc.NoisyNormal(loc=0., scale=scale), y - loc, y_seed)
+    _, y_bits_quantized = latent_model(y, scale_index, loc=loc, training=False)
+    y_hat = latent_model.quantize(y, loc=loc)
+    return HyperpriorOutput(y_hat, y_bits_noisy, z_bits_noisy, y_bits_quantized,
+                            z_bits_quantized)
+
+  def _require_coders(self):
+    if self.side_coder is None:
+      raise RuntimeError("range coders are not built: call build_coders() after training")
+
+  def compress(self, y):
+    """Range-codes a batch of latents; returns `Compressed` and y_hat (what the decoder gets)."""
+    self._require_coders()
+    y = tf.cast(y, tf.float32)
+    z = self.analysis(y)
+    y_shape, z_shape = tf.shape(y)[1:3], tf.shape(z)[1:3]
+    z_strings = self.side_coder.compress(z)
+    z_hat = self.side_coder.quantize(z)
+    loc, scale_index = self._parameters(z_hat, y_shape)
+    scale_index = tf.round(scale_index)
+    y_strings = self.latent_coder.compress(y, scale_index, loc=loc)
+    y_hat = self.latent_coder.quantize(y, loc=loc)
+    _, y_bits = self.latent_coder(y, scale_index, loc=loc, training=False)
+    _, z_bits = self.side_coder(z, training=False)
+    return Compressed(y_strings, z_strings, y_shape, z_shape, y_bits + z_bits), y_hat
+
+  def decompress(self, y_strings, z_strings, y_shape, z_shape):
+    """Inverse of `compress`: strings and latent shapes -> y_hat."""
+    self._require_coders()
+    z_hat = self.side_coder.decompress(z_strings, z_shape)
+    loc, scale_index = self._parameters(z_hat, y_shape)
+    scale_index = tf.round(scale_index)
+    return self.latent_coder.decompress(y_strings, scale_index, loc=loc)

@@ -1,0 +1,292 @@
+"""HiFiC as a Keras model: transforms, hyperprior, rate-target loss, conditional GAN.
+
+Mentzer, Toderici, Tschannen, Agustsson, "High-Fidelity Generative Image Compression",
+NeurIPS 2020 (arXiv 2006.09965). The generator loss is
+
+  L_EGP = lambda' r + k_M MSE + k_P LPIPS - beta log D(x', y_hat),
+
+with lambda' = lambda_a when the rate of the rounded latents is above the target r_t and
+lambda_b below it (Sec. 3.2); D is stepped once on its own sub-batch before each G step.
+Everything numeric comes from a `Config`; schedules are functions of the transform
+optimizer's step, so a run restored from a checkpoint continues exactly.
+"""
+
+import tensorflow as tf
+
+from hific_tf.models.hific import hyperprior as hyperprior_lib
+from hific_tf.evaluation import metrics
+from hific_tf.models.hific import networks
+from hific_tf.configs import Config
+
+# The codec pads images to a multiple of the total downsampling (z is at 1/64 in the paper's
+# networks), derived from the architecture so that changing either network updates it.
+PAD_MULTIPLE = networks.DOWNSAMPLING_FACTOR * hyperprior_lib.DOWNSAMPLING_FACTOR
+
+# Metrics reported by fit/evaluate, in display order. The GAN ones only in stage "hific".
+_METRICS = ("loss", "bpp_noisy", "bpp_quantized", "mse", "psnr", "lpips", "rate_weight",
+            "target_bpp", "learning_rate")
+_GAN_METRICS = ("g_loss", "d_loss", "d_real", "d_fake")
+
+
+def schedules(config: Config, step):
+  """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`."""
+  warm = tf.cast(step, tf.int64) < config.warmup_steps
+  target = config.target_bpp * tf.where(warm, config.warmup_target_factor, 1.)
+  lambda_factor = tf.where(warm, config.warmup_lambda_factor, 1.)
+  return target, lambda_factor, learning_rate_schedule(config)(step)
+
+
+def learning_rate_schedule(config: Config):
+  return tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+      [config.lr_drop_step], [config.learning_rate, config.learning_rate * config.lr_drop_factor])
+
+
+def rate_weight(config: Config, bpp_quantized, target, lambda_factor=1.):
+  """lambda': lambda_a while the rounded-latent rate exceeds the target, else lambda_b."""
+  weight = tf.where(bpp_quantized > target, config.lambda_a, config.lambda_b)
+  return tf.cast(weight, tf.float32) * lambda_factor
+
+
+def reflect_pad(image, multiple):
+  """Pads [H, W, C] at the bottom/right to multiples of `multiple`, mirroring any distance.
+
+  tf.pad's REFLECT needs the pad to be smaller than the image; a 17x31 image needs 47 rows.
+  Gathering with mirrored indexes handles every size, down to 1 pixel.
+  """
+  def indexes(size):
+    padded = (size + multiple - 1) // multiple * multiple
+    period = tf.maximum(2 * (size - 1), 1)
+    position = tf.math.floormod(tf.range(padded), period)
+    return tf.where(position < size, position, period - position)
+
+  shape = tf.shape(image)
+  image = tf.gather(image, indexes(shape[0]), axis=0)
+  return tf.gather(image, indexes(shape[1]), axis=1)
+
+
+def _global_mean(values):
+  """Mean over the global batch, all-reduced across replicas when distributed."""
+  values = tf.cast(tf.reshape(values, [-1]), tf.float32)
+  total = tf.reduce_sum(values)
+  count = tf.cast(tf.size(values), tf.float32)
+  context = tf.distribute.get_replica_context()
+  if context is not None and context.num_replicas_in_sync > 1:
+    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
+  return total / count
+
+
+def _image_pixels(images):
+  shape = tf.shape(images)
+  return tf.cast(shape[1] * shape[2], tf.float32)
+
+
+class HiFiC(tf.keras.Model):
+  """The HiFiC codec and its training objective.
+
+  Call it on uint8 (or [0, 255] float) images to get the reconstruction in [0, 1] scale and
+  the rate estimates. `compile()` creates the optimizers (transforms, entropy model and, in
+  stage "hific", discriminator) and LPIPS; `fit()` then runs the paper's recipe.
+  """
+
+  def __init__(self, config: Config, seed=0, generator_dtype=None, lpips_weights=None,
+               **kwargs):
+    super().__init__(name=kwargs.pop("name", "hific"), **kwargs)
+    self.config = config
+    self.seed = seed
+    self.lpips_weights = lpips_weights
+    self.encoder = networks.Encoder(config.num_filters_base, config.latent_channels)
+    self.generator = networks.Generator(config.num_filters_base, config.num_residual_blocks,
+                                        dtype=generator_dtype)
+    self.hyperprior = hyperprior_lib.Hyperprior(
+        config.latent_channels, config.hyper_filters, config.num_scales, config.scale_min,
+        config.scale_max)
+    self.discriminator = (networks.Discriminator(config.disc_filters_base,
+                                                 config.disc_latent_channels)
+                          if config.use_gan else None)
+    self.lpips = None
+
+  def build_all(self, crop_size=64):
+    """Creates every variable by running one small batch (Keras subclassed models are lazy)."""
+    images = tf.zeros([1, crop_size, crop_size, 3], tf.uint8)
+    outputs = self(images, training=True)
+    if self.discriminator is not None:
+      self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
+    return self
+
+  # --- Variable groups: three optimizers, as in the official code. -------------------------
+
+  @property
+  def transform_variables(self):
+    hp = self.hyperprior
+    return (self.encoder.trainable_variables + self.generator.trainable_variables +
+            hp.analysis.trainable_variables + hp.synthesis_mean.trainable_variables +
+            hp.synthesis_scale.trainable_variables)
+
+  @property
+  def entropy_variables(self):
+    return list(self.hyperprior.side_prior.trainable_variables)
+
+  @property
+  def discriminator_variables(self):
+    return self.discriminator.trainable_variables if self.discriminator is not None else []
+
+  @property
+  def codec_modules(self):
+    """What a stage-2 run restores from stage 1 and what an exported codec contains."""
+    return {"encoder": self.encoder, "generator": self.generator, "hyperprior": self.hyperprior}
+
+  # --- Forward pass. ------------------------------------------------------------------------
+
+  def call(self, images, training=False, noise_seed=None):
+    """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training)."""
+    x = tf.cast(images, tf.float32) / 255.
+    y = self.encoder(x)
+    hp = self.hyperprior(y, training=training, noise_seed=noise_seed)
+    reconstruction = tf.cast(self.generator(hp.y_hat), tf.float32)
+    pixels = _image_pixels(images)
+    return {
+        "image": x,
+        "reconstruction": reconstruction,
+        "y_hat": hp.y_hat,
+        "bpp_noisy": (hp.y_bits_noisy + hp.z_bits_noisy) / pixels,
+        "bpp_quantized": (hp.y_bits_quantized + hp.z_bits_quantized) / pixels,
+    }
+
+  # --- Training. ----------------------------------------------------------------------------
+
+  def compile(self, **kwargs):
+    """Creates the optimizers, metric trackers and LPIPS (its weights must be present)."""
+    from hific_tf.perceptual import lpips as lpips_lib  # Only training needs the LPIPS weights.
+    config = self.config
+    self.lpips = lpips_lib.LPIPS(config.lpips_net, weights_path=self.lpips_weights)
+    self.transform_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                                        name="transform_adam")
+    self.entropy_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                                      name="entropy_adam")
+    self.discriminator_optimizer = (
+        tf.keras.optimizers.Adam(learning_rate_schedule(config), name="discriminator_adam")
+        if config.use_gan else None)
+    super().compile(optimizer=self.transform_optimizer, **kwargs)
+    names = _METRICS + (_GAN_METRICS if config.use_gan else ())
+    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in names}
+
+  @property
+  def metrics(self):
+    return list(getattr(self, "trackers", {}).values())
+
+  @property
+  def step(self):
+    """The generator step: drives the schedules and restarts with each stage."""
+    return self.transform_optimizer.iterations
+
+  def _noise_seed(self, salt):
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(seed, salt)
+
+  def _generator_terms(self, outputs):
+    """Per-image loss of the generator step (without the GAN term) and what it reports."""
+    config = self.config
+    target, lambda_factor, learning_rate = schedules(config, self.step)
+    bpp_quantized_mean = _global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
+    weight = rate_weight(config, bpp_quantized_mean, target, lambda_factor)
+    squared = tf.math.squared_difference(outputs["image"] * 255.,
+                                         outputs["reconstruction"] * 255.)
+    mse = tf.reduce_mean(squared, axis=[1, 2, 3])
+    lpips = self.lpips(outputs["reconstruction"], outputs["image"])
+    per_image = (weight * outputs["bpp_noisy"] + config.k_mse * mse + config.k_lpips * lpips)
+    psnr = metrics.psnr_tensor(outputs["image"], outputs["reconstruction"], 1.)
+    reports = dict(mse=mse, psnr=psnr, lpips=lpips, rate_weight=weight,
+                   bpp_noisy=outputs["bpp_noisy"], bpp_quantized=outputs["bpp_quantized"],
+                   target_bpp=target, learning_rate=learning_rate)
+    return per_image, reports
+
+  def _discriminate(self, outputs, reconstruction, training):
+    latent = tf.stop_gradient(outputs["y_hat"])
+    real = self.discriminator((outputs["image"], latent), training=training)
+    fake = self.discriminator((reconstruction, latent), training=training)
+    return real, fake
+
+  def _discriminator_step(self, images):
+    """One D update on its own sub-batch; E, G and the hyperprior are left untouched."""
+    outputs = self(images, training=True, noise_seed=self._noise_seed(2))
+    reconstruction = tf.stop_gradient(outputs["reconstruction"])
+    with tf.GradientTape() as tape:
+      real, fake = self._discriminate(outputs, reconstruction, training=True)
+      per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
+                   tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
+      loss = tf.nn.compute_average_loss(per_image)
+    variables = self.discriminator_variables
+    self.discriminator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return dict(d_loss=per_image, d_real=tf.sigmoid(real), d_fake=tf.sigmoid(fake))
+
+  def train_step(self, images):
+    config = self.config
+    reports = {}
+    if config.use_gan:
+      # Interleaved, not halved: then any split of the global batch across replicas gives
+      # G and D the same images a single device would.
+      images, disc_images = images[0::2], images[1::2]
+      reports.update(self._discriminator_step(disc_images))
+    with tf.GradientTape(persistent=True) as tape:
+      outputs = self(images, training=True, noise_seed=self._noise_seed(1))
+      per_image, terms = self._generator_terms(outputs)
+      if config.use_gan:
+        _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)
+        g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])  # -log D(x', y).
+        per_image += config.beta_gan * g_loss
+        reports["g_loss"] = g_loss
+      loss = tf.nn.compute_average_loss(per_image)
+    for optimizer, variables in ((self.transform_optimizer, self.transform_variables),
+                                 (self.entropy_optimizer, self.entropy_variables)):
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    del tape
+    reports.update(terms, loss=per_image)
+    return self._update_trackers(reports)
+
+  def test_step(self, images):
+    """Validation: rounded latents (as the codec will see), same loss terms, no D."""
+    outputs = self(images, training=False)
+    per_image, terms = self._generator_terms(outputs)
+    return self._update_trackers(dict(terms, loss=per_image))
+
+  def _update_trackers(self, reports):
+    for name, value in reports.items():
+      if name in self.trackers:
+        self.trackers[name].update_state(tf.reshape(tf.cast(value, tf.float32), [-1]))
+    return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+  def predict_step(self, images):
+    return self(images, training=False)["reconstruction"]
+
+  # --- The codec contract: image <-> strings, as tfc's models/bmshj2018.py defines it. ------
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def compress(self, image):
+    """uint8 [H, W, 3] (any size) -> y and z strings, shapes, and the estimated bits.
+
+    The image is reflect-padded to PAD_MULTIPLE and the decoder crops back to image_shape.
+    Needs `hyperprior.build_coders()` first.
+    """
+    shape = tf.shape(image)[:2]
+    padded = reflect_pad(image, PAD_MULTIPLE)
+    x = tf.cast(padded, tf.float32)[None] / 255.
+    y = tf.cast(self.encoder(x), tf.float32)
+    compressed, _ = self.hyperprior.compress(y)
+    return {
+        "y_string": compressed.y_strings[0],
+        "z_string": compressed.z_strings[0],
+        "image_shape": shape,
+        "y_shape": tf.cast(compressed.y_shape, tf.int32),
+        "z_shape": tf.cast(compressed.z_shape, tf.int32),
+        "estimated_bits": compressed.estimated_bits[0],
+    }
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)])
+  def decompress(self, y_string, z_string, image_shape, y_shape, z_shape):
+    """Inverse of `compress`: strings and shapes -> uint8 [H, W, 3]."""
+    y_hat = self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape)
+    reconstruction = tf.cast(self.generator(y_hat), tf.float32)[0]
+    reconstruction = reconstruction[:image_shape[0], :image_shape[1], :]
+    return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}

@@ -1,0 +1,86 @@
+"""The HiFiC encoder E, generator G and conditional discriminator D.
+
+Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020, Fig. 2 and
+Appendix A.1. Widths scale with `num_filters_base` (60 in the paper) so that the tiny configs
+keep the topology; see docs/ARCHITECTURE.md for the numbers.
+"""
+
+import tensorflow as tf
+
+from hific_tf.models.hific.layers import ChannelNorm, ResidualBlock, SpectralConv2D, conv
+
+NUM_DOWNSAMPLINGS = 4  # y lives at 1/16 of the image.
+DOWNSAMPLING_FACTOR = 2 ** NUM_DOWNSAMPLINGS
+
+
+class Encoder(tf.keras.Sequential):
+  """E: image in [0, 1] -> latent y at 1/16 resolution (no norm on the output)."""
+
+  def __init__(self, num_filters_base, latent_channels, name="encoder", **kwargs):
+    layers = [conv(num_filters_base, 7), ChannelNorm(), tf.keras.layers.ReLU()]
+    for i in range(NUM_DOWNSAMPLINGS):
+      layers += [conv(num_filters_base * 2 ** (i + 1), 3, strides=2), ChannelNorm(),
+                 tf.keras.layers.ReLU()]
+    layers.append(conv(latent_channels, 3))
+    super().__init__(layers, name=name, **kwargs)
+
+
+class Generator(tf.keras.layers.Layer):
+  """G: quantized latent y_hat -> image in [0, 1] scale (no output activation, as in the paper).
+
+  Nearly all of HiFiC's parameters and FLOPs are in the residual blocks at 1/16 resolution;
+  they are the part worth running in bfloat16 (pass `dtype="mixed_bfloat16"`).
+  """
+
+  def __init__(self, num_filters_base, num_residual_blocks, name="generator", **kwargs):
+    super().__init__(name=name, **kwargs)
+    policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
+    width = num_filters_base * 2 ** NUM_DOWNSAMPLINGS
+    self.head = tf.keras.Sequential(
+        [ChannelNorm(**policy), conv(width, 3, **policy), ChannelNorm(**policy)], name="head")
+    self.blocks = tf.keras.Sequential(
+        [ResidualBlock(width, name=f"block_{i}", **policy) for i in range(num_residual_blocks)],
+        name="residual_blocks")
+    tail = []
+    for i in reversed(range(NUM_DOWNSAMPLINGS)):
+      tail += [tf.keras.layers.Conv2DTranspose(num_filters_base * 2 ** i, 3, strides=2,
+                                               padding="same", **policy),
+               ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
+    tail.append(conv(3, 7, **policy))
+    self.tail = tf.keras.Sequential(tail, name="tail")
+
+  def call(self, latent):
+    head = self.head(latent)
+    return self.tail(self.blocks(head) + head)  # Skip connection over all blocks.
+
+
+class Discriminator(tf.keras.layers.Layer):
+  """D: (image in [0, 1], y_hat) -> one logit per 8x8 patch; conditional, single scale.
+
+  The latent is compressed to a few channels, nearest-upsampled to the image size and
+  concatenated, so D judges a patch knowing what the bits said about it. The caller applies
+  stop_gradient to y_hat: D must not shape the latent.
+  """
+
+  def __init__(self, filters_base=64, latent_channels=12, name="discriminator", **kwargs):
+    # float32 under any mixed-precision policy: the spectral-norm power iteration keeps its
+    # state in float32 variables, and D is a small part of a training step's cost.
+    super().__init__(name=name, dtype="float32", **kwargs)
+    self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent", dtype="float32")
+    self.latent_upsample = tf.keras.layers.UpSampling2D(DOWNSAMPLING_FACTOR,
+                                                        interpolation="nearest")
+    self.convs = [
+        SpectralConv2D(filters_base, 4, 2, name="conv_0", dtype="float32"),
+        SpectralConv2D(filters_base * 2, 4, 2, name="conv_1", dtype="float32"),
+        SpectralConv2D(filters_base * 4, 4, 2, name="conv_2", dtype="float32"),
+        SpectralConv2D(filters_base * 8, 4, 1, name="conv_3", dtype="float32"),
+    ]
+    self.to_logits = SpectralConv2D(1, 4, 1, name="logits", dtype="float32")
+
+  def call(self, inputs, training=False):
+    image, latent = (tf.cast(t, tf.float32) for t in inputs)
+    latent = tf.nn.leaky_relu(self.latent_conv(latent, training=training), 0.2)
+    net = tf.concat([image, tf.cast(self.latent_upsample(latent), image.dtype)], axis=-1)
+    for layer in self.convs:
+      net = tf.nn.leaky_relu(layer(net, training=training), 0.2)
+    return self.to_logits(net, training=training)

@@ -1,0 +1,76 @@
+"""The .hific container: a small header, the range-coded y and z strings, a CRC32.
+
+See docs/FORMAT.md for the byte layout. The header names the model (config name and a
+fingerprint of its weights) so that a file is never decoded by a model that did not make it:
+a different model would range-decode garbage without noticing.
+"""
+
+import dataclasses
+import struct
+import zlib
+
+from hific_tf.errors import HificError
+from hific_tf.images import bits_per_pixel
+
+MAGIC = b"HFIC"
+VERSION = 1
+MAX_NAME_BYTES = 22  # Keeps the container overhead at 64 bytes or less.
+FINGERPRINT_BYTES = 8
+_FIXED = struct.Struct(">II4HII")  # height, width, y h/w, z h/w, len(y), len(z).
+
+
+class FormatError(HificError, ValueError):
+  """A file that is not a valid .hific file; the message is one line for the CLI."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HificFile:
+  config_name: str
+  fingerprint: bytes
+  height: int
+  width: int
+  y_shape: tuple
+  z_shape: tuple
+  y_string: bytes
+  z_string: bytes
+
+  def to_bytes(self):
+    name = self.config_name.encode("ascii", "replace")[:MAX_NAME_BYTES]
+    if len(self.fingerprint) != FINGERPRINT_BYTES:
+      raise ValueError("fingerprint must be 8 bytes")
+    body = b"".join([
+        MAGIC, bytes([VERSION, len(name)]), name, self.fingerprint,
+        _FIXED.pack(self.height, self.width, *self.y_shape, *self.z_shape,
+                    len(self.y_string), len(self.z_string)),
+        self.y_string, self.z_string])
+    return body + struct.pack(">I", zlib.crc32(body))
+
+  @property
+  def overhead_bytes(self):
+    return len(self.to_bytes()) - len(self.y_string) - len(self.z_string)
+
+  @classmethod
+  def from_bytes(cls, data):
+    if len(data) < 6 or data[:4] != MAGIC:
+      raise FormatError("not a .hific file (bad magic)")
+    if data[4] != VERSION:
+      raise FormatError(f"unsupported .hific format version {data[4]} (this reads {VERSION})")
+    name_length = data[5]
+    header_end = 6 + name_length + FINGERPRINT_BYTES + _FIXED.size
+    if len(data) < header_end + 4:
+      raise FormatError("truncated .hific file (header incomplete)")
+    (crc,) = struct.unpack(">I", data[-4:])
+    if zlib.crc32(data[:-4]) != crc:
+      raise FormatError("corrupt .hific file (CRC32 mismatch: truncated or altered)")
+    name = data[6:6 + name_length].decode("ascii", "replace")
+    fingerprint = data[6 + name_length:6 + name_length + FINGERPRINT_BYTES]
+    height, width, yh, yw, zh, zw, y_length, z_length = _FIXED.unpack(
+        data[header_end - _FIXED.size:header_end])
+    if header_end + y_length + z_length + 4 != len(data):
+      raise FormatError("corrupt .hific file (string lengths do not match the file size)")
+    y_string = data[header_end:header_end + y_length]
+    z_string = data[header_end + y_length:header_end + y_length + z_length]
+    return cls(name, fingerprint, height, width, (yh, yw), (zh, zw), y_string, z_string)
+
+  def bits_per_pixel(self):
+    return bits_per_pixel(len(self.to_bytes()), self.height, self.width)

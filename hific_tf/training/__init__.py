@@ -1,0 +1,1 @@
+"""Training HiFiC: photo sets built offline, the input pipeline and the `hific train` driver."""

@@ -1,0 +1,209 @@
+"""The HiFiC training driver behind `hific train`: model.fit with checkpoints and resumption.
+
+Layout of a model_dir:
+  config.json        the Config the run used (export and stage 2 read it back)
+  checkpoints/       tf.train checkpoints of encoder, generator, hyperprior, discriminator
+  backup/            Keras BackupAndRestore state (model + optimizers), removed when done
+  logs/              TensorBoard: every loss term, bpp, lambda', D(x), lr, images
+
+Stage 2 (`--init_from` a stage-1 model_dir) restores encoder, generator and hyperprior, starts
+D fresh and restarts the step counter and schedules, as in Mentzer et al. (NeurIPS 2020).
+"""
+
+import math
+import os
+import pathlib
+
+import tensorflow as tf
+
+from hific_tf.training import data as data_lib
+from hific_tf import images as images_lib
+from hific_tf.configs import Config
+from hific_tf.models.hific import networks
+from hific_tf.models.hific.model import HiFiC
+from hific_tf.errors import HificError
+
+
+class TrainError(HificError, ValueError):
+  """A user-facing training problem (bad model_dir, mismatched config...)."""
+
+
+def codec_checkpoint(model, with_discriminator=True):
+  """The tf.train.Checkpoint of everything a trained model is (optimizers excluded)."""
+  parts = dict(model.codec_modules)
+  if with_discriminator and model.discriminator is not None:
+    parts["discriminator"] = model.discriminator
+  return tf.train.Checkpoint(**parts)
+
+
+def read_config(model_dir):
+  path = pathlib.Path(model_dir) / "config.json"
+  if not path.is_file():
+    raise TrainError(f"{model_dir} is not a hific model_dir (no config.json)")
+  return Config.from_json(path.read_text())
+
+
+def latest_checkpoint(model_dir):
+  found = tf.train.latest_checkpoint(str(pathlib.Path(model_dir) / "checkpoints"))
+  if not found:
+    raise TrainError(f"no checkpoint in {model_dir}/checkpoints")
+  return found
+
+
+def restore_codec(model, source):
+  """Loads E, G and the hyperprior into `model` from a model_dir or a bundled codec's name.
+
+  A bundled codec's float16 weights are the committed state of the shipped models' training,
+  so `--init_from small-lo` continues from what is in the repository (the optimizer restarts).
+  """
+  if not pathlib.Path(source).is_dir():
+    from hific_tf.serving import zoo  # pylint: disable=g-import-not-at-top
+    if source in zoo.names():
+      zoo.load_weights(model, zoo.BUNDLED_DIR / source / "weights.npz")
+      return
+    raise TrainError(f"--init_from {source}: neither a model_dir nor a bundled codec "
+                     f"({', '.join(zoo.names()) or 'none bundled'})")
+  codec_checkpoint(model, with_discriminator=False).restore(
+      latest_checkpoint(source)).expect_partial().assert_existing_objects_matched()
+
+
+def load_trained(model_dir, generator_dtype=None):
+  """A HiFiC model with the latest weights of `model_dir` (codec parts only)."""
+  model = HiFiC(read_config(model_dir), generator_dtype=generator_dtype).build_all()
+  restore_codec(model, model_dir)
+  return model
+
+
+class _SaveCheckpoint(tf.keras.callbacks.Callback):
+  """Writes the codec checkpoint at every epoch end (an epoch is `checkpoint_every` steps)."""
+
+  def __init__(self, model_dir, keep=3):
+    super().__init__()
+    self.directory = str(pathlib.Path(model_dir) / "checkpoints")
+    self.keep = keep
+    self.manager = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.manager is None:
+      self.manager = tf.train.CheckpointManager(codec_checkpoint(self.model), self.directory,
+                                                max_to_keep=self.keep)
+    self.manager.save(checkpoint_number=int(self.model.step.numpy()))
+
+
+class _ImageSummary(tf.keras.callbacks.Callback):
+  """Input and reconstruction of a fixed batch in TensorBoard, once per epoch."""
+
+  def __init__(self, log_dir, images):
+    super().__init__()
+    self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
+    self.images = images
+
+  def on_epoch_end(self, epoch, logs=None):
+    outputs = self.model(self.images, training=False)
+    reconstruction = tf.clip_by_value(outputs["reconstruction"], 0., 1.)
+    with self.writer.as_default(step=int(self.model.step.numpy())):
+      tf.summary.image("input", outputs["image"], max_outputs=2)
+      tf.summary.image("reconstruction", reconstruction, max_outputs=2)
+
+
+def _restore_backup(model, backup_dir):
+  """Restores a BackupAndRestore state early, to learn the step the data must resume at."""
+  latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+  if not latest:
+    return False
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return True
+
+
+def default_strategy():
+  """MirroredStrategy over all GPUs when there are several; TF_CONFIG selects multi-worker."""
+  if "TF_CONFIG" in os.environ:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  if len(gpus) > 1:
+    return tf.distribute.MirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None,
+          init_from=None, batch_size=None, crop_size=None, checkpoint_every=1000,
+          val_glob=None, seed=0, precision="float32", tfds_data_dir=None, callbacks=(),
+          verbose=None, strategy=None):
+  """Trains (or resumes training) and returns the Keras History.
+
+  `batch_size` is the global batch of the generator step; in stage "hific" the pipeline
+  delivers twice that, and D gets every second image. `steps` counts generator steps.
+  """
+  model_dir = pathlib.Path(model_dir)
+  batch_size = batch_size or config.batch_size
+  crop_size = crop_size or config.crop_size
+  steps = steps or config.num_steps
+  if crop_size % networks.DOWNSAMPLING_FACTOR:
+    raise TrainError(f"--crop_size must be a multiple of {networks.DOWNSAMPLING_FACTOR} (the "
+                     f"encoder's downsampling), got {crop_size}")
+  if batch_size < 1 or steps < 1:
+    raise TrainError("--batch_size and --steps must be positive")
+  config_path = model_dir / "config.json"
+  if config_path.is_file():
+    existing = read_config(model_dir).name
+    if existing != config.name:
+      raise TrainError(f"{model_dir} holds a '{existing}' run; "
+                       f"use another --model_dir for '{config.name}'")
+  # Decode every photo before the slow model build: a bad file fails here, in one line.
+  photo_cache = None
+  if train_glob is not None:
+    photo_cache = data_lib.PhotoCache(data_lib.list_images(train_glob))
+  if val_glob is not None:
+    data_lib.list_images(val_glob)
+
+  tf.keras.mixed_precision.set_global_policy(precision)
+  tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
+  strategy = strategy or default_strategy()
+  with strategy.scope():
+    model = HiFiC(config, seed=seed).build_all(min(crop_size, 64))
+    model.compile()
+    # Create optimizer slots now, so a restored backup fills them instead of deferring.
+    for optimizer, variables in ((model.transform_optimizer, model.transform_variables),
+                                 (model.entropy_optimizer, model.entropy_variables),
+                                 (model.discriminator_optimizer, model.discriminator_variables)):
+      if optimizer is not None:
+        optimizer.build(variables)
+
+  model_dir.mkdir(parents=True, exist_ok=True)
+  backup_dir = str(model_dir / "backup")
+  resumed = _restore_backup(model, backup_dir)
+  if not resumed and tf.train.latest_checkpoint(str(model_dir / "checkpoints")):
+    raise TrainError(f"{model_dir} already holds a finished run; train into a new --model_dir "
+                     "(or --init_from it)")
+  if not resumed and init_from:
+    restore_codec(model, init_from)
+  # What the run actually uses, flags included: export, stage 2 and readers of the
+  # model_dir see the true batch, crop and length.
+  used = config.replace(batch_size=batch_size, crop_size=crop_size, num_steps=steps)
+  images_lib.write_atomic(config_path, used.to_json().encode(), force=True)
+
+  start_step = int(model.step.numpy())
+  steps_per_epoch = math.gcd(steps, max(1, min(checkpoint_every, steps)))
+  if start_step % steps_per_epoch:
+    raise TrainError(f"backup in {backup_dir} is at step {start_step}, not a multiple of "
+                     f"--checkpoint_every {steps_per_epoch}; resume with the same flags")
+  images_per_step = batch_size * (2 if config.use_gan else 1)
+  dataset = data_lib.training_dataset(images_per_step, crop_size, seed, tfds_name=tfds_name,
+                                      tfds_data_dir=tfds_data_dir, start_step=start_step,
+                                      photo_cache=photo_cache)
+  validation = (data_lib.validation_dataset(val_glob, crop_size, batch_size)
+                if val_glob else None)
+  log_dir = str(model_dir / "logs")
+  sample = next(iter(validation if validation is not None else dataset))[:batch_size]
+  all_callbacks = [
+      tf.keras.callbacks.BackupAndRestore(backup_dir),
+      tf.keras.callbacks.TerminateOnNaN(),
+      tf.keras.callbacks.TensorBoard(log_dir, update_freq=min(100, steps_per_epoch)),
+      _SaveCheckpoint(model_dir),
+      _ImageSummary(log_dir, sample),
+      *callbacks,
+  ]
+  if verbose is None:
+    verbose = 1 if os.isatty(1) else 2
+  return model.fit(dataset, epochs=steps // steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                   validation_data=validation, callbacks=all_callbacks, verbose=verbose)

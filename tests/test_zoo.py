@@ -1,0 +1,111 @@
+"""The bundled codecs: they load, round-trip a held-out photo within their stated bounds, and
+the CLI finds them by default, by name, by rate and by a file's fingerprint."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_hific
+from hific_tf import images
+from hific_tf.serving import zoo
+
+HELD_OUT = REPO / "tests" / "data" / "heldout"
+PHOTO = HELD_OUT / "LadyBird.png"  # Never trained on (hific_tf/training/photos.py).
+# Regression bounds, per card: the shipped model meets them with a margin of at least 10%
+# (bpp) and 0.03 (LPIPS) on PHOTO; a retrained codec that is worse than the shipped one fails.
+BPP_MARGIN = 0.10
+LPIPS_MARGIN = 0.03
+WEIGHTS_LIMIT_BYTES = 40 * 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+  """A fresh user cache: every bundled SavedModel is built on first use, as for a new user."""
+  return {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
+
+
+def test_codecs_are_bundled_within_the_size_budget():
+  names = zoo.names()
+  assert zoo.DEFAULT_CODEC in names
+  total = sum((zoo.BUNDLED_DIR / n / "weights.npz").stat().st_size for n in names)
+  assert total < WEIGHTS_LIMIT_BYTES
+  for name in names:
+    card = zoo.load_card(name)
+    assert card["name"] == name and len(card["fingerprint"]) == 16
+    assert card["heldout"]["images"] >= 8
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_bundled_codec_round_trips_a_held_out_photo(name, cache_env, tmp_path):
+  card = zoo.load_card(name)
+  shipped = {row["image"]: row for row in card["heldout_images"]}[PHOTO.stem]
+  out = tmp_path / "photo.hific"
+  run_hific("compress", "--model", name, PHOTO, out, env=cache_env)
+  run_hific("decompress", out, tmp_path / "photo.png", env=cache_env)  # Found by fingerprint.
+  original = images.load_rgb(PHOTO)
+  decoded = images.load_rgb(tmp_path / "photo.png")
+  assert decoded.shape == original.shape
+  bpp = images.bits_per_pixel(out.stat().st_size, *original.shape[:2])
+  from hific_tf.perceptual.lpips import LPIPS
+  distance = float(LPIPS("alex")(original[None] / 255., decoded[None] / 255.)[0])
+  # The card's figures are what a user gets: reproduced here up to float rounding.
+  assert bpp == pytest.approx(shipped["bpp"], rel=0.01)
+  assert distance == pytest.approx(shipped["lpips"], abs=0.005)
+  assert bpp <= shipped["bpp"] * (1 + BPP_MARGIN)
+  assert distance <= shipped["lpips"] + LPIPS_MARGIN
+  # And the bound that makes the codec worth shipping: better LPIPS than JPEG at its size.
+  from hific_tf.evaluation import classical
+  jpeg = classical.get_codec("jpeg")
+  match = classical.match_size(jpeg, original, out.stat().st_size)
+  jpeg_distance = float(LPIPS("alex")(original[None] / 255.,
+                                      jpeg.decode(match.data)[None] / 255.)[0])
+  assert distance < jpeg_distance, (distance, jpeg_distance)
+
+
+def test_default_codec_and_rate_choice(cache_env, tmp_path):
+  photo = tmp_path / "photo.png"
+  photo.write_bytes(PHOTO.read_bytes())
+  run_hific("compress", photo, env=cache_env)  # No --model: the default codec.
+  run_hific("decompress", tmp_path / "photo.hific", env=cache_env)
+  header = run_hific("info", tmp_path / "photo.hific", env=cache_env).stdout
+  assert zoo.load_card(zoo.DEFAULT_CODEC)["config"] in header
+  assert images.load_rgb(tmp_path / "photo.png").shape == images.load_rgb(PHOTO).shape
+  for name in zoo.names():
+    rate = zoo.load_card(name)["heldout"]["bpp"]
+    assert zoo.closest_to_rate(rate) == name
+  listing = run_hific("models", env=cache_env).stdout
+  assert all(name in listing for name in zoo.names())
+
+
+def test_bad_model_names_and_foreign_files_are_one_line_errors(cache_env, tmp_path):
+  done = run_hific("compress", "--model", "no-such-codec", PHOTO, tmp_path / "x.hific",
+                   env=cache_env, check=False)
+  assert done.returncode == 2 and done.stderr.count("\n") == 1
+  assert "no-such-codec" in done.stderr and not (tmp_path / "x.hific").exists()
+  done = run_hific("compress", "--model", zoo.DEFAULT_CODEC, "--target_bpp", "0.2", PHOTO,
+                   env=cache_env, check=False)
+  assert done.returncode == 2
+
+
+def test_weights_round_trip_through_float16(tmp_path):
+  """save_weights/load_weights keep every tensor, in order, and the fingerprint follows."""
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.serving import codec
+  config = configs.get_config("tiny-mselpips")
+  first = HiFiC(config).build_all()
+  zoo.save_weights(first, tmp_path / "w.npz")
+  second = HiFiC(config).build_all()
+  for variable in second.encoder.variables:
+    variable.assign(variable + 0.5)
+  assert codec.weights_fingerprint(first) != codec.weights_fingerprint(second)
+  zoo.load_weights(second, tmp_path / "w.npz")
+  for (_, a), (_, b) in zip(zoo._ordered_variables(first), zoo._ordered_variables(second)):  # pylint: disable=protected-access
+    np.testing.assert_array_equal(a.numpy().astype(np.float16), b.numpy())
+  with np.load(tmp_path / "w.npz") as stored:
+    assert all(stored[k].dtype == np.float16 for k in stored.files)
+  card_path = zoo.BUNDLED_DIR / zoo.DEFAULT_CODEC / "card.json"
+  assert json.loads(card_path.read_text())["fingerprint"]
+  assert pathlib.Path(zoo.BUNDLED_DIR).is_dir()
