@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from hific_tf import images  # pylint: disable=g-import-not-at-top
 from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
 from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
 from hific_tf import configs  # pylint: disable=g-import-not-at-top
@@ -91,7 +92,7 @@ def main():
       megapixels = width * height / 1e6
       print(f"{f'{name} q{quality}':<22}{f'{width}x{height}':>11}{encode * 1e3:>11.1f}"
             f"{decode * 1e3:>11.1f}{megapixels / encode:>10.1f}{megapixels / decode:>10.1f}"
-            f"{classical.bits_per_pixel(data, image):>8.3f}{peak_rss_mb():>9.0f}")
+            f"{images.bits_per_pixel(len(data), *image.shape[:2]):>8.3f}{peak_rss_mb():>9.0f}")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def main():
     model = HiFiC(config.replace(stage="mselpips")).build_all()
     zoo.load_weights(model, staging / "weights.npz")
     fingerprint = codec_lib.weights_fingerprint(model).hex()
-    parameters = sum(int(np.prod(v.shape)) for _, v in zoo._ordered_variables(model))  # pylint: disable=protected-access
+    parameters = sum(int(np.prod(v.shape)) for _, v in model.codec_variables())
     info = codec_lib.export(model, staging / "saved_model")
     assert info["fingerprint"] == fingerprint
     files = images_lib.list_images(args.heldout)

@@ -50,7 +50,10 @@ def load_rgb(path):
     with Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       image.load()
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+  except Image.DecompressionBombError:
+    raise ImageError(f"{path}: image too large to decode safely (more than "
+                     f"{2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
     raise ImageError(f"{path}: not a readable image ({error.__class__.__name__})") from None
   if image.mode in ("I;16", "I;16B", "I;16L", "I"):
     wide = np.asarray(image, dtype=np.float64)

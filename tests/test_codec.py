@@ -171,6 +171,42 @@ def test_bad_files_fail_with_one_line_and_leave_nothing(saved_model, other_model
   assert not (tmp_path / "n.hific").exists()
 
 
+def _reseal(hific_file, **changes):
+  """A .hific file with header fields changed and a valid CRC: what an attacker can make."""
+  import dataclasses
+  return dataclasses.replace(hific_file, **changes).to_bytes()
+
+
+def test_crafted_headers_are_refused_before_decoding(saved_model, tmp_path):
+  """A CRC stops accidents, not attackers: the header is checked against the geometry."""
+  import time
+  source = _save(tmp_path, "x.png", Image.fromarray(random_image(64, 96)))
+  run_hific("compress", "--model", saved_model, source)
+  good = bitstream.HificFile.from_bytes(source.with_suffix(".hific").read_bytes())
+  cases = {
+      "huge_z.hific": _reseal(good, z_shape=(65535, good.z_shape[1])),
+      "huge_y.hific": _reseal(good, y_shape=(good.y_shape[0], 65535)),
+      "huge_image.hific": _reseal(good, height=4294967295),
+      "other_size.hific": _reseal(good, width=good.width + 64),
+      "zero.hific": _reseal(good, height=0),
+      "over_limit.hific": _reseal(good, height=60000, width=60000, y_shape=(3750, 3750),
+                                  z_shape=(938, 938)),
+  }
+  for name, content in cases.items():
+    (tmp_path / name).write_bytes(content)
+    start = time.perf_counter()
+    done = run_hific("decompress", "--model", saved_model, tmp_path / name,
+                     tmp_path / f"{name}.png", check=False)
+    assert done.returncode == 1, (name, done.stderr)
+    assert done.stderr.count("\n") == 1 and "hific: error:" in done.stderr, done.stderr
+    assert not (tmp_path / f"{name}.png").exists()
+    assert time.perf_counter() - start < 60  # Process start-up included; no decoding.
+  # Within the limit the header's size is what comes out, exactly.
+  with pytest.raises(bitstream.FormatError, match="do not fit"):
+    bitstream.HificFile.from_bytes(cases["other_size.hific"]).validate()
+  assert good.validate() is good
+
+
 _STANDALONE = textwrap.dedent("""
     import hashlib, sys
     import tensorflow as tf

@@ -122,10 +122,18 @@ def test_evaluate_an_exported_model(saved_model, photo_dir, tmp_path):
     (images / f"{name}.png").write_bytes((photo_dir / f"{name}.png").read_bytes())
   out = tmp_path / "eval"
   run_hific("evaluate", "--model", saved_model, "--images", images, "--codecs", "webp",
-            "--bpp", "0.2", "--out", out)
+            "--bpp", "0.2", "--out", out, "--match")
   summary = json.loads((out / "summary.json").read_text())
   hific = summary["hific@tiny-mselpips"]
   assert hific["images"] == 2 and 0 < hific["bpp"] < 2 and np.isfinite(hific["patch_fid"])
+  # --match: WebP searched to HiFiC's own file size, image by image (never larger).
+  with open(out / "results.csv") as f:
+    rows = {(r["image"], r["method"], r["setting"]): r for r in csv.DictReader(f)}
+  for name in ("coffee", "chelsea"):
+    hific_bpp = float(rows[(name, "hific", "tiny-mselpips")]["bpp"])
+    webp_bpp = float(rows[(name, "webp", "match")]["bpp"])
+    assert webp_bpp <= hific_bpp + 1e-9
+  assert summary["webp@match"]["images"] == 2
 
 
 def test_evaluate_rejects_bad_arguments(photo_dir, tmp_path):

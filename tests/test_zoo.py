@@ -102,7 +102,7 @@ def test_weights_round_trip_through_float16(tmp_path):
     variable.assign(variable + 0.5)
   assert codec.weights_fingerprint(first) != codec.weights_fingerprint(second)
   zoo.load_weights(second, tmp_path / "w.npz")
-  for (_, a), (_, b) in zip(zoo._ordered_variables(first), zoo._ordered_variables(second)):  # pylint: disable=protected-access
+  for (_, a), (_, b) in zip(first.codec_variables(), second.codec_variables()):
     np.testing.assert_array_equal(a.numpy().astype(np.float16), b.numpy())
   with np.load(tmp_path / "w.npz") as stored:
     assert all(stored[k].dtype == np.float16 for k in stored.files)

@@ -101,14 +101,15 @@ def _log(message):
   print(f"hific: {message}", file=sys.stderr)
 
 
-def _load_codec(model):
+def _load_codec(model, max_pixels=None):
   """A SavedModelCodec from a SavedModel folder or a bundled codec name."""
   from hific_tf.serving import codec, zoo
+  limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(model)
   if path.is_dir():
-    return codec.SavedModelCodec(path)
+    return codec.SavedModelCodec(path, **limits)
   if model in zoo.names():
-    return codec.SavedModelCodec(zoo.saved_model_path(model, log=_log))
+    return codec.SavedModelCodec(zoo.saved_model_path(model, log=_log), **limits)
   raise zoo.UnknownCodecError(f"--model {model}: neither a SavedModel folder nor a bundled "
                               f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
 
@@ -155,7 +156,7 @@ def decompress(args):
     hific_file = bitstream.HificFile.from_bytes(source.read_bytes())
     name = args.model or _codec_for_file(hific_file)
     if name not in models:
-      models[name] = _load_codec(name)
+      models[name] = _load_codec(name, args.max_pixels)
     reconstruction = models[name].decompress(hific_file)
     images_lib.write_atomic(destination, images_lib.encode_png(reconstruction), force=args.force)
     if args.verbose:

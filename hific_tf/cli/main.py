@@ -17,6 +17,7 @@ from absl.flags import argparse_flags  # pylint: disable=g-import-not-at-top
 
 
 from hific_tf.errors import UsageError  # pylint: disable=g-import-not-at-top
+from hific_tf.serving import bitstream  # pylint: disable=g-import-not-at-top
 
 
 class _Parser(argparse_flags.ArgumentParser):
@@ -90,6 +91,8 @@ def build_parser():
   p.add_argument("--model", help=model_help + " Default: the bundled codec whose weights "
                  "fingerprint is in the file's header.")
   p.add_argument("input", help="A .hific file or a folder of them.")
+  p.add_argument("--max_pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
+                 help="Refuse files whose header declares a larger image (memory bound).")
   p.add_argument("output", nargs="?", help="Output PNG or folder (default: beside input).")
   p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
 

@@ -18,6 +18,25 @@ MAX_NAME_BYTES = 22  # Keeps the container overhead at 64 bytes or less.
 FINGERPRINT_BYTES = 8
 _FIXED = struct.Struct(">II4HII")  # height, width, y h/w, z h/w, len(y), len(z).
 
+# Decoding limits, like Pillow's decompression-bomb guard: decoding memory grows with the
+# image's pixels (docs/FORMAT.md gives the formula), so a header may not ask for more than
+# this unless the caller raises the limit (`--max_pixels`, `max_pixels=`).
+DEFAULT_MAX_PIXELS = 50_000_000  # e.g. 8660x5773 (8K UHD is 33 M pixels).
+MAX_SIDE = 65_535
+# The architecture's defaults (HiFiC: y at 1/16, z at 1/64 of the padded image); SavedModels
+# record their own in model_info.
+DEFAULT_PAD_MULTIPLE = 64
+DEFAULT_LATENT_DOWNSAMPLING = 16
+
+
+def latent_shapes(height, width, pad_multiple=DEFAULT_PAD_MULTIPLE,
+                  latent_downsampling=DEFAULT_LATENT_DOWNSAMPLING):
+  """(y_shape, z_shape) that an image of height x width has once padded to pad_multiple."""
+  padded = [-(-side // pad_multiple) * pad_multiple for side in (height, width)]
+  y_shape = tuple(side // latent_downsampling for side in padded)
+  z_shape = tuple(side // pad_multiple for side in padded)
+  return y_shape, z_shape
+
 
 class FormatError(HificError, ValueError):
   """A file that is not a valid .hific file; the message is one line for the CLI."""
@@ -71,6 +90,29 @@ class HificFile:
     y_string = data[header_end:header_end + y_length]
     z_string = data[header_end + y_length:header_end + y_length + z_length]
     return cls(name, fingerprint, height, width, (yh, yw), (zh, zw), y_string, z_string)
+
+  def validate(self, max_pixels=DEFAULT_MAX_PIXELS, pad_multiple=DEFAULT_PAD_MULTIPLE,
+               latent_downsampling=DEFAULT_LATENT_DOWNSAMPLING):
+    """Checks the header against the model's geometry and the limits, before any decoding.
+
+    A header is only data: with a recomputed CRC it can claim anything. The latent shapes
+    must be exactly those the image size implies, so that the decoder never allocates for a
+    shape the image does not need, and never returns an image of another size.
+    """
+    if self.height < 1 or self.width < 1:
+      raise FormatError(f"invalid .hific header (image {self.width}x{self.height})")
+    if max(self.height, self.width) > MAX_SIDE or self.height * self.width > max_pixels:
+      raise FormatError(f"image {self.width}x{self.height} exceeds the decoding limit of "
+                        f"{max_pixels} pixels and {MAX_SIDE} per side (raise it with "
+                        "--max_pixels if the file is trusted)")
+    y_shape, z_shape = latent_shapes(self.height, self.width, pad_multiple,
+                                     latent_downsampling)
+    if tuple(self.y_shape) != y_shape or tuple(self.z_shape) != z_shape:
+      raise FormatError(f"invalid .hific header (latents {self.y_shape} and {self.z_shape} "
+                        f"do not fit a {self.width}x{self.height} image)")
+    if not self.y_string or not self.z_string:
+      raise FormatError("invalid .hific header (empty latent string)")
+    return self
 
   def bits_per_pixel(self):
     return bits_per_pixel(len(self.to_bytes()), self.height, self.width)

@@ -16,16 +16,23 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from hific_tf import images as images_lib
+from hific_tf.models.hific import networks
+from hific_tf.models.hific.model import PAD_MULTIPLE
 from hific_tf.serving import bitstream
 
 
 def weights_fingerprint(model):
-  """First 8 bytes of SHA-256 over the codec's variables (names and float32 values)."""
+  """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values.
+
+  Positions ("encoder/007") rather than Keras names, which depend on how many layers the
+  process created before: the same weights give the same fingerprint in any process.
+  """
   digest = hashlib.sha256()
-  for module in model.codec_modules.values():
-    for variable in sorted(module.variables, key=lambda v: v.name):
-      digest.update(variable.name.encode())
-      digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+  for key, variable in model.codec_variables():
+    position = "/".join(key.split("/")[:2])
+    digest.update(f"{position}:{tuple(variable.shape)}".encode())
+    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 
 
@@ -55,6 +62,8 @@ def export(model, directory, generator_dtype="float32"):
       "fingerprint": weights_fingerprint(model).hex(),
       "generator_dtype": generator_dtype,
       "config": json.loads(model.config.to_json()),
+      "pad_multiple": int(PAD_MULTIPLE),
+      "latent_downsampling": int(networks.DOWNSAMPLING_FACTOR),
   }
   module = CodecModule(model, info)
   tf.saved_model.save(module, str(directory), signatures={
@@ -67,7 +76,7 @@ def export(model, directory, generator_dtype="float32"):
 class SavedModelCodec:
   """A loaded codec SavedModel, turning images into `HificFile`s and back."""
 
-  def __init__(self, directory):
+  def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS):
     try:
       self.module = tf.saved_model.load(str(directory))
       self.info = json.loads(self.module.model_info.numpy().decode())
@@ -75,9 +84,15 @@ class SavedModelCodec:
       raise ValueError(f"{directory}: not a hific SavedModel ({error.__class__.__name__})")
     self.fingerprint = bytes.fromhex(self.info["fingerprint"])
     self.config_name = self.info["config_name"]
+    self.max_pixels = max_pixels
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked)."""
+    height, width = image.shape[:2]
+    if height * width > self.max_pixels or max(height, width) > bitstream.MAX_SIDE:
+      raise images_lib.ImageError(
+          f"image {width}x{height} exceeds the limit of {self.max_pixels} pixels and "
+          f"{bitstream.MAX_SIDE} per side (raise it with --max_pixels)")
     out = self.module.compress(tf.constant(image, tf.uint8))
     hific_file = bitstream.HificFile(
         self.config_name, self.fingerprint, int(out["image_shape"][0]),
@@ -89,7 +104,9 @@ class SavedModelCodec:
     return hific_file
 
   def decompress(self, hific_file):
-    """HificFile -> uint8 [H, W, 3]; refuses files made by another model."""
+    """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
+    hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
+                        self.info.get("latent_downsampling", 16))
     if hific_file.fingerprint != self.fingerprint:
       raise bitstream.FormatError(
           f"file was made by model '{hific_file.config_name}' "

@@ -30,7 +30,6 @@ from hific_tf import images as images_lib
 
 BUNDLED_DIR = pathlib.Path(__file__).parent / "bundled"
 DEFAULT_CODEC = "small-lo"
-PARTS = ("encoder", "generator", "hyperprior")
 
 
 class UnknownCodecError(UsageError):
@@ -39,7 +38,7 @@ class UnknownCodecError(UsageError):
 
 def names():
   """Bundled codec names, sorted by target rate."""
-  cards = [load_card(p.name) for p in sorted(BUNDLED_DIR.glob("*/card.json"))
+  cards = [load_card(p.parent.name) for p in sorted(BUNDLED_DIR.glob("*/card.json"))
            if (p.parent / "weights.npz").is_file()] if BUNDLED_DIR.is_dir() else []
   return [c["name"] for c in sorted(cards, key=lambda c: c["target_bpp"])]
 
@@ -70,18 +69,10 @@ def by_fingerprint(fingerprint_hex):
   return None
 
 
-def _ordered_variables(model):
-  """(key, variable) of the codec parts in creation order; the key also names the layer."""
-  for part in PARTS:
-    module = model.codec_modules[part]
-    for index, variable in enumerate(module.variables):
-      yield f"{part}/{index:03d}/{variable.name}", variable
-
-
 def save_weights(model, path):
   """Writes the codec's variables as float16 .npz (before build_coders adds coding tables)."""
   arrays = {key: variable.numpy().astype(np.float16) for key, variable in
-            _ordered_variables(model)}
+            model.codec_variables()}
   buffer = io.BytesIO()
   np.savez_compressed(buffer, **arrays)
   images_lib.write_atomic(path, buffer.getvalue(), force=True)
@@ -90,7 +81,7 @@ def save_weights(model, path):
 def load_weights(model, path):
   """Assigns float16 weights from `save_weights` to a freshly built model, checking shapes."""
   with np.load(path) as stored:
-    expected = list(_ordered_variables(model))
+    expected = list(model.codec_variables())
     if len(stored.files) != len(expected):
       raise HificError(f"{path}: {len(stored.files)} tensors, the model has {len(expected)}")
     position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.

@@ -135,6 +135,18 @@ class HiFiC(tf.keras.Model):
     """What a stage-2 run restores from stage 1 and what an exported codec contains."""
     return {"encoder": self.encoder, "generator": self.generator, "hyperprior": self.hyperprior}
 
+  def codec_variables(self):
+    """(key, variable) of the codec's trained weights in a fixed order, "part/index/name".
+
+    The order is the creation order, which is fixed by the code, while Keras' variable names
+    carry per-process layer counters; so weight files and fingerprints go by part and index,
+    and the name is only for people. Range-coding tables (not trainable) are excluded: they
+    are derived from these weights.
+    """
+    for part, module in self.codec_modules.items():
+      for index, variable in enumerate(module.trainable_variables):
+        yield f"{part}/{index:03d}/{variable.name}", variable
+
   # --- Forward pass. ------------------------------------------------------------------------
 
   def call(self, images, training=False, noise_seed=None):
