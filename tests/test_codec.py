@@ -265,3 +265,46 @@ def test_bfloat16_generator_decodes_the_same_bits(stage1_dir, codec, tmp_path, p
   a, b = codec.decompress(f32_file), bf16.decompress(f32_file)
   difference = np.abs(a.astype(int) - b.astype(int))
   assert 0 < difference.mean() < 3.  # Really bfloat16, and close to float32.
+
+
+def _png_declaring(width, height):
+  """A tiny PNG whose header declares width x height (a decompression bomb's header)."""
+  import struct as struct_lib
+  import zlib as zlib_lib
+  def chunk(kind, body):
+    return (struct_lib.pack(">I", len(body)) + kind + body +
+            struct_lib.pack(">I", zlib_lib.crc32(kind + body)))
+  header = struct_lib.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+          chunk(b"IDAT", zlib_lib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_hostile_and_odd_images_are_read_or_refused_in_one_line(tmp_path):
+  rng = np.random.default_rng(0)
+  good = Image.fromarray(rng.integers(0, 255, [40, 50, 3], np.uint8))
+  good.convert("CMYK").save(tmp_path / "cmyk.jpg")
+  Image.fromarray(rng.integers(0, 65535, [20, 30, 4], np.uint16).astype(np.uint16)[..., 0],
+                  ).save(tmp_path / "gray16.png")
+  frames = [Image.fromarray(rng.integers(0, 255, [16, 16, 3], np.uint8)) for _ in range(3)]
+  frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+  Image.fromarray(np.zeros([1, 1, 3], np.uint8)).save(tmp_path / "one.png")
+  for name, shape in (("cmyk.jpg", (40, 50, 3)), ("gray16.png", (20, 30, 3)),
+                      ("animated.gif", (16, 16, 3)), ("one.png", (1, 1, 3))):
+    assert images.load_rgb(tmp_path / name).shape == shape, name
+  buffer = io.BytesIO()
+  good.save(buffer, format="PNG")
+  (tmp_path / "zero.png").write_bytes(b"")
+  (tmp_path / "truncated.png").write_bytes(buffer.getvalue()[:60])
+  (tmp_path / "bomb.png").write_bytes(_png_declaring(60000, 60000))
+  for name, message in (("zero.png", "not a readable image"),
+                        ("truncated.png", "not a readable image"),
+                        ("bomb.png", "too large to decode safely")):
+    with pytest.raises(images.ImageError, match=message):
+      images.load_rgb(tmp_path / name)
+
+
+def test_images_over_the_limit_are_refused_before_encoding(saved_model, tmp_path):
+  Image.fromarray(np.zeros([1, 70000, 3], np.uint8)).save(tmp_path / "wide.png")
+  done = run_hific("compress", "--model", saved_model, tmp_path / "wide.png", check=False)
+  assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+  assert "exceeds the limit" in done.stderr and not (tmp_path / "wide.hific").exists()

@@ -20,5 +20,6 @@ def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
   assert counts["over_limit"] == 0, report["examples"]
   assert counts["mismatches"] == 0, report["examples"]
   assert counts["hangs"] == 0, report["examples"]
-  # Both paths were exercised: refusals (headers) and decodes (payload garbage).
-  assert counts["refused"] > 20 and counts["decoded"] > 20, counts
+  # Both paths were exercised: refusals (header checks, and tfc's check that the range decoder
+  # consumed each string exactly, which catches most payload damage) and decodes.
+  assert counts["refused"] > 100 and counts["decoded"] >= 1, counts

@@ -139,3 +139,12 @@ def test_one_image_rule_for_training_compress_and_evaluate(tmp_path):
   assert len(lines) == 1 and lines[0].startswith(
       f"hific: error: {tmp_path / 'broken.webp'}: not a readable image"), lines
   assert not (tmp_path / "run").exists(), "the model was built before the data was checked"
+
+
+def test_model_dir_config_records_what_the_run_used(stage1_dir):
+  """config.json holds the flags' values (steps 30 from --steps), not only the config's."""
+  import json
+  from conftest import TRAIN_STEPS
+  recorded = json.loads((stage1_dir / "config.json").read_text())
+  assert recorded["num_steps"] == TRAIN_STEPS
+  assert recorded["batch_size"] == 4 and recorded["crop_size"] == 128

@@ -112,8 +112,14 @@ class SavedModelCodec:
           f"file was made by model '{hific_file.config_name}' "
           f"({hific_file.fingerprint.hex()}), not by this one "
           f"('{self.config_name}', {self.fingerprint.hex()})")
-    out = self.module.decompress(
-        tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
-        tf.constant([hific_file.height, hific_file.width], tf.int32),
-        tf.constant(hific_file.y_shape, tf.int32), tf.constant(hific_file.z_shape, tf.int32))
+    try:
+      out = self.module.decompress(
+          tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
+          tf.constant([hific_file.height, hific_file.width], tf.int32),
+          tf.constant(hific_file.y_shape, tf.int32), tf.constant(hific_file.z_shape, tf.int32))
+    except tf.errors.InvalidArgumentError:
+      # tfc's range decoder checks that each string is consumed exactly; most damaged or
+      # crafted payloads fail that check.
+      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
+                                  "latent strings)") from None
     return out["image"].numpy()
