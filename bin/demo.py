@@ -82,8 +82,8 @@ def main():
     print(f"  {stem:<32}" + "  ".join(
         f"{name} {rows[-1][0]:.3f} bpp LPIPS {rows[-1][3]:.3f}" for name, rows in table.items()))
 
-  print(f"\nmeans over {len(photos)} held-out photos (each codec at HiFiC's file size or just "
-        "under it):")
+  print(f"\nmeans over {len(photos)} held-out photos (each codec at its best encoding no "
+        "larger than HiFiC's file, or its smallest where it cannot get that small):")
   print(f"{'codec':<8}{'bpp':>8}{'PSNR dB':>9}{'MS-SSIM':>9}{'LPIPS':>8}")
   for name, rows in table.items():
     bpp, psnr, ms_ssim, distance = np.nanmean(np.array(rows, dtype=np.float64), axis=0)
