@@ -2,12 +2,10 @@
 without hific_tf, determinism across processes and thread counts, and bad input."""
 
 import io
-import json
 import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest

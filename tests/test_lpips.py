@@ -1,7 +1,6 @@
 """Our TF2 LPIPS against the official implementation's values (tests/data/reference)."""
 
 import json
-import pathlib
 import re
 
 import numpy as np

@@ -1,7 +1,6 @@
 """The training objective and its mechanics: rate-target switch, D/G isolation, resumption,
 tf.distribute equivalence, and the `hific train` command for both stages."""
 
-import os
 import signal
 import subprocess
 import sys
