@@ -43,8 +43,10 @@ demo-train: $(WEIGHTS_STAMP)
 
 # Training and held-out photos from Debian packages and scikit-image (docs/MODELS.md).
 DATA_DIR ?= data/photos
-data: $(STAMP)
-	$(BIN)/hific data --out $(DATA_DIR)
+$(DATA_DIR)/SOURCES.tsv: $(STAMP)
+	$(BIN)/hific data --out $(DATA_DIR) --force
+
+data: $(DATA_DIR)/SOURCES.tsv
 
 bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py
