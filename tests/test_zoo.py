@@ -65,13 +65,14 @@ def test_bundled_codec_round_trips_a_held_out_photo(name, cache_env, tmp_path):
 
 
 def test_default_codec_and_rate_choice(cache_env, tmp_path):
-  photo = tmp_path / "photo.png"
+  (tmp_path / "in").mkdir()
+  photo = tmp_path / "in" / "photo.png"
   photo.write_bytes(PHOTO.read_bytes())
   run_hific("compress", photo, env=cache_env)  # No --model: the default codec.
-  run_hific("decompress", tmp_path / "photo.hific", env=cache_env)
-  header = run_hific("info", tmp_path / "photo.hific", env=cache_env).stdout
+  run_hific("decompress", tmp_path / "in" / "photo.hific", tmp_path / "out.png", env=cache_env)
+  header = run_hific("info", tmp_path / "in" / "photo.hific", env=cache_env).stdout
   assert zoo.load_card(zoo.DEFAULT_CODEC)["config"] in header
-  assert images.load_rgb(tmp_path / "photo.png").shape == images.load_rgb(PHOTO).shape
+  assert images.load_rgb(tmp_path / "out.png").shape == images.load_rgb(PHOTO).shape
   for name in zoo.names():
     rate = zoo.load_card(name)["heldout"]["bpp"]
     assert zoo.closest_to_rate(rate) == name
