@@ -1,11 +1,8 @@
 """What each `hific` subcommand does, given parsed arguments (see cli.py for the flags)."""
 
 import json
-import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -62,15 +59,7 @@ def export(args):
   if out.exists() and not args.force:
     raise FileExistsError(f"{out} exists (use --force to replace it)")
   model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-  try:
-    info = codec.export(model, staging, generator_dtype=args.generator_dtype)
-    if out.exists():
-      shutil.rmtree(out)
-    os.replace(staging, out)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  info = codec.export_to(model, out, generator_dtype=args.generator_dtype, replace=True)
   print(f"exported {info['config_name']} (weights {info['fingerprint']}) to {out}")
 
 

@@ -12,6 +12,10 @@ generator runs in bfloat16, so both sides derive identical scale indexes from z_
 
 import hashlib
 import json
+import os
+import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -70,6 +74,30 @@ def export(model, directory, generator_dtype="float32"):
       "compress": module.compress.get_concrete_function(),
       "decompress": module.decompress.get_concrete_function(),
   })
+  return info
+
+
+def export_to(model, target, generator_dtype="float32", replace=False):
+  """Exports into a staging folder beside `target`, then renames it into place.
+
+  Nobody ever sees a half-written SavedModel. With `replace`, an existing `target` is
+  removed first; without, a `target` that another process completed meanwhile is kept.
+  Returns the info dict.
+  """
+  target = pathlib.Path(target)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+  try:
+    info = export(model, staging, generator_dtype=generator_dtype)
+    if replace and target.exists():
+      shutil.rmtree(target)
+    try:
+      os.replace(staging, target)
+    except OSError:
+      if replace or not (target / "saved_model.pb").is_file():
+        raise
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   return info
 
 

@@ -19,8 +19,6 @@ import io
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -122,18 +120,9 @@ def saved_model_path(name, log=None):
   if log:
     log(f"building the SavedModel of '{name}' (first use, a few seconds)")
   model = build_model(name)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-  try:
-    info = codec.export(model, staging)
-    if info["fingerprint"] != card["fingerprint"]:
-      raise HificError(f"bundled codec '{name}': weights fingerprint {info['fingerprint']} "
-                       f"does not match its card ({card['fingerprint']})")
-    try:
-      os.replace(staging, target)
-    except OSError:  # Another process finished first.
-      if not (target / "saved_model.pb").is_file():
-        raise
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  fingerprint = codec.weights_fingerprint(model).hex()
+  if fingerprint != card["fingerprint"]:
+    raise HificError(f"bundled codec '{name}': weights fingerprint {fingerprint} "
+                     f"does not match its card ({card['fingerprint']})")
+  codec.export_to(model, target)
   return target
