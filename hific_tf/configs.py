@@ -26,7 +26,10 @@ class Config:
 
   Rates are in bits per pixel; `lambda_a`/`lambda_b` weigh the rate above/below the target
   (lambda' in the paper); `k_mse` weighs the MSE of [0, 255] pixel values, `k_lpips` LPIPS and
-  `beta_gan` the generator's non-saturating GAN loss.
+  `beta_gan` the generator's non-saturating GAN loss. `entropy_learning_rate` (default: the
+  `learning_rate`) drives the factorized prior on z: tfc's prior starts about ten times too
+  wide, and at 2e-4 it needs ~10k steps to fit, so a short run pays ~1.5 bits per z symbol
+  (docs/MODELS.md); the official 1M-step recipe never notices.
   """
   name: str
   stage: str
@@ -56,6 +59,7 @@ class Config:
   crop_size: int
   num_steps: int
   description: str = ""
+  entropy_learning_rate: float | None = None
 
   @property
   def use_gan(self):

@@ -59,8 +59,10 @@ def export(args):
   if out.exists() and not args.force:
     raise FileExistsError(f"{out} exists (use --force to replace it)")
   model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype)
-  info = codec.export_to(model, out, generator_dtype=args.generator_dtype, replace=True)
-  print(f"exported {info['config_name']} (weights {info['fingerprint']}) to {out}")
+  info = codec.export_to(model, out, generator_dtype=args.generator_dtype, replace=True,
+                         serving=args.serving)
+  kind = "stock-op serving transforms" if args.serving else "codec"
+  print(f"exported {info['config_name']} (weights {info['fingerprint']}) as {kind} to {out}")
 
 
 # --- compress / decompress -----------------------------------------------------------------
@@ -91,11 +93,13 @@ def _log(message):
 
 
 def _load_codec(model, max_pixels=None):
-  """A SavedModelCodec from a SavedModel folder or a bundled codec name."""
-  from hific_tf.serving import codec, zoo
+  """A codec from a SavedModel folder (full or `--serving`) or a bundled codec name."""
+  from hific_tf.serving import codec, split, zoo
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(model)
   if path.is_dir():
+    if split.is_serving_model(path):
+      return split.SplitCodec(path, **limits)
     return codec.SavedModelCodec(path, **limits)
   if model in zoo.names():
     return codec.SavedModelCodec(zoo.saved_model_path(model, log=_log), **limits)
@@ -131,8 +135,9 @@ def compress(args):
       pixels = image.shape[0] * image.shape[1]
       reconstruction = model.decompress(hific_file)
       psnr = metrics.psnr(image, reconstruction)
-      print(f"{destination}: {image.shape[1]}x{image.shape[0]}, estimated "
-            f"{estimated_bits / pixels:.4f} bpp, real "
+      estimate = ("" if estimated_bits is None else
+                  f"estimated {estimated_bits / pixels:.4f} bpp, ")
+      print(f"{destination}: {image.shape[1]}x{image.shape[0]}, {estimate}real "
             f"{images_lib.bits_per_pixel(len(data), *image.shape[:2]):.4f} bpp, "
             f"PSNR {psnr:.2f} dB")
 

@@ -75,6 +75,9 @@ def build_parser():
   p.add_argument("--out", required=True, help="SavedModel folder to write.")
   p.add_argument("--generator_dtype", choices=["float32", "mixed_bfloat16"],
                  default="float32", help="Compute type of the generator (decoder).")
+  p.add_argument("--serving", action="store_true",
+                 help="Write the stock-op transforms SavedModel for TF Serving (range coding "
+                 "runs in the client; docs/SERVING.md) instead of the full codec.")
   p.add_argument("--force", action="store_true", help="Replace an existing --out.")
 
   model_help = ("A bundled codec name (`hific models`) or a SavedModel folder from "

@@ -57,8 +57,12 @@ class CodecModule(tf.Module):
     self.decompress = model.decompress
 
 
-def export(model, directory, generator_dtype="float32"):
-  """Writes the SavedModel; returns its info dict. Builds the coding tables (seconds)."""
+def export(model, directory, generator_dtype="float32", serving=False):
+  """Writes the SavedModel; returns its info dict. Builds the coding tables (seconds).
+
+  With `serving`, writes the stock-op transforms SavedModel of `split` instead (for stock
+  TF Serving; the range coding then runs in the client).
+  """
   info = {
       "format": "hific_tf codec",
       "container_version": bitstream.VERSION,
@@ -69,6 +73,9 @@ def export(model, directory, generator_dtype="float32"):
       "pad_multiple": int(PAD_MULTIPLE),
       "latent_downsampling": int(networks.DOWNSAMPLING_FACTOR),
   }
+  if serving:
+    from hific_tf.serving import split  # split imports this module.
+    return split.export_serving(model, directory, info)
   module = CodecModule(model, info)
   tf.saved_model.save(module, str(directory), signatures={
       "compress": module.compress.get_concrete_function(),
@@ -77,7 +84,7 @@ def export(model, directory, generator_dtype="float32"):
   return info
 
 
-def export_to(model, target, generator_dtype="float32", replace=False):
+def export_to(model, target, generator_dtype="float32", replace=False, serving=False):
   """Exports into a staging folder beside `target`, then renames it into place.
 
   Nobody ever sees a half-written SavedModel. With `replace`, an existing `target` is
@@ -88,7 +95,7 @@ def export_to(model, target, generator_dtype="float32", replace=False):
   target.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
   try:
-    info = export(model, staging, generator_dtype=generator_dtype)
+    info = export(model, staging, generator_dtype=generator_dtype, serving=serving)
     if replace and target.exists():
       shutil.rmtree(target)
     try:
@@ -99,6 +106,23 @@ def export_to(model, target, generator_dtype="float32", replace=False):
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return info
+
+
+def check_image_size(height, width, max_pixels):
+  """Refuses to compress an image the decoder would refuse under the same limit."""
+  if height * width > max_pixels or max(height, width) > bitstream.MAX_SIDE:
+    raise images_lib.ImageError(
+        f"image {width}x{height} exceeds the limit of {max_pixels} pixels and "
+        f"{bitstream.MAX_SIDE} per side (raise it with --max_pixels)")
+
+
+def check_fingerprint(hific_file, fingerprint, config_name):
+  """Another model would range-decode the strings into garbage without noticing."""
+  if hific_file.fingerprint != fingerprint:
+    raise bitstream.FormatError(
+        f"file was made by model '{hific_file.config_name}' "
+        f"({hific_file.fingerprint.hex()}), not by this one "
+        f"('{config_name}', {fingerprint.hex()})")
 
 
 class SavedModelCodec:
@@ -116,11 +140,7 @@ class SavedModelCodec:
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked)."""
-    height, width = image.shape[:2]
-    if height * width > self.max_pixels or max(height, width) > bitstream.MAX_SIDE:
-      raise images_lib.ImageError(
-          f"image {width}x{height} exceeds the limit of {self.max_pixels} pixels and "
-          f"{bitstream.MAX_SIDE} per side (raise it with --max_pixels)")
+    check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     out = self.module.compress(tf.constant(image, tf.uint8))
     hific_file = bitstream.HificFile(
         self.config_name, self.fingerprint, int(out["image_shape"][0]),
@@ -135,11 +155,7 @@ class SavedModelCodec:
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
     hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
                         self.info.get("latent_downsampling", 16))
-    if hific_file.fingerprint != self.fingerprint:
-      raise bitstream.FormatError(
-          f"file was made by model '{hific_file.config_name}' "
-          f"({hific_file.fingerprint.hex()}), not by this one "
-          f"('{self.config_name}', {self.fingerprint.hex()})")
+    check_fingerprint(hific_file, self.fingerprint, self.config_name)
     try:
       out = self.module.decompress(
           tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),

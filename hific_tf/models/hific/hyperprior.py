@@ -190,6 +190,35 @@ class Hyperprior(tf.keras.layers.Layer):
     return HyperpriorOutput(y_hat, y_bits_noisy, z_bits_noisy, y_bits_quantized,
                             z_bits_quantized)
 
+  # --- The coder's integer view, in stock TensorFlow ops (for the split serving codec). ----
+  # These reproduce, op for op, what tfc's compress and decompress compute around the range
+  # coder, so a server without tfc's ops and a client with them write the same bytes.
+
+  def side_symbols(self, y):
+    """z's integer symbols, round(z - quantization offset): what `side_coder` codes."""
+    self._require_coders()
+    z = self.analysis(y)
+    return tf.cast(tf.round(z - self.side_coder.quantization_offset), tf.int32)
+
+  def side_values(self, side_symbols):
+    """z_hat from its symbols, as `side_coder.decompress` returns it."""
+    self._require_coders()
+    return tf.cast(side_symbols, tf.float32) + self.side_coder.quantization_offset
+
+  def latent_coding_parameters(self, z_hat, y_shape):
+    """(loc, int32 scale indexes) of y, clipped to the table as tfc's indexed model clips."""
+    loc, scale_index = self._parameters(z_hat, y_shape)
+    scale_index = tf.clip_by_value(tf.round(scale_index), 0., self.num_scales - 1.)
+    return loc, tf.cast(scale_index, tf.int32)
+
+  def coding_tables(self):
+    """The range coder's tables, numpy, by name: all a client needs beside the symbols."""
+    self._require_coders()
+    side, latent = self.side_coder, self.latent_coder
+    return {"z_cdf": side.cdf, "z_cdf_offset": side.cdf_offset,
+            "z_quantization_offset": side.quantization_offset,
+            "y_cdf": latent.cdf, "y_cdf_offset": latent.cdf_offset}
+
   def _require_coders(self):
     if self.side_coder is None:
       raise RuntimeError("range coders are not built: call build_coders() after training")

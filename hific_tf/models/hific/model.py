@@ -36,9 +36,11 @@ def schedules(config: Config, step):
   return target, lambda_factor, learning_rate_schedule(config)(step)
 
 
-def learning_rate_schedule(config: Config):
+def learning_rate_schedule(config: Config, rate=None):
+  """`rate` (default: the config's learning_rate), dropped by lr_drop_factor at lr_drop_step."""
+  rate = config.learning_rate if rate is None else rate
   return tf.keras.optimizers.schedules.PiecewiseConstantDecay(
-      [config.lr_drop_step], [config.learning_rate, config.learning_rate * config.lr_drop_factor])
+      [config.lr_drop_step], [rate, rate * config.lr_drop_factor])
 
 
 def rate_weight(config: Config, bpp_quantized, target, lambda_factor=1.):
@@ -173,8 +175,8 @@ class HiFiC(tf.keras.Model):
     self.lpips = lpips_lib.LPIPS(config.lpips_net, weights_path=self.lpips_weights)
     self.transform_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
                                                         name="transform_adam")
-    self.entropy_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
-                                                      name="entropy_adam")
+    self.entropy_optimizer = tf.keras.optimizers.Adam(
+        learning_rate_schedule(config, config.entropy_learning_rate), name="entropy_adam")
     self.discriminator_optimizer = (
         tf.keras.optimizers.Adam(learning_rate_schedule(config), name="discriminator_adam")
         if config.use_gan else None)
@@ -280,10 +282,7 @@ class HiFiC(tf.keras.Model):
     Needs `hyperprior.build_coders()` first.
     """
     shape = tf.shape(image)[:2]
-    padded = reflect_pad(image, PAD_MULTIPLE)
-    x = tf.cast(padded, tf.float32)[None] / 255.
-    y = tf.cast(self.encoder(x), tf.float32)
-    compressed, _ = self.hyperprior.compress(y)
+    compressed, _ = self.hyperprior.compress(self.analyze(image))
     return {
         "y_string": compressed.y_strings[0],
         "z_string": compressed.z_strings[0],
@@ -299,6 +298,16 @@ class HiFiC(tf.keras.Model):
   def decompress(self, y_string, z_string, image_shape, y_shape, z_shape):
     """Inverse of `compress`: strings and shapes -> uint8 [H, W, 3]."""
     y_hat = self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape)
+    return {"image": self.synthesize(y_hat, image_shape)}
+
+  def analyze(self, image):
+    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to PAD_MULTIPLE."""
+    padded = reflect_pad(image, PAD_MULTIPLE)
+    x = tf.cast(padded, tf.float32)[None] / 255.
+    return tf.cast(self.encoder(x), tf.float32)
+
+  def synthesize(self, y_hat, image_shape):
+    """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""
     reconstruction = tf.cast(self.generator(y_hat), tf.float32)[0]
     reconstruction = reconstruction[:image_shape[0], :image_shape[1], :]
-    return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
+    return tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)

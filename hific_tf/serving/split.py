@@ -1,0 +1,208 @@
+"""The split codec: neural transforms in a stock-op SavedModel, range coding in the client.
+
+Stock TensorFlow Serving cannot load `hific export`'s SavedModel: its signatures contain
+tensorflow-compression's range-coding ops (`CreateRangeEncoder`, ...), and stock servers fail
+with "Op type not registered" (tensorflow/compression#119). So `hific export --serving` writes
+a second kind of SavedModel, with only stock ops and integer symbols at its edges:
+
+  analysis(image uint8 [H, W, 3])
+      -> z_symbols, y_symbols, scale_indexes (int32 [h, w, C]), image_shape, y_shape, z_shape
+  hyper_synthesis(z_symbols, y_shape) -> scale_indexes   (what the decoder needs to decode y)
+  synthesis(z_symbols, y_symbols, image_shape) -> image uint8 [H, W, 3]
+
+The range coder's tables travel inside it as plain variables (`z_cdf`, `y_cdf`, ...), readable
+with `tf.train.load_checkpoint`. `SplitCodec` is the client: it runs (or asks a server for) the
+transforms and codes the symbols with tfc's range coder and exactly those tables. Its `.hific`
+files are byte-identical to the full SavedModel's for the same model (tested), because both
+sides compute the symbols with the same ops on the same weights (`Hyperprior.side_symbols`
+mirrors tfc's compress op for op).
+
+Model: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
+"""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from hific_tf.serving import bitstream
+from hific_tf.serving import codec as codec_lib
+
+# Variables of the serving SavedModel that hold the range coder's tables.
+TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
+
+
+class TransformsModule(tf.Module):
+  """What `hific export --serving` saves: stock-op transforms and the coding tables."""
+
+  def __init__(self, model, info):
+    super().__init__(name="hific_transforms")
+    model.hyperprior.build_coders()
+    # The model's own analyze/synthesize (bound methods are not tracked, so the SavedModel
+    # holds only these parts, not the Keras model around them).
+    self._analyze, self._synthesize = model.analyze, model.synthesize
+    self.encoder = model.encoder
+    self.generator = model.generator
+    self.hyperprior = model.hyperprior
+    self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
+    for name, value in model.hyperprior.coding_tables().items():
+      setattr(self, name, tf.Variable(value, trainable=False, name=name))
+
+  def _hyper_values(self, z_symbols):
+    """z_hat from symbols, with the exported offset (a variable of this module)."""
+    return tf.cast(z_symbols, tf.float32)[None] + self.z_quantization_offset
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+  def analysis(self, image):
+    hyperprior = self.hyperprior
+    y = self._analyze(image)
+    z = hyperprior.analysis(y)
+    z_symbols = tf.cast(tf.round(z - self.z_quantization_offset), tf.int32)
+    y_shape = tf.shape(y)[1:3]
+    loc, scale_indexes = hyperprior.latent_coding_parameters(
+        self._hyper_values(z_symbols[0]), y_shape)
+    y_symbols = tf.cast(tf.round(y - loc), tf.int32)
+    return {
+        "z_symbols": z_symbols[0], "y_symbols": y_symbols[0],
+        "scale_indexes": scale_indexes[0], "image_shape": tf.shape(image)[:2],
+        "y_shape": y_shape, "z_shape": tf.shape(z)[1:3],
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+                                tf.TensorSpec([2], tf.int32, name="y_shape")])
+  def hyper_synthesis(self, z_symbols, y_shape):
+    _, scale_indexes = self.hyperprior.latent_coding_parameters(
+        self._hyper_values(z_symbols), y_shape)
+    return {"scale_indexes": scale_indexes[0]}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+                                tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
+                                tf.TensorSpec([2], tf.int32, name="image_shape")])
+  def synthesis(self, z_symbols, y_symbols, image_shape):
+    loc, _ = self.hyperprior.latent_coding_parameters(
+        self._hyper_values(z_symbols), tf.shape(y_symbols)[:2])
+    y_hat = tf.cast(y_symbols, tf.float32)[None] + loc
+    return {"image": self._synthesize(y_hat, image_shape)}
+
+
+def export_serving(model, directory, info):
+  """Writes the stock-op SavedModel (signatures: analysis, hyper_synthesis, synthesis)."""
+  info = dict(info, format="hific_tf serving transforms")
+  module = TransformsModule(model, info)
+  tf.saved_model.save(module, str(directory), signatures={
+      "analysis": module.analysis.get_concrete_function(),
+      "hyper_synthesis": module.hyper_synthesis.get_concrete_function(),
+      "synthesis": module.synthesis.get_concrete_function(),
+  })
+  return info
+
+
+def is_serving_model(directory):
+  """True if `directory` is a SavedModel written by `hific export --serving`."""
+  try:
+    info = read_variable(directory, "model_info")
+  except (ValueError, tf.errors.OpError):
+    return False
+  return json.loads(info.decode()).get("format") == "hific_tf serving transforms"
+
+
+def read_variable(directory, name):
+  """A variable of a SavedModel read from its checkpoint: no graph, no custom ops needed."""
+  reader = tf.train.load_checkpoint(str(directory) + "/variables/variables")
+  for key in reader.get_variable_to_shape_map():
+    if key.split("/")[0] == name:
+      return reader.get_tensor(key)
+  raise ValueError(f"{directory}: no variable '{name}'")
+
+
+class RangeCoder:
+  """tfc's range coder around integer symbols, with a serving model's tables (client side)."""
+
+  def __init__(self, tables):
+    import tensorflow_compression as tfc  # Only the client needs the range-coding ops.
+    self._tfc = tfc
+    self.tables = {name: tf.constant(tables[name]) for name in TABLE_NAMES}
+
+  def encode(self, z_symbols, y_symbols, scale_indexes):
+    tfc, t = self._tfc, self.tables
+    handle = tfc.create_range_encoder([1], t["z_cdf"])
+    handle = tfc.entropy_encode_channel(handle, z_symbols[None] - t["z_cdf_offset"])
+    z_string = tfc.entropy_encode_finalize(handle)[0]
+    y_symbols = y_symbols - tf.gather(t["y_cdf_offset"], scale_indexes)
+    handle = tfc.create_range_encoder([1], t["y_cdf"])
+    handle = tfc.entropy_encode_index(handle, scale_indexes[None], y_symbols[None])
+    y_string = tfc.entropy_encode_finalize(handle)[0]
+    return y_string.numpy(), z_string.numpy()
+
+  def decode_side(self, z_string, z_shape, channels):
+    tfc, t = self._tfc, self.tables
+    handle = tfc.create_range_decoder([z_string], t["z_cdf"])
+    handle, symbols = tfc.entropy_decode_channel(handle, [*z_shape, channels], tf.int32)
+    self._check(tfc.entropy_decode_finalize(handle))
+    return symbols[0] + t["z_cdf_offset"]
+
+  def decode_latent(self, y_string, scale_indexes):
+    tfc, t = self._tfc, self.tables
+    handle = tfc.create_range_decoder([y_string], t["y_cdf"])
+    handle, symbols = tfc.entropy_decode_index(
+        handle, scale_indexes[None], tf.shape(scale_indexes), tf.int32)
+    self._check(tfc.entropy_decode_finalize(handle))
+    return symbols[0] + tf.gather(t["y_cdf_offset"], scale_indexes)
+
+  @staticmethod
+  def _check(sanity):
+    if not bool(np.all(sanity.numpy())):
+      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
+                                  "latent strings)")
+
+
+class SplitCodec:
+  """Client of a `--serving` SavedModel: the same `.hific` files as `SavedModelCodec`.
+
+  The transforms run in this process through the loaded SavedModel; a deployment that puts
+  them on TF Serving replaces the three `self.module` calls with REST requests (docs/SERVING.md).
+  """
+
+  def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS):
+    try:
+      self.info = json.loads(read_variable(directory, "model_info").decode())
+      self.coder = RangeCoder({name: read_variable(directory, name) for name in TABLE_NAMES})
+      self.module = tf.saved_model.load(str(directory))
+    except (OSError, ValueError, tf.errors.OpError) as error:
+      raise ValueError(f"{directory}: not a hific serving SavedModel "
+                       f"({error.__class__.__name__})") from None
+    self.fingerprint = bytes.fromhex(self.info["fingerprint"])
+    self.config_name = self.info["config_name"]
+    self.latent_channels = int(self.info["config"]["latent_channels"])
+    self.hyper_channels = int(self.info["config"]["hyper_filters"])
+    self.max_pixels = max_pixels
+
+  def compress(self, image, with_estimate=False):
+    """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
+    codec_lib.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
+    out = self.module.analysis(tf.constant(image, tf.uint8))
+    y_string, z_string = self.coder.encode(out["z_symbols"], out["y_symbols"],
+                                           out["scale_indexes"])
+    shapes = {key: tuple(int(v) for v in out[key].numpy()) for key in
+              ("image_shape", "y_shape", "z_shape")}
+    hific_file = bitstream.HificFile(self.config_name, self.fingerprint,
+                                     *shapes["image_shape"], shapes["y_shape"],
+                                     shapes["z_shape"], y_string, z_string)
+    return (hific_file, None) if with_estimate else hific_file
+
+  def decompress(self, hific_file):
+    """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
+    hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
+                        self.info.get("latent_downsampling", 16))
+    codec_lib.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    try:
+      z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
+                                         self.hyper_channels)
+      indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape))
+      y_symbols = self.coder.decode_latent(hific_file.y_string, indexes["scale_indexes"])
+    except tf.errors.InvalidArgumentError:
+      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
+                                  "latent strings)") from None
+    out = self.module.synthesis(z_symbols, y_symbols,
+                                tf.constant([hific_file.height, hific_file.width], tf.int32))
+    return out["image"].numpy()
