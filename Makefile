@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_STAMP := $(VENV)/.weights
 DEMO_DIR ?= demo_out
 
-.PHONY: all install weights data test test-all demo demo-train bench clean
+.PHONY: all install weights browser data test test-all demo demo-train bench clean
 
 all: test
 
@@ -26,7 +26,15 @@ $(WEIGHTS_STAMP): $(STAMP)
 
 weights: $(WEIGHTS_STAMP)
 
-test: $(WEIGHTS_STAMP)
+# The web-page test drives Debian's chromium and chromedriver: installed here when missing
+# and make runs as root (as in CI); otherwise that one test is skipped with the reason.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "make: no chromium; the web-page test will be skipped"
+
+test: $(WEIGHTS_STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 # Includes the slow tests (full-size configs, longer training).

@@ -12,7 +12,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["hific_tf", "hific_tf.*"]) + ["hific_tf.configs_data"],
     package_dir={"hific_tf.configs_data": "configs"},
     package_data={"hific_tf.configs_data": ["*.json"],
-                  "hific_tf.serving": ["bundled/*/*.json", "bundled/*/*.npz"]},
+                  "hific_tf.serving": ["bundled/*/*.json", "bundled/*/*.npz", "web/*"]},
     install_requires=[
         "tensorflow==2.14.1",
         "tensorflow-compression==2.14.1",
@@ -26,7 +26,8 @@ setuptools.setup(
     ],
     extras_require={
         "eval": ["pillow-heif", "imagecodecs", "scipy", "matplotlib"],
-        "dev": ["pytest", "scikit-image<0.25", "tensorflow-addons==0.23.0"],
+        "serve": ["fastapi", "uvicorn", "pillow-heif", "imagecodecs"],
+        "dev": ["pytest", "selenium", "scikit-image<0.25", "tensorflow-addons==0.23.0"],
     },
     entry_points={"console_scripts": ["hific = hific_tf.cli.main:console_main"]},
 )

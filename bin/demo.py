@@ -60,16 +60,14 @@ def main():
 
   print("== JPEG and AVIF at the same file size, photo by photo")
   metric = lpips.LPIPS("alex")
-  codecs = {name: classical.get_codec(name) for name in ("jpeg", "avif")}
   table = {name: [] for name in ("HiFiC", "JPEG", "AVIF")}
   for path in photos:
     stem = pathlib.Path(path).stem
     original = images.load_rgb(path)
     hific_bytes = (out / "files" / f"{stem}.hific").stat().st_size
     candidates = {"HiFiC": (images.load_rgb(out / "files" / f"{stem}.png"), hific_bytes)}
-    for name, codec in codecs.items():
-      match = classical.match_size(codec, original, hific_bytes)
-      candidates[name.upper()] = (codec.decode(match.data), len(match.data))
+    for name, result in classical.at_equal_size(original, hific_bytes, ("jpeg", "avif")).items():
+      candidates[name.upper()] = result
     tiles = [("original", _centre(original))]
     for name, (image, size) in candidates.items():
       bpp = images.bits_per_pixel(size, *original.shape[:2])

@@ -44,17 +44,21 @@ def list_images(pattern):
   return files
 
 
-def load_rgb(path):
-  """uint8 [H, W, 3] with EXIF orientation applied; alpha is dropped with a warning."""
+def load_rgb(path, name=None):
+  """uint8 [H, W, 3] with EXIF orientation applied; alpha is dropped with a warning.
+
+  `path` may be a file object (an upload); `name` then labels it in error messages.
+  """
+  name = name or path
   try:
     with Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       image.load()
   except Image.DecompressionBombError:
-    raise ImageError(f"{path}: image too large to decode safely (more than "
+    raise ImageError(f"{name}: image too large to decode safely (more than "
                      f"{2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-    raise ImageError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+    raise ImageError(f"{name}: not a readable image ({error.__class__.__name__})") from None
   if image.mode in ("I;16", "I;16B", "I;16L", "I"):
     wide = np.asarray(image, dtype=np.float64)
     scale = 257. if wide.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.
@@ -63,7 +67,7 @@ def load_rgb(path):
   if image.mode == "P" and "transparency" in image.info:
     image = image.convert("RGBA")
   if image.mode in ("RGBA", "LA", "PA"):
-    warnings.warn(f"{path}: alpha channel dropped (HiFiC codes RGB)", stacklevel=2)
+    warnings.warn(f"{name}: alpha channel dropped (HiFiC codes RGB)", stacklevel=2)
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 

@@ -1,4 +1,4 @@
-"""The `hific` command: train, export, compress, decompress, evaluate, info, weights.
+"""The `hific` command: train, export, compress, decompress, evaluate, serve, info, weights.
 
 An absl app with argparse subcommands, like tensorflow-compression's model scripts. Exit codes:
 0 success, 2 bad usage, 1 any other failure, always with one line `hific: error: ...` on stderr
@@ -39,8 +39,8 @@ def _subcommand(sub, name, help_text):
   return parser
 
 
-COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "models", "info", "data",
-            "weights")
+COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "serve", "models", "info",
+            "data", "weights")
 
 
 def build_parser():
@@ -109,6 +109,18 @@ def build_parser():
   p.add_argument("--match", action="store_true",
                  help="Also search each classical codec to HiFiC's own file size, per image.")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
+
+  p = _subcommand(sub, "serve", "HTTP service (compress, decompress, compare) and web page.")
+  p.add_argument("--model", help=model_help + " Or a `--serving` SavedModel. Default: the "
+                 "bundled default codec.")
+  p.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+  p.add_argument("--port", type=int, default=8000, help="Port to listen on.")
+  p.add_argument("--max_upload_mb", type=float, default=32,
+                 help="Refuse request bodies larger than this (HTTP 413).")
+  p.add_argument("--max_pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
+                 help="Largest image to compress or decompress (memory bound).")
+  p.add_argument("--workers", type=int, default=2,
+                 help="Requests that may run the codec at the same time.")
 
   _subcommand(sub, "models", "List the bundled codecs and their held-out figures.")
 

@@ -154,3 +154,17 @@ def match_size(codec, image, max_bytes):
   while len(match.data) > max_bytes and position > 0:
     position, match = _encode_at(codec, image, position - 1, target_bpp)
   return match
+
+
+def at_equal_size(image, max_bytes, names):
+  """{name: (decoded image, file bytes)}: each codec's best encoding no larger than max_bytes.
+
+  What "the same number of bytes" means everywhere a picture is shown beside HiFiC's (the
+  demo, the web page): the classical codec may not spend more than HiFiC's whole file.
+  """
+  results = {}
+  for name in names:
+    codec = get_codec(name)
+    match = match_size(codec, image, max_bytes)
+    results[name] = (codec.decode(match.data), len(match.data))
+  return results

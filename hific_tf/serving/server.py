@@ -1,0 +1,178 @@
+"""`hific serve`: HiFiC over HTTP, and a web page that compares it to JPEG and AVIF.
+
+One codec per server: a bundled codec, a full SavedModel or a `--serving` SavedModel (then
+the range coding runs here and the transforms in the loaded stock-op model). The endpoints:
+
+  GET  /                the comparison page (hific_tf/serving/web: plain HTML, CSS and JS)
+  GET  /health          {"status": "ok", "model": ..., "fingerprint": ...}
+  POST /compress        image bytes -> .hific bytes
+  POST /decompress      .hific bytes -> PNG bytes
+  POST /compare         image bytes -> JSON: HiFiC, JPEG and AVIF at the same file size,
+                        each with bytes, bpp, PSNR, LPIPS and the decoded PNG (base64)
+
+Uploads are read in chunks and refused past `max_upload_bytes` (413) before they are held
+whole; images and .hific headers go through the same limits as the CLI (one-line 400s).
+The codec runs in worker threads, at most `workers` at a time, so that memory stays bounded
+by the decoding-limit formula (docs/FORMAT.md) times `workers`.
+
+The paper: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
+"""
+
+import base64
+import io
+import pathlib
+import signal
+import threading
+
+from hific_tf import images as images_lib
+from hific_tf.errors import HificError
+from hific_tf.evaluation import classical, metrics
+from hific_tf.serving import bitstream
+
+WEB_DIR = pathlib.Path(__file__).parent / "web"
+DEFAULT_MAX_UPLOAD_BYTES = 32 << 20
+# /compare runs LPIPS and two rate searches per request: about 4 s per megapixel here.
+DEFAULT_COMPARE_MAX_PIXELS = 4_000_000
+COMPARED_CODECS = ("jpeg", "avif")
+
+
+class UploadTooLarge(HificError):
+  """A request body over the server's limit."""
+
+
+def _png_data_url(image):
+  return "data:image/png;base64," + base64.b64encode(images_lib.encode_png(image)).decode()
+
+
+class CodecService:
+  """The work behind the endpoints, free of HTTP: one codec, LPIPS and a concurrency gate."""
+
+  def __init__(self, codec, lpips_metric=None, workers=2,
+               compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS):
+    self.codec = codec
+    self.lpips = lpips_metric
+    self.gate = threading.BoundedSemaphore(workers)
+    self.compare_max_pixels = compare_max_pixels
+
+  def _image(self, data):
+    return images_lib.load_rgb(io.BytesIO(data), name="upload")
+
+  def compress(self, data):
+    image = self._image(data)
+    with self.gate:
+      return self.codec.compress(image).to_bytes()
+
+  def decompress(self, data):
+    hific_file = bitstream.HificFile.from_bytes(data)
+    with self.gate:
+      return images_lib.encode_png(self.codec.decompress(hific_file))
+
+  def compare(self, data):
+    image = self._image(data)
+    height, width = image.shape[:2]
+    if height * width > self.compare_max_pixels:
+      raise images_lib.ImageError(
+          f"upload: {width}x{height} is over the comparison limit of "
+          f"{self.compare_max_pixels} pixels (use /compress for large images)")
+    with self.gate:
+      hific_file = self.codec.compress(image)
+      hific_bytes = hific_file.to_bytes()
+      candidates = {"HiFiC": (self.codec.decompress(hific_file), len(hific_bytes))}
+      for name, result in classical.at_equal_size(image, len(hific_bytes),
+                                                  COMPARED_CODECS).items():
+        candidates[name.upper()] = result
+      results = []
+      for name, (reconstruction, size) in candidates.items():
+        distance = (float(self.lpips(image[None] / 255., reconstruction[None] / 255.)[0])
+                    if self.lpips is not None else None)
+        results.append({
+            "codec": name, "bytes": size,
+            "bpp": images_lib.bits_per_pixel(size, height, width),
+            "psnr": metrics.psnr(image, reconstruction), "lpips": distance,
+            "image": _png_data_url(reconstruction)})
+    return {"width": width, "height": height, "original": _png_data_url(image),
+            "results": results,
+            "hific_file": base64.b64encode(hific_bytes).decode()}
+
+  def health(self):
+    return {"status": "ok", "model": self.codec.config_name,
+            "fingerprint": self.codec.fingerprint.hex()}
+
+
+def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
+  """The FastAPI application around a `CodecService`."""
+  # pylint: disable=g-import-not-at-top
+  from fastapi import FastAPI, Request
+  from fastapi.responses import FileResponse, JSONResponse, Response
+  from fastapi.staticfiles import StaticFiles
+  from starlette.concurrency import run_in_threadpool
+
+  app = FastAPI(title="hific_tf", description=__doc__.split("\n\n")[0])
+
+  async def read_body(request):
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_upload_bytes:
+      raise UploadTooLarge(f"upload of {declared} bytes is over the limit of "
+                           f"{max_upload_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+      size += len(chunk)
+      if size > max_upload_bytes:
+        raise UploadTooLarge(f"upload is over the limit of {max_upload_bytes} bytes")
+      chunks.append(chunk)
+    if not size:
+      raise images_lib.ImageError("empty upload")
+    return b"".join(chunks)
+
+  @app.exception_handler(UploadTooLarge)
+  async def too_large(request, error):
+    return JSONResponse({"error": str(error)}, status_code=413)
+
+  @app.exception_handler(HificError)
+  async def bad_input(request, error):
+    # Every input error of the library is a HificError with a one-line message.
+    return JSONResponse({"error": str(error).splitlines()[0]}, status_code=400)
+
+  @app.get("/health")
+  def health():
+    return service.health()
+
+  @app.post("/compress")
+  async def compress(request: Request):
+    data = await run_in_threadpool(service.compress, await read_body(request))
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": 'attachment; filename="image.hific"'})
+
+  @app.post("/decompress")
+  async def decompress(request: Request):
+    data = await run_in_threadpool(service.decompress, await read_body(request))
+    return Response(data, media_type="image/png")
+
+  @app.post("/compare")
+  async def compare(request: Request):
+    return await run_in_threadpool(service.compare, await read_body(request))
+
+  @app.get("/")
+  def page():
+    return FileResponse(WEB_DIR / "index.html")
+
+  app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+  return app
+
+
+def serve(app, host="127.0.0.1", port=8000, log=print):
+  """Runs the app with uvicorn until SIGINT or SIGTERM (then finishes requests and returns)."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=3)
+  server = uvicorn.Server(config)
+  log(f"serving on http://{host}:{port} (Ctrl-C or SIGTERM stops)")
+  # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
+  # that was there before it; a no-op one makes that graceful stop a normal exit (code 0).
+  previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    server.run()
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  log("stopped")

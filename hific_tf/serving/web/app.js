@@ -1,0 +1,91 @@
+// The comparison page: uploads a photo to /compare and shows each result on a slider.
+"use strict";
+
+const fileInput = document.getElementById("file");
+const drop = document.getElementById("drop");
+const status = document.getElementById("status");
+const results = document.getElementById("results");
+const template = document.getElementById("result-template");
+
+function setStatus(text, isError) {
+  status.textContent = text;
+  status.classList.toggle("error", Boolean(isError));
+}
+
+function formatNumbers(result) {
+  const lpips = result.lpips === null ? "n/a" : result.lpips.toFixed(3);
+  return `${result.bytes.toLocaleString()} bytes · ${result.bpp.toFixed(3)} bpp · ` +
+         `PSNR ${result.psnr.toFixed(2)} dB · LPIPS ${lpips}`;
+}
+
+function showResult(result, originalUrl) {
+  const node = template.content.firstElementChild.cloneNode(true);
+  node.dataset.codec = result.codec;
+  node.querySelector(".original").src = originalUrl;
+  node.querySelector(".decoded").src = result.image;
+  node.querySelector(".codec").textContent = result.codec;
+  node.querySelector(".numbers").textContent = formatNumbers(result);
+  const slider = node.querySelector(".slider");
+  const decoded = node.querySelector(".decoded");
+  const divider = node.querySelector(".divider");
+  const move = () => {
+    decoded.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`;
+    divider.style.left = `${slider.value}%`;
+  };
+  slider.addEventListener("input", move);
+  move();
+  results.appendChild(node);
+}
+
+function showDownload(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const link = document.getElementById("download");
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([bytes], {type: "application/octet-stream"}));
+  document.getElementById("download-size").textContent = `(${bytes.length} bytes)`;
+  document.getElementById("download-row").hidden = false;
+}
+
+async function compare(file) {
+  if (!file) return;
+  results.replaceChildren();
+  results.hidden = true;
+  document.getElementById("download-row").hidden = true;
+  setStatus(`Compressing ${file.name} with HiFiC, JPEG and AVIF…`);
+  let response;
+  try {
+    response = await fetch("/compare", {method: "POST", body: file});
+  } catch (error) {
+    setStatus(`The server did not answer: ${error.message}`, true);
+    return;
+  }
+  const body = await response.json().catch(() => ({error: `HTTP ${response.status}`}));
+  if (!response.ok) {
+    setStatus(body.error || `HTTP ${response.status}`, true);
+    return;
+  }
+  for (const result of body.results) showResult(result, body.original);
+  results.hidden = false;
+  document.getElementById("download").download =
+      file.name.replace(/\.[^.]*$/, "") + ".hific";
+  showDownload(body.hific_file);
+  setStatus(`${file.name}: ${body.width}×${body.height}, all three at most ` +
+            `${body.results[0].bytes.toLocaleString()} bytes.`);
+  document.body.dataset.state = "done";
+}
+
+fileInput.addEventListener("change", () => compare(fileInput.files[0]));
+for (const name of ["dragenter", "dragover"]) {
+  drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  drop.addEventListener(name, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  compare(event.dataTransfer.files[0]);
+});
+
+fetch("/health").then((r) => r.json()).then((health) => {
+  document.getElementById("model").textContent = `HiFiC (${health.model})`;
+}).catch(() => {});

@@ -1,0 +1,204 @@
+"""`hific serve` end to end: a real server process, real HTTP, a real headless Chromium."""
+
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import sample_photos
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_port():
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def _post(url, data, timeout=300):
+  """(status, body bytes) of a POST, 4xx/5xx included.
+
+  A server may answer 413 from the Content-Length alone and close while the body is still
+  being sent: the client must then read the answer despite the broken pipe.
+  """
+  parsed = urllib.parse.urlsplit(url)
+  connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+  try:
+    connection.putrequest("POST", parsed.path)
+    connection.putheader("Content-Length", str(len(data)))
+    connection.endheaders()
+    try:
+      for start in range(0, len(data), 1 << 16):
+        connection.send(data[start:start + (1 << 16)])
+    except (BrokenPipeError, ConnectionResetError):
+      pass
+    response = connection.getresponse()
+    return response.status, response.read()
+  finally:
+    connection.close()
+
+
+def _png(image):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(saved_model, tmp_path_factory):
+  port = _free_port()
+  log = tmp_path_factory.mktemp("serve") / "stderr.txt"
+  with open(log, "w") as stderr:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hific_tf.cli", "serve", "--model", str(saved_model), "--port",
+         str(port), "--max_upload_mb", "1"], stdout=subprocess.DEVNULL, stderr=stderr,
+        stdin=subprocess.DEVNULL)
+  url = f"http://127.0.0.1:{port}"
+  deadline = time.time() + 300
+  while True:
+    try:
+      with urllib.request.urlopen(url + "/health", timeout=5) as response:
+        health = json.loads(response.read())
+        break
+    except (urllib.error.URLError, ConnectionError):
+      if process.poll() is not None or time.time() > deadline:
+        process.kill()
+        pytest.fail(f"hific serve did not start: {log.read_text()[-2000:]}")
+      time.sleep(1)
+  yield {"url": url, "process": process, "log": log, "health": health}
+  if process.poll() is None:
+    process.kill()
+
+
+def test_health_names_the_model(server, codec):
+  assert server["health"] == {"status": "ok", "model": codec.config_name,
+                              "fingerprint": codec.fingerprint.hex()}
+
+
+def test_twenty_concurrent_requests_are_all_correct(server, codec):
+  """Ten compress and ten decompress requests at once, each on a different image."""
+  photos = sample_photos()
+  rng = np.random.default_rng(0)
+  jobs = []
+  for index in range(20):
+    photo = photos[list(photos)[index % len(photos)]]
+    height, width = (int(v) for v in rng.integers(40, 160, size=2))
+    crop = np.ascontiguousarray(photo[:height, :width, :3])
+    expected_file = codec.compress(crop)
+    if index % 2:
+      jobs.append(("/decompress", expected_file.to_bytes(),
+                   _png(codec.decompress(expected_file))))
+    else:
+      jobs.append(("/compress", _png(crop), expected_file.to_bytes()))
+  with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+    answers = list(pool.map(lambda job: _post(server["url"] + job[0], job[1]), jobs))
+  for (path, _, expected), (status, body) in zip(jobs, answers):
+    assert status == 200, (path, body[:200])
+    if path == "/compress":
+      assert body == expected
+    else:
+      decoded = np.asarray(Image.open(io.BytesIO(body)))
+      assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(expected))))
+
+
+def test_bad_requests_get_one_line_4xx_and_the_server_stays_up(server, codec):
+  oversized = _png(np.random.default_rng(1).integers(0, 256, (700, 700, 3), dtype=np.uint8))
+  assert len(oversized) > 1 << 20
+  good = codec.compress(sample_photos()["coffee"][:64, :64]).to_bytes()
+  corrupt = good[:40] + bytes(b ^ 0xFF for b in good[40:60]) + good[60:]
+  cases = [("/compress", oversized, 413), ("/decompress", corrupt, 400),
+           ("/compress", b"not an image", 400), ("/decompress", b"", 400),
+           ("/compare", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, 400)]
+  for path, data, expected_status in cases:
+    status, body = _post(server["url"] + path, data)
+    assert status == expected_status, (path, body[:200])
+    message = json.loads(body)["error"]
+    assert message and "\n" not in message and "Traceback" not in message
+  with urllib.request.urlopen(server["url"] + "/health", timeout=10) as response:
+    assert json.loads(response.read())["status"] == "ok"
+  assert server["process"].poll() is None
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="Debian's chromium and chromium-driver are not installed "
+                           "(`make test` installs them when it runs as root)")
+def test_page_in_headless_chromium_shows_three_results_on_sliders(server, tmp_path):
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  photo = tmp_path / "coffee.png"
+  Image.fromarray(sample_photos()["coffee"][100:292, 200:456]).save(photo)
+  options = webdriver.ChromeOptions()
+  options.binary_location = CHROMIUM
+  for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=390,844"):
+    options.add_argument(flag)
+  driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+  try:
+    driver.get(server["url"] + "/")
+    driver.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(driver, 300).until(
+        lambda d: d.execute_script("return document.body.dataset.state") == "done"
+        or "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    assert driver.find_element(By.ID, "status").get_attribute("class") != "error", \
+        driver.find_element(By.ID, "status").text
+    figures = driver.find_elements(By.CSS_SELECTOR, ".result")
+    assert [f.get_attribute("data-codec") for f in figures] == ["HiFiC", "JPEG", "AVIF"]
+    pattern = re.compile(r"[\d,]+ bytes · \d\.\d{3} bpp · PSNR \d+\.\d\d dB · LPIPS 0\.\d{3}")
+    for figure in figures:
+      assert pattern.fullmatch(figure.find_element(By.CSS_SELECTOR, ".numbers").text)
+      slider = figure.find_element(By.CSS_SELECTOR, "input.slider")
+      assert slider.is_displayed()
+      decoded = figure.find_element(By.CSS_SELECTOR, "img.decoded")
+      assert driver.execute_script("return arguments[0].naturalWidth", decoded) == 256
+    # Moving a slider re-clips its decoded picture.
+    slider = figures[0].find_element(By.CSS_SELECTOR, "input.slider")
+    driver.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent("
+                          "new Event('input'))", slider)
+    clip = figures[0].find_element(By.CSS_SELECTOR, "img.decoded").value_of_css_property(
+        "clip-path")
+    assert "80%" in clip
+    link = driver.find_element(By.ID, "download")
+    assert link.get_attribute("href").startswith("blob:")
+    assert link.get_attribute("download") == "coffee.hific"
+    # Phone-sized: nothing wider than the viewport.
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot = tmp_path / "page.png"
+    driver.save_screenshot(str(screenshot))
+    assert Image.open(screenshot).size[0] > 0
+    if os.environ.get("HIFIC_SCREENSHOT"):
+      driver.save_screenshot(os.environ["HIFIC_SCREENSHOT"])
+  finally:
+    driver.quit()
+
+
+def test_sigterm_stops_the_server_within_five_seconds(server):
+  """Runs last in this module: it ends the shared server."""
+  process = server["process"]
+  start = time.time()
+  process.send_signal(signal.SIGTERM)
+  code = process.wait(timeout=5)
+  assert time.time() - start < 5
+  assert code == 0
+  log = pathlib.Path(server["log"]).read_text()
+  assert "Traceback" not in log and "stopped" in log
