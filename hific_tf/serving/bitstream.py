@@ -10,7 +10,7 @@ import struct
 import zlib
 
 from hific_tf.errors import HificError
-from hific_tf.images import bits_per_pixel
+from hific_tf.images import ImageError, bits_per_pixel
 
 MAGIC = b"HFIC"
 VERSION = 1
@@ -116,3 +116,20 @@ class HificFile:
 
   def bits_per_pixel(self):
     return bits_per_pixel(len(self.to_bytes()), self.height, self.width)
+
+
+def check_image_size(height, width, max_pixels):
+  """Refuses to compress an image the decoder would refuse under the same limit."""
+  if height * width > max_pixels or max(height, width) > MAX_SIDE:
+    raise ImageError(
+        f"image {width}x{height} exceeds the limit of {max_pixels} pixels and "
+        f"{MAX_SIDE} per side (raise it with --max_pixels)")
+
+
+def check_fingerprint(hific_file, fingerprint, config_name):
+  """Another model would range-decode the strings into garbage without noticing."""
+  if hific_file.fingerprint != fingerprint:
+    raise FormatError(
+        f"file was made by model '{hific_file.config_name}' "
+        f"({hific_file.fingerprint.hex()}), not by this one "
+        f"('{config_name}', {fingerprint.hex()})")

@@ -20,10 +20,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from hific_tf import images as images_lib
 from hific_tf.models.hific import networks
 from hific_tf.models.hific.model import PAD_MULTIPLE
 from hific_tf.serving import bitstream
+from hific_tf.serving import split
 
 
 def weights_fingerprint(model):
@@ -74,7 +74,6 @@ def export(model, directory, generator_dtype="float32", serving=False):
       "latent_downsampling": int(networks.DOWNSAMPLING_FACTOR),
   }
   if serving:
-    from hific_tf.serving import split  # split imports this module.
     return split.export_serving(model, directory, info)
   module = CodecModule(model, info)
   tf.saved_model.save(module, str(directory), signatures={
@@ -108,23 +107,6 @@ def export_to(model, target, generator_dtype="float32", replace=False, serving=F
   return info
 
 
-def check_image_size(height, width, max_pixels):
-  """Refuses to compress an image the decoder would refuse under the same limit."""
-  if height * width > max_pixels or max(height, width) > bitstream.MAX_SIDE:
-    raise images_lib.ImageError(
-        f"image {width}x{height} exceeds the limit of {max_pixels} pixels and "
-        f"{bitstream.MAX_SIDE} per side (raise it with --max_pixels)")
-
-
-def check_fingerprint(hific_file, fingerprint, config_name):
-  """Another model would range-decode the strings into garbage without noticing."""
-  if hific_file.fingerprint != fingerprint:
-    raise bitstream.FormatError(
-        f"file was made by model '{hific_file.config_name}' "
-        f"({hific_file.fingerprint.hex()}), not by this one "
-        f"('{config_name}', {fingerprint.hex()})")
-
-
 class SavedModelCodec:
   """A loaded codec SavedModel, turning images into `HificFile`s and back."""
 
@@ -140,7 +122,7 @@ class SavedModelCodec:
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked)."""
-    check_image_size(image.shape[0], image.shape[1], self.max_pixels)
+    bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     out = self.module.compress(tf.constant(image, tf.uint8))
     hific_file = bitstream.HificFile(
         self.config_name, self.fingerprint, int(out["image_shape"][0]),
@@ -155,7 +137,7 @@ class SavedModelCodec:
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
     hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
                         self.info.get("latent_downsampling", 16))
-    check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
     try:
       out = self.module.decompress(
           tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),

@@ -26,7 +26,6 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.serving import bitstream
-from hific_tf.serving import codec as codec_lib
 
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
@@ -179,7 +178,7 @@ class SplitCodec:
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
-    codec_lib.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
+    bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     out = self.module.analysis(tf.constant(image, tf.uint8))
     y_string, z_string = self.coder.encode(out["z_symbols"], out["y_symbols"],
                                            out["scale_indexes"])
@@ -194,7 +193,7 @@ class SplitCodec:
     """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
     hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
                         self.info.get("latent_downsampling", 16))
-    codec_lib.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
     try:
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
                                          self.hyper_channels)
