@@ -156,6 +156,14 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
   def page():
     return FileResponse(WEB_DIR / "index.html")
 
+  @app.middleware("http")
+  async def revalidate_page(request, call_next):
+    # The page and its scripts change with the package: browsers must revalidate them.
+    response = await call_next(request)
+    if request.method == "GET":
+      response.headers.setdefault("Cache-Control", "no-cache")
+    return response
+
   app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
   return app
 

@@ -69,8 +69,12 @@ async function compare(file) {
   document.getElementById("download").download =
       file.name.replace(/\.[^.]*$/, "") + ".hific";
   showDownload(body.hific_file);
-  setStatus(`${file.name}: ${body.width}×${body.height}, all three at most ` +
-            `${body.results[0].bytes.toLocaleString()} bytes.`);
+  const budget = body.results[0].bytes;
+  const over = body.results.filter((r) => r.bytes > budget).map((r) => r.codec);
+  setStatus(`${file.name}: ${body.width}×${body.height}. HiFiC: ${budget.toLocaleString()} ` +
+            "bytes; the others at their best encoding no larger" +
+            (over.length ? ` (${over.join(" and ")} cannot get this small: shown at its ` +
+                           "smallest)." : "."));
   document.body.dataset.state = "done";
 }
 
