@@ -1,34 +1,43 @@
-"""Codec speed: HiFiC encode/decode at 768x512 and 2048x1536, against JPEG, WebP and AVIF.
+"""Codec speed and memory: HiFiC against its conv floor and classical codecs, in one run.
 
-Full hific-lo architecture (untrained weights: speed does not depend on them), exported as a
-SavedModel with a float32 and with a bfloat16 generator, run through the SavedModel signatures
-exactly as `hific compress/decompress` do (range coding included). Prints ms, megapixels/s and
-the process's peak resident memory. Classical codecs through Pillow on the same images.
+For each model (the paper's hific-lo with untrained weights, since speed does not depend on
+them, and each bundled codec) and generator precision (float32, bfloat16):
 
-Usage: python bench/codec_speed.py [--sizes 768x512,2048x1536] [--repeats 3]
+- encode and decode through the SavedModel exactly as `hific compress/decompress` run them
+  (range coding included), best of --repeats, whole-image and tiled paths;
+- the floor: the generator's convolutions alone, as bfloat16 (or float32) convs with constant
+  weights at the same shapes, in one tf.function; decode / floor is the ratio to watch;
+- peak RSS of a fresh child process that loads the codec and encodes (or decodes) one image.
+
+JPEG, WebP and AVIF run on the same images. `--json FILE` writes every figure (decode_ms,
+encode_ms, floor_ms, peak_rss_mb per model, size, precision and path) for tracking.
+
+Usage: python bench/codec_speed.py [--sizes 768x512,2048x1536] [--repeats 3] [--json F]
+       [--models hific-lo,small-lo] [--rss_sizes 2048x1536,4096x3072]
 """
 
 import argparse
+import json
 import os
 import pathlib
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-from hific_tf import images  # pylint: disable=g-import-not-at-top
-from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
-from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
-from hific_tf import configs  # pylint: disable=g-import-not-at-top
-from hific_tf.training import train  # pylint: disable=g-import-not-at-top
-from hific_tf.models.hific.model import HiFiC  # pylint: disable=g-import-not-at-top
 
 
 def peak_rss_mb():
+  """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss across exec, so
+  a child forked from this big process would report the parent's size."""
+  with open("/proc/self/status") as status:
+    for line in status:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -49,38 +58,142 @@ def photo(width, height):
   return np.asarray(image)
 
 
+def child(mode, directory, width, height, tile):
+  """One encode or decode in this fresh process; prints its peak RSS in MB (JSON)."""
+  from hific_tf.serving import codec
+  runner = codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40)
+  image = photo(width, height)
+  if mode == "decode":
+    data = pathlib.Path(directory).parent / f"{pathlib.Path(directory).name}_{width}x{height}.hific"
+    from hific_tf.serving import bitstream
+    if not data.exists():
+      raise SystemExit(f"missing {data}")
+    before = peak_rss_mb()
+    runner.decompress(bitstream.HificFile.from_bytes(data.read_bytes()))
+  else:
+    before = peak_rss_mb()
+    runner.compress(image)
+  print(json.dumps({"peak_rss_mb": peak_rss_mb(), "before_mb": before}))
+
+
+def conv_floor(model, y_shape, dtype, repeats):
+  """ms of the generator's convs alone: constant weights, random inputs, one tf.function."""
+  import tensorflow as tf
+  generator = model.generator
+  layers = list(generator.head.layers)
+  for block in generator.blocks.layers:
+    layers += block.body.layers
+  layers += generator.tail.layers
+  plan, size = [], list(y_shape)
+  for layer in layers:
+    if not isinstance(layer, tf.keras.layers.Conv2D):
+      continue
+    transposed = isinstance(layer, tf.keras.layers.Conv2DTranspose)
+    kernel = tf.constant(tf.cast(layer.kernel, dtype))
+    channels_in = int(kernel.shape[-1] if transposed else kernel.shape[-2])
+    x = tf.cast(tf.random.uniform([1, size[0], size[1], channels_in]), dtype)
+    plan.append((transposed, kernel, x))
+    if transposed:
+      size = [size[0] * 2, size[1] * 2]
+
+  @tf.function
+  def run():
+    total = tf.constant(0., dtype)
+    for transposed, kernel, x in plan:
+      if transposed:
+        shape = [1, x.shape[1] * 2, x.shape[2] * 2, kernel.shape[-2]]
+        out = tf.nn.conv2d_transpose(x, kernel, shape, 2, padding="SAME")
+      else:
+        out = tf.nn.conv2d(x, kernel, 1, padding="SAME")
+      total += out[0, 0, 0, 0]
+    return total
+
+  return timed(lambda: run().numpy(), repeats)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="hific-lo")
+  parser.add_argument("--models", default="hific-lo,small-lo",
+                      help="Configs (untrained) or bundled codec names.")
   parser.add_argument("--sizes", default="768x512,2048x1536")
+  parser.add_argument("--rss_sizes", default="2048x1536,4096x3072",
+                      help="Sizes for the fresh-process peak-RSS runs (bfloat16, auto tiling).")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--json", help="Write all figures to this JSON file.")
+  parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.child:
+    mode, directory, width, height, tile = args.child
+    return child(mode, directory, int(width), int(height),
+                 None if tile == "auto" else int(tile))
+
+  import tensorflow as tf
+  from hific_tf import configs, images
+  from hific_tf.evaluation import classical
+  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.serving import codec, zoo
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-  config = configs.get_config(args.config)
-  print(f"{args.config}: {os.cpu_count()} CPU threads, TF {tf.__version__}; best of "
-        f"{args.repeats}; peak RSS is the whole process so far")
-  print(f"{'codec':<22}{'size':>11}{'encode ms':>11}{'decode ms':>11}{'enc MP/s':>10}"
-        f"{'dec MP/s':>10}{'bpp':>8}{'peak MB':>9}")
+  rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
+  print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; times are the best of "
+        f"{args.repeats}; floor = the generator's convs alone with constant weights")
+  print(f"{'model':<12}{'G':<6}{'path':<7}{'size':>10}{'enc ms':>9}{'dec ms':>9}"
+        f"{'floor ms':>9}{'dec/floor':>10}{'bpp':>7}")
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    model_dir = pathlib.Path(tmp) / "model"
-    model = HiFiC(config).build_all()
-    (model_dir / "checkpoints").mkdir(parents=True)
-    (model_dir / "config.json").write_text(config.to_json())
-    train.codec_checkpoint(model).save(str(model_dir / "checkpoints" / "ckpt"))
-    for dtype in ("float32", "mixed_bfloat16"):
-      loaded = train.load_trained(model_dir, generator_dtype=dtype)
-      codec.export(loaded, pathlib.Path(tmp) / dtype, generator_dtype=dtype)
-      runner = codec.SavedModelCodec(pathlib.Path(tmp) / dtype)
-      for width, height in sizes:
-        image = photo(width, height)
-        hific_file = runner.compress(image)
-        encode = timed(lambda: runner.compress(image), args.repeats)
-        decode = timed(lambda: runner.decompress(hific_file), args.repeats)
-        megapixels = width * height / 1e6
-        print(f"{'hific G=' + dtype.replace('mixed_', ''):<22}{f'{width}x{height}':>11}"
-              f"{encode * 1e3:>11.0f}{decode * 1e3:>11.0f}{megapixels / encode:>10.2f}"
-              f"{megapixels / decode:>10.2f}{hific_file.bits_per_pixel():>8.3f}"
-              f"{peak_rss_mb():>9.0f}")
+    for name in args.models.split(","):
+      for dtype in ("float32", "mixed_bfloat16"):
+        if name in zoo.names():
+          model = zoo.build_model(name, generator_dtype=dtype)
+        else:
+          config = configs.get_config(name).replace(stage="mselpips")
+          model = HiFiC(config, generator_dtype=dtype).build_all()
+        directory = pathlib.Path(tmp) / f"{name}_{dtype}"
+        codec.export(model, directory, generator_dtype=dtype)
+        floor_dtype = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32
+        for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE)):
+          runner = codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40)
+          for width, height in sizes:
+            if path == "tiled" and width * height <= codec.AUTO_TILE_PIXELS:
+              continue
+            image = photo(width, height)
+            hific_file = runner.compress(image)
+            if path == "whole":
+              (pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific").write_bytes(
+                  hific_file.to_bytes())
+            encode = timed(lambda: runner.compress(image), args.repeats)
+            decode = timed(lambda: runner.decompress(hific_file), args.repeats)
+            y_shape = [-(-side // 64) * 64 // 16 for side in (height, width)]
+            floor = conv_floor(model, y_shape, floor_dtype, args.repeats)
+            row = dict(model=name, generator=dtype, path=path, size=f"{width}x{height}",
+                       encode_ms=encode * 1e3, decode_ms=decode * 1e3, floor_ms=floor * 1e3,
+                       bpp=hific_file.bits_per_pixel())
+            rows.append(row)
+            print(f"{name:<12}{dtype.replace('mixed_', '')[:5]:<6}{path:<7}"
+                  f"{row['size']:>10}{row['encode_ms']:>9.0f}{row['decode_ms']:>9.0f}"
+                  f"{row['floor_ms']:>9.0f}{decode / floor:>10.2f}{row['bpp']:>7.3f}")
+        for width, height in rss_sizes:
+          whole_file = pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific"
+          if not whole_file.exists():
+            image = photo(width, height)
+            runner = codec.SavedModelCodec(directory, max_pixels=1 << 40)
+            whole_file.write_bytes(runner.compress(image).to_bytes())
+          for mode in ("encode", "decode"):
+            for tile in ("auto", "0"):
+              done = subprocess.run(
+                  [sys.executable, __file__, "--child", mode, str(directory), str(width),
+                   str(height), tile], capture_output=True, text=True)
+              if done.returncode:
+                result = {"error": (done.stderr.strip().splitlines() or ["killed"])[-1][:120]}
+              else:
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+              row = dict(model=name, generator=dtype, size=f"{width}x{height}", mode=mode,
+                         path="whole" if tile == "0" else "auto", **result)
+              rows.append(row)
+              print(f"  peak RSS {name} {dtype.replace('mixed_', '')[:5]} {mode} "
+                    f"{width}x{height} {row['path']:<6}: "
+                    + (f"{result['peak_rss_mb']:.0f} MB (after loading "
+                       f"{result['before_mb']:.0f} MB)" if "peak_rss_mb" in result
+                       else result["error"]))
   for name in ("jpeg", "webp", "avif"):
     runner = classical.get_codec(name)
     for width, height in sizes:
@@ -89,10 +202,15 @@ def main():
       data = runner.encode(image, quality)
       encode = timed(lambda: runner.encode(image, quality), args.repeats)
       decode = timed(lambda: runner.decode(data), args.repeats)
-      megapixels = width * height / 1e6
-      print(f"{f'{name} q{quality}':<22}{f'{width}x{height}':>11}{encode * 1e3:>11.1f}"
-            f"{decode * 1e3:>11.1f}{megapixels / encode:>10.1f}{megapixels / decode:>10.1f}"
-            f"{images.bits_per_pixel(len(data), *image.shape[:2]):>8.3f}{peak_rss_mb():>9.0f}")
+      row = dict(model=f"{name} q{quality}", size=f"{width}x{height}", encode_ms=encode * 1e3,
+                 decode_ms=decode * 1e3,
+                 bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
+      rows.append(row)
+      print(f"{row['model']:<25}{row['size']:>10}{row['encode_ms']:>9.1f}"
+            f"{row['decode_ms']:>9.1f}{'':>19}{row['bpp']:>7.3f}")
+  if args.json:
+    images.write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ def compress(args):
   model = _load_codec(_compress_model_name(args))
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
-    hific_file, estimated_bits = model.compress(image, with_estimate=True)
+    hific_file, estimated_bits = model.compress(image, with_estimate=True) if args.verbose \
+        else (model.compress(image), None)
     data = hific_file.to_bytes()
     images_lib.write_atomic(destination, data, force=args.force)
     if args.verbose:

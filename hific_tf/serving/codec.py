@@ -26,6 +26,12 @@ from hific_tf.serving import bitstream
 from hific_tf.serving import split
 
 
+# What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
+# on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
+# estimate_bits apart from compress.
+EXPORT_VERSION = 2
+
+
 def weights_fingerprint(model):
   """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values.
 
@@ -55,6 +61,10 @@ class CodecModule(tf.Module):
     # chooses what is saved (no discriminator, no LPIPS, no optimizer state).
     self.compress = model.compress
     self.decompress = model.decompress
+    # The same in pieces, for images over one tile (SavedModelCodec's tiled path).
+    for name in ("estimate_bits", "pad_image", "analysis_window", "compress_latents", "decompress_latents",
+                 "synthesis_trunk", "synthesis_window"):
+      setattr(self, name, getattr(model, name))
 
 
 def export(model, directory, generator_dtype="float32", serving=False):
@@ -66,6 +76,7 @@ def export(model, directory, generator_dtype="float32", serving=False):
   info = {
       "format": "hific_tf codec",
       "container_version": bitstream.VERSION,
+      "export_version": EXPORT_VERSION,
       "config_name": model.config.name,
       "fingerprint": weights_fingerprint(model).hex(),
       "generator_dtype": generator_dtype,
@@ -107,10 +118,32 @@ def export_to(model, target, generator_dtype="float32", replace=False, serving=F
   return info
 
 
-class SavedModelCodec:
-  """A loaded codec SavedModel, turning images into `HificFile`s and back."""
+# Tiling: images whose padded size is over AUTO_TILE_PIXELS are encoded and decoded in
+# windows of DEFAULT_TILE pixels (plus halos), so that peak memory follows the window.
+# Smaller images take the whole-image path, exactly as before tiling existed.
+AUTO_TILE_PIXELS = 1 << 20
+DEFAULT_TILE = 512
 
-  def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS):
+
+def tile_windows(length, core, halo):
+  """[(core_start, core_end, window_start, window_end)] covering range(length), in latents."""
+  spans = []
+  for start in range(0, length, core):
+    end = min(length, start + core)
+    spans.append((start, end, max(0, start - halo), min(length, end + halo)))
+  return spans
+
+
+class SavedModelCodec:
+  """A loaded codec SavedModel, turning images into `HificFile`s and back.
+
+  `tile` (pixels, a multiple of 16) sets the window of the tiled path: None picks it from the
+  image size (whole image up to AUTO_TILE_PIXELS, else DEFAULT_TILE), 0 never tiles. Tiled
+  and whole-image outputs are the same computation; docs/PERFORMANCE.md states how close
+  they come in floating point.
+  """
+
+  def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS, tile=None):
     try:
       self.module = tf.saved_model.load(str(directory))
       self.info = json.loads(self.module.model_info.numpy().decode())
@@ -119,26 +152,89 @@ class SavedModelCodec:
     self.fingerprint = bytes.fromhex(self.info["fingerprint"])
     self.config_name = self.info["config_name"]
     self.max_pixels = max_pixels
+    if tile is not None and (tile < 0 or tile % networks.DOWNSAMPLING_FACTOR):
+      raise ValueError(f"tile must be 0 or a positive multiple of "
+                       f"{networks.DOWNSAMPLING_FACTOR}, got {tile}")
+    self.tile = tile
+    self.pad_multiple = int(self.info.get("pad_multiple", bitstream.DEFAULT_PAD_MULTIPLE))
+    self.latent_downsampling = int(self.info.get("latent_downsampling",
+                                                 bitstream.DEFAULT_LATENT_DOWNSAMPLING))
+    # SavedModels exported before tiling existed have no pieces: they decode whole.
+    self.can_tile = hasattr(self.module, "synthesis_window")
+
+  def _tile_latents(self, height, width):
+    """Core tile side in latents for this image size, or None for the whole-image path."""
+    if not self.can_tile or self.tile == 0:
+      return None
+    padded = [-(-side // self.pad_multiple) * self.pad_multiple for side in (height, width)]
+    if self.tile is None and padded[0] * padded[1] <= AUTO_TILE_PIXELS:
+      return None
+    core = (self.tile or DEFAULT_TILE) // self.latent_downsampling
+    return None if max(padded) <= core * self.latent_downsampling else core
+
+  def _analyze_tiled(self, image, core):
+    """y of the whole padded image, computed window by window."""
+    scale = self.latent_downsampling
+    padded = self.module.pad_image(tf.constant(image, tf.uint8))["padded"].numpy()
+    rows, cols = padded.shape[0] // scale, padded.shape[1] // scale
+    y = None
+    for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.ENCODER_HALO):
+      for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.ENCODER_HALO):
+        window = padded[wr0 * scale:wr1 * scale, wc0 * scale:wc1 * scale]
+        part = self.module.analysis_window(tf.constant(window))["y"].numpy()
+        if y is None:
+          y = np.empty((1, rows, cols, part.shape[-1]), np.float32)
+        y[:, r0:r1, c0:c1] = part[:, r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0]
+    return y
+
+  def _synthesize_tiled(self, hific_file, core):
+    """The decoded image, G's full-resolution tail run window by window."""
+    scale = self.latent_downsampling
+    y_hat = self.module.decompress_latents(
+        tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
+        tf.constant(hific_file.y_shape, tf.int32),
+        tf.constant(hific_file.z_shape, tf.int32))["y_hat"]
+    features = self.module.synthesis_trunk(y_hat)["features"].numpy()
+    del y_hat
+    rows, cols = features.shape[1:3]
+    image = np.empty((rows * scale, cols * scale, 3), np.uint8)
+    for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.TAIL_HALO):
+      for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.TAIL_HALO):
+        part = self.module.synthesis_window(
+            tf.constant(features[:, wr0:wr1, wc0:wc1]))["image"].numpy()
+        image[r0 * scale:r1 * scale, c0 * scale:c1 * scale] = part[
+            (r0 - wr0) * scale:(r1 - wr0) * scale, (c0 - wc0) * scale:(c1 - wc0) * scale]
+    return image[:hific_file.height, :hific_file.width]
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked)."""
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    out = self.module.compress(tf.constant(image, tf.uint8))
+    core = self._tile_latents(*image.shape[:2])
+    if core is None:
+      out = self.module.compress(tf.constant(image, tf.uint8))
+    else:
+      out = self.module.compress_latents(tf.constant(self._analyze_tiled(image, core)),
+                                         tf.constant(image.shape[:2], tf.int32))
     hific_file = bitstream.HificFile(
         self.config_name, self.fingerprint, int(out["image_shape"][0]),
         int(out["image_shape"][1]), tuple(int(v) for v in out["y_shape"].numpy()),
         tuple(int(v) for v in out["z_shape"].numpy()), out["y_string"].numpy(),
         out["z_string"].numpy())
     if with_estimate:
-      return hific_file, float(out["estimated_bits"])
+      if "estimated_bits" in out:  # SavedModels exported before estimate_bits existed.
+        return hific_file, float(out["estimated_bits"])
+      estimate = self.module.estimate_bits(tf.constant(image, tf.uint8))["estimated_bits"]
+      return hific_file, float(estimate)
     return hific_file
 
   def decompress(self, hific_file):
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
-    hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
-                        self.info.get("latent_downsampling", 16))
+    hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
     bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    core = self._tile_latents(hific_file.height, hific_file.width)
     try:
+      if core is not None:
+        return self._synthesize_tiled(hific_file, core)
       out = self.module.decompress(
           tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
           tf.constant([hific_file.height, hific_file.width], tf.int32),

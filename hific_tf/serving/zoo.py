@@ -112,11 +112,11 @@ def saved_model_path(name, log=None):
   The export goes to a temporary folder and is renamed into place, so two processes that
   race each produce a complete SavedModel and one of them wins; neither sees a partial one.
   """
+  from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
   card = load_card(name)
-  target = cache_root() / f"{name}-{card['fingerprint']}"
+  target = cache_root() / f"{name}-{card['fingerprint']}-v{codec.EXPORT_VERSION}"
   if (target / "saved_model.pb").is_file():
     return target
-  from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
   if log:
     log(f"building the SavedModel of '{name}' (first use, a few seconds)")
   model = build_model(name)

@@ -42,7 +42,7 @@ HyperpriorOutput = collections.namedtuple(
 
 # What a compression pass hands to the container: one string per image for y and for z.
 Compressed = collections.namedtuple(
-    "Compressed", "y_strings z_strings y_shape z_shape estimated_bits")
+    "Compressed", "y_strings z_strings y_shape z_shape")
 
 
 # z is at 1/4 of y: two stride-2 convs in HyperAnalysis.
@@ -235,9 +235,21 @@ class Hyperprior(tf.keras.layers.Layer):
     scale_index = tf.round(scale_index)
     y_strings = self.latent_coder.compress(y, scale_index, loc=loc)
     y_hat = self.latent_coder.quantize(y, loc=loc)
-    _, y_bits = self.latent_coder(y, scale_index, loc=loc, training=False)
+    return Compressed(y_strings, z_strings, y_shape, z_shape), y_hat
+
+  def estimate_bits(self, y):
+    """The entropy models' estimate of what `compress` writes (bits per image).
+
+    Not part of `compress`: evaluating every latent's probability costs about as much as the
+    range coding itself, and only diagnostics want it.
+    """
+    self._require_coders()
+    y = tf.cast(y, tf.float32)
+    z = self.analysis(y)
+    loc, scale_index = self._parameters(self.side_coder.quantize(z), tf.shape(y)[1:3])
+    _, y_bits = self.latent_coder(y, tf.round(scale_index), loc=loc, training=False)
     _, z_bits = self.side_coder(z, training=False)
-    return Compressed(y_strings, z_strings, y_shape, z_shape, y_bits + z_bits), y_hat
+    return y_bits + z_bits
 
   def decompress(self, y_strings, z_strings, y_shape, z_shape):
     """Inverse of `compress`: strings and latent shapes -> y_hat."""

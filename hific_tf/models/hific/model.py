@@ -276,21 +276,27 @@ class HiFiC(tf.keras.Model):
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def compress(self, image):
-    """uint8 [H, W, 3] (any size) -> y and z strings, shapes, and the estimated bits.
+    """uint8 [H, W, 3] (any size) -> y and z strings and the shapes.
 
     The image is reflect-padded to PAD_MULTIPLE and the decoder crops back to image_shape.
     Needs `hyperprior.build_coders()` first.
     """
-    shape = tf.shape(image)[:2]
-    compressed, _ = self.hyperprior.compress(self.analyze(image))
+    return self._compress_latents(self.analyze(image), tf.shape(image)[:2])
+
+  def _compress_latents(self, y, shape):
+    compressed, _ = self.hyperprior.compress(y)
     return {
         "y_string": compressed.y_strings[0],
         "z_string": compressed.z_strings[0],
         "image_shape": shape,
         "y_shape": tf.cast(compressed.y_shape, tf.int32),
         "z_shape": tf.cast(compressed.z_shape, tf.int32),
-        "estimated_bits": compressed.estimated_bits[0],
     }
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def estimate_bits(self, image):
+    """The entropy models' estimate of the bits `compress` writes for `image`."""
+    return {"estimated_bits": self.hyperprior.estimate_bits(self.analyze(image))[0]}
 
   @tf.function(input_signature=[
       tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
@@ -300,11 +306,53 @@ class HiFiC(tf.keras.Model):
     y_hat = self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape)
     return {"image": self.synthesize(y_hat, image_shape)}
 
-  def analyze(self, image):
-    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to PAD_MULTIPLE."""
-    padded = reflect_pad(image, PAD_MULTIPLE)
+  # --- The same contract in pieces, for the tiled codec (serving/codec.py): images larger
+  # than one window go through the encoder and the generator's tail window by window, so that
+  # memory grows with the window, not with the image. Channel counts are left open in the
+  # signatures; the layers are built.
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def pad_image(self, image):
+    """The padded image the encoder sees (windows of it go to `analysis_window`)."""
+    return {"padded": reflect_pad(image, PAD_MULTIPLE)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def analysis_window(self, window):
+    """E on a window of the padded image, at offsets and sides that are multiples of 16."""
+    return {"y": self._encode(window)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                                tf.TensorSpec([2], tf.int32)])
+  def compress_latents(self, y, image_shape):
+    """`compress` from y on: range-codes a y assembled from windows."""
+    return self._compress_latents(y, image_shape)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([2], tf.int32)])
+  def decompress_latents(self, y_string, z_string, y_shape, z_shape):
+    """`decompress` up to y_hat."""
+    return {"y_hat": self.hyperprior.decompress(y_string[None], z_string[None], y_shape,
+                                                z_shape)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
+  def synthesis_trunk(self, y_hat):
+    """G's 1/16-resolution trunk (float32 out; a bfloat16 trunk's values convert exactly)."""
+    return {"features": tf.cast(self.generator.trunk(y_hat), tf.float32)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
+  def synthesis_window(self, features):
+    """G's full-resolution tail on a window of the trunk's output -> uint8 pixels."""
+    reconstruction = tf.cast(self.generator.upsample(features), tf.float32)[0]
+    return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
+
+  def _encode(self, padded):
     x = tf.cast(padded, tf.float32)[None] / 255.
     return tf.cast(self.encoder(x), tf.float32)
+
+  def analyze(self, image):
+    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to PAD_MULTIPLE."""
+    return self._encode(reflect_pad(image, PAD_MULTIPLE))
 
   def synthesize(self, y_hat, image_shape):
     """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""

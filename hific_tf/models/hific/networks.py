@@ -13,6 +13,14 @@ NUM_DOWNSAMPLINGS = 4  # y lives at 1/16 of the image.
 DOWNSAMPLING_FACTOR = 2 ** NUM_DOWNSAMPLINGS
 
 
+# Margins, in latents, beyond which a window's edge cannot change the output: the tail's four
+# 3x3 stride-2 transposed convs and its 7x7 conv see about 2.1 latents around an output pixel;
+# the encoder's convs (7x7, four 3x3 stride 2, 3x3 at 1/16) see 34 pixels, about 2.2 latents.
+# Both are rounded up with a latent to spare (tests/test_codec.py checks tiled against whole).
+TAIL_HALO = 4
+ENCODER_HALO = 4
+
+
 class Encoder(tf.keras.Sequential):
   """E: image in [0, 1] -> latent y at 1/16 resolution (no norm on the output)."""
 
@@ -49,9 +57,19 @@ class Generator(tf.keras.layers.Layer):
     tail.append(conv(3, 7, **policy))
     self.tail = tf.keras.Sequential(tail, name="tail")
 
+  def trunk(self, latent):
+    """The 1/16-resolution part: head and residual blocks (nearly all FLOPs, little memory)."""
+    # The cast Keras' __call__ applies, so that trunk() on its own equals call().
+    head = self.head(tf.cast(latent, self.compute_dtype))
+    return self.blocks(head) + head  # Skip connection over all blocks.
+
+  def upsample(self, features):
+    """The full-resolution tail. Its receptive field is under TAIL_HALO latents, so it can run
+    on overlapping windows of the trunk's output (the tiled decoder bounds memory this way)."""
+    return self.tail(tf.cast(features, self.compute_dtype))
+
   def call(self, latent):
-    head = self.head(latent)
-    return self.tail(self.blocks(head) + head)  # Skip connection over all blocks.
+    return self.upsample(self.trunk(latent))
 
 
 class Discriminator(tf.keras.layers.Layer):
