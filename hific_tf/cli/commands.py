@@ -58,9 +58,9 @@ def export(args):
   out = pathlib.Path(args.out)
   if out.exists() and not args.force:
     raise FileExistsError(f"{out} exists (use --force to replace it)")
-  model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype)
-  info = codec.export_to(model, out, generator_dtype=args.generator_dtype, replace=True,
-                         serving=args.serving)
+  model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype,
+                                 encoder_dtype=args.encoder_dtype)
+  info = codec.export_to(model, out, replace=True, serving=args.serving)
   kind = "stock-op serving transforms" if args.serving else "codec"
   print(f"exported {info['config_name']} (weights {info['fingerprint']}) as {kind} to {out}")
 

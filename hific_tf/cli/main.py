@@ -75,6 +75,9 @@ def build_parser():
   p.add_argument("--out", required=True, help="SavedModel folder to write.")
   p.add_argument("--generator_dtype", choices=["float32", "mixed_bfloat16"],
                  default="float32", help="Compute type of the generator (decoder).")
+  p.add_argument("--encoder_dtype", choices=["float32", "mixed_bfloat16"],
+                 default="float32", help="Compute type of the encoder: bfloat16 encodes faster "
+                 "and picks slightly different latents (docs/PERFORMANCE.md).")
   p.add_argument("--serving", action="store_true",
                  help="Write the stock-op transforms SavedModel for TF Serving (range coding "
                  "runs in the client; docs/SERVING.md) instead of the full codec.")

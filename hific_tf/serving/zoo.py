@@ -91,12 +91,13 @@ def load_weights(model, path):
       variable.assign(stored[stored_key].astype(variable.dtype.as_numpy_dtype))
 
 
-def build_model(name, generator_dtype=None):
+def build_model(name, generator_dtype=None, encoder_dtype=None):
   """The bundled codec `name` as a HiFiC Keras model with its weights (coders not built)."""
   from hific_tf.models.hific.model import HiFiC  # TensorFlow: only when a model is needed.
   load_card(name)
   config = Config.from_json((BUNDLED_DIR / name / "config.json").read_text())
-  model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype).build_all()
+  model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype,
+                encoder_dtype=encoder_dtype).build_all()
   load_weights(model, BUNDLED_DIR / name / "weights.npz")
   return model
 

@@ -67,9 +67,10 @@ def restore_codec(model, source):
       latest_checkpoint(source)).expect_partial().assert_existing_objects_matched()
 
 
-def load_trained(model_dir, generator_dtype=None):
+def load_trained(model_dir, generator_dtype=None, encoder_dtype=None):
   """A HiFiC model with the latest weights of `model_dir` (codec parts only)."""
-  model = HiFiC(read_config(model_dir), generator_dtype=generator_dtype).build_all()
+  model = HiFiC(read_config(model_dir), generator_dtype=generator_dtype,
+                encoder_dtype=encoder_dtype).build_all()
   restore_codec(model, model_dir)
   return model
 

@@ -91,12 +91,13 @@ class HiFiC(tf.keras.Model):
   """
 
   def __init__(self, config: Config, seed=0, generator_dtype=None, lpips_weights=None,
-               **kwargs):
+               encoder_dtype=None, **kwargs):
     super().__init__(name=kwargs.pop("name", "hific"), **kwargs)
     self.config = config
     self.seed = seed
     self.lpips_weights = lpips_weights
-    self.encoder = networks.Encoder(config.num_filters_base, config.latent_channels)
+    self.encoder = networks.Encoder(config.num_filters_base, config.latent_channels,
+                                    dtype=encoder_dtype)
     self.generator = networks.Generator(config.num_filters_base, config.num_residual_blocks,
                                         dtype=generator_dtype)
     self.hyperprior = hyperprior_lib.Hyperprior(

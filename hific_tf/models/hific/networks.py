@@ -24,12 +24,16 @@ ENCODER_HALO = 4
 class Encoder(tf.keras.Sequential):
   """E: image in [0, 1] -> latent y at 1/16 resolution (no norm on the output)."""
 
-  def __init__(self, num_filters_base, latent_channels, name="encoder", **kwargs):
-    layers = [conv(num_filters_base, 7), ChannelNorm(), tf.keras.layers.ReLU()]
+  def __init__(self, num_filters_base, latent_channels, name="encoder", dtype=None, **kwargs):
+    # A bfloat16 encoder (dtype="mixed_bfloat16") only changes which latents are chosen;
+    # the bits it writes decode deterministically like any others.
+    policy = {} if dtype is None else dict(dtype=dtype)
+    layers = [conv(num_filters_base, 7, **policy), ChannelNorm(**policy),
+              tf.keras.layers.ReLU(**policy)]
     for i in range(NUM_DOWNSAMPLINGS):
-      layers += [conv(num_filters_base * 2 ** (i + 1), 3, strides=2), ChannelNorm(),
-                 tf.keras.layers.ReLU()]
-    layers.append(conv(latent_channels, 3))
+      layers += [conv(num_filters_base * 2 ** (i + 1), 3, strides=2, **policy),
+                 ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
+    layers.append(conv(latent_channels, 3, **policy))
     super().__init__(layers, name=name, **kwargs)
 
 
