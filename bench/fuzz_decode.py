@@ -61,7 +61,8 @@ def main():
   for example in report["examples"]:
     print("example:", *example)
   counts = report["counts"]
-  print(f"refused {counts['refused']}, decoded {counts['decoded']}")
+  print(f"refused {counts['refused']}, decoded {counts['decoded']}, cut off at the decoder's "
+        f"deadline {counts['cut_off']}")
   for name in ("crashes", "hangs", "over_limit", "mismatches"):
     print(f"{name}: {counts[name]}")
 

@@ -1,6 +1,7 @@
 """A CI-sized run of the decoder fuzzer (bench/fuzz_decode.py runs the long one)."""
 
 import sys
+import time
 
 from conftest import REPO
 
@@ -23,3 +24,60 @@ def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
   # Both paths were exercised: refusals (header checks, and tfc's check that the range decoder
   # consumed each string exactly, which catches most payload damage) and decodes.
   assert counts["refused"] > 60 and counts["decoded"] >= 1, counts
+
+
+# In a fresh process, on the bundled default codec: short z (then y) strings until one makes
+# tfc's range decoder spin (an escape symbol right as the string runs out; guard.py), under a
+# 2 s deadline. That decode must stop at its deadline, and the codec then refuse to decode.
+_FIND_SPINNING_FILE = r"""
+import dataclasses, itertools, sys, time
+import numpy as np
+from hific_tf.serving import codec, guard, zoo
+guard.BASE_SECONDS = 2.
+runner = codec.SavedModelCodec(zoo.saved_model_path(zoo.DEFAULT_CODEC))
+good = runner.compress(np.full((64, 64, 3), 128, np.uint8))
+rng = np.random.default_rng(0)
+candidates = itertools.chain(
+    ({"z_string": bytes([b])} for b in range(256)),
+    ({"y_string": bytes([b])} for b in range(256)),
+    ({"z_string": rng.integers(0, 256, 2 + i % 3, dtype=np.uint8).tobytes()}
+     for i in range(1000)))
+for tried, change in enumerate(candidates):
+  crafted = dataclasses.replace(good, **change)
+  start = time.monotonic()
+  try:
+    runner.decompress(crafted)
+  except guard.DecodeDeadlineError:
+    elapsed = time.monotonic() - start
+    try:
+      runner.decompress(good)
+      print("not poisoned")
+    except guard.DecoderPoisonedError:
+      open(sys.argv[1], "wb").write(crafted.to_bytes())
+      print(f"spins {tried} {elapsed:.1f}")
+    sys.exit(0)
+  except guard.bitstream.FormatError:
+    pass
+print("none")
+"""
+
+
+def test_a_spinning_range_decode_is_cut_off_at_its_deadline(tmp_path):
+  import subprocess
+  from conftest import run_hific
+  crafted = tmp_path / "spins.hific"
+  done = subprocess.run([sys.executable, "-c", _FIND_SPINNING_FILE, str(crafted)],
+                        capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-2000:]
+  verdict = done.stdout.split()
+  assert verdict[0] == "spins", done.stdout
+  assert 2. <= float(verdict[2]) < 4.
+  assert len(crafted.read_bytes()) < 100
+  # Through the CLI, with the default deadline and the codec found from the header: one
+  # line, exit 1, nothing written, and the process ends although a kernel still spins.
+  start = time.monotonic()
+  done = run_hific("decompress", crafted, tmp_path / "out.png", check=False, timeout=120)
+  assert done.returncode == 1 and not (tmp_path / "out.png").exists()
+  assert done.stderr.strip().count("\n") == 0
+  assert "range decoding did not finish within 10 s" in done.stderr
+  assert time.monotonic() - start < 60

@@ -23,6 +23,7 @@ import tensorflow as tf
 from hific_tf.models.hific import networks
 from hific_tf.models.hific.model import PAD_MULTIPLE
 from hific_tf.serving import bitstream
+from hific_tf.serving import guard
 from hific_tf.serving import split
 
 
@@ -61,9 +62,10 @@ class CodecModule(tf.Module):
     # chooses what is saved (no discriminator, no LPIPS, no optimizer state).
     self.compress = model.compress
     self.decompress = model.decompress
-    # The same in pieces, for images over one tile (SavedModelCodec's tiled path).
-    for name in ("estimate_bits", "pad_image", "analysis_window", "compress_latents", "decompress_latents",
-                 "synthesis_trunk", "synthesis_window"):
+    # The same in pieces: range decoding apart (it runs under a deadline), the tiled path for
+    # large images, and the rate estimate on request.
+    for name in ("estimate_bits", "pad_image", "analysis_window", "compress_latents",
+                 "decompress_latents", "synthesis", "synthesis_trunk", "synthesis_window"):
       setattr(self, name, getattr(model, name))
 
 
@@ -162,7 +164,11 @@ class SavedModelCodec:
     self.latent_downsampling = int(self.info.get("latent_downsampling",
                                                  bitstream.DEFAULT_LATENT_DOWNSAMPLING))
     # SavedModels exported before tiling existed have no pieces: they decode whole.
-    self.can_tile = hasattr(self.module, "synthesis_window")
+    self.can_tile = hasattr(self.module, "synthesis")
+    config = self.info.get("config", {})
+    self.latent_channels = int(config.get("latent_channels", 0))
+    self.hyper_channels = int(config.get("hyper_filters", 0))
+    self.poisoned = False  # Set when a range decode outlived its deadline.
 
   def _tile_latents(self, height, width):
     """Core tile side in latents for this image size, or None for the whole-image path."""
@@ -189,13 +195,9 @@ class SavedModelCodec:
         y[:, r0:r1, c0:c1] = part[:, r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0]
     return y
 
-  def _synthesize_tiled(self, hific_file, core):
+  def _synthesize_tiled(self, y_hat, hific_file, core):
     """The decoded image, G's full-resolution tail run window by window."""
     scale = self.latent_downsampling
-    y_hat = self.module.decompress_latents(
-        tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
-        tf.constant(hific_file.y_shape, tf.int32),
-        tf.constant(hific_file.z_shape, tf.int32))["y_hat"]
     features = self.module.synthesis_trunk(y_hat)["features"].numpy()
     del y_hat
     rows, cols = features.shape[1:3]
@@ -233,17 +235,40 @@ class SavedModelCodec:
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
     hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
     bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
-    core = self._tile_latents(hific_file.height, hific_file.width)
-    try:
-      if core is not None:
-        return self._synthesize_tiled(hific_file, core)
-      out = self.module.decompress(
+    if not self.can_tile:  # Exported before the pieces existed: one call, no deadline.
+      return self._call_range_decoder(lambda: self.module.decompress(
           tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
           tf.constant([hific_file.height, hific_file.width], tf.int32),
-          tf.constant(hific_file.y_shape, tf.int32), tf.constant(hific_file.z_shape, tf.int32))
+          tf.constant(hific_file.y_shape, tf.int32),
+          tf.constant(hific_file.z_shape, tf.int32))["image"]).numpy()
+    if self.poisoned:
+      raise guard.DecoderPoisonedError(
+          "decoding is disabled in this process: an earlier crafted file left tfc's range "
+          "decoder running (restart the process)")
+    symbols = (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
+               hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+    try:
+      y_hat = guard.call_with_deadline(lambda: self._call_range_decoder(
+          lambda: self.module.decompress_latents(
+              tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
+              tf.constant(hific_file.y_shape, tf.int32),
+              tf.constant(hific_file.z_shape, tf.int32))["y_hat"]),
+                                       guard.deadline_for(symbols))
+    except guard.DecodeDeadlineError:
+      self.poisoned = True
+      raise
+    core = self._tile_latents(hific_file.height, hific_file.width)
+    if core is not None:
+      return self._synthesize_tiled(y_hat, hific_file, core)
+    image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+    return self.module.synthesis(y_hat, image_shape)["image"].numpy()
+
+  @staticmethod
+  def _call_range_decoder(function):
+    try:
+      return function()
     except tf.errors.InvalidArgumentError:
       # tfc's range decoder checks that each string is consumed exactly; most damaged or
       # crafted payloads fail that check.
       raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
                                   "latent strings)") from None
-    return out["image"].numpy()

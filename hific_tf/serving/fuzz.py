@@ -10,8 +10,11 @@ files in one process), each under a deadline and a memory cap watched from outsi
   over_limit   a worker's resident memory exceeded the cap during a case
   mismatches   a decode "succeeded" with an image of another size than the header declares
 
-Everything else is fine: a one-line refusal (FormatError...) or a decode to the declared size
-(possibly garbage: a range decoder cannot tell a flipped bit from data; see docs/FORMAT.md).
+Everything else is fine: a one-line refusal (FormatError...), a decode to the declared size
+(possibly garbage: a range decoder cannot tell a flipped bit from data; see docs/FORMAT.md),
+or `cut_off`: the codec's own range-decoding deadline stopped a spinning decode (guard.py)
+with one line, and the worker, whose codec then refuses to decode, is replaced as a server
+process would be.
 """
 
 import dataclasses
@@ -26,7 +29,7 @@ import numpy as np
 
 from hific_tf.serving import bitstream
 
-OUTCOMES = ("refused", "decoded", "crashes", "hangs", "over_limit", "mismatches")
+OUTCOMES = ("refused", "decoded", "cut_off", "crashes", "hangs", "over_limit", "mismatches")
 
 
 def _reseal(body):
@@ -46,7 +49,7 @@ def mutate(data, rng):
   body = bytearray(data[:-4])
   fixed, payload = _header_layout(data)
   kind = rng.choice(["bit_flips", "byte_run", "header_field", "truncate", "extend", "swap",
-                     "random_payload", "random_bytes"])
+                     "random_payload", "short_string", "random_bytes"])
   if kind == "bit_flips":
     for _ in range(int(rng.integers(1, 9))):
       position = int(rng.integers(payload, len(body)))
@@ -74,6 +77,16 @@ def mutate(data, rng):
                                                   z_length]
     body[fixed:payload] = bitstream._FIXED.pack(*fields[:6], z_length, y_length)  # pylint: disable=protected-access
     body[payload:] = z + y
+  elif kind == "short_string":
+    # A y or z string replaced by a few random bytes: the strings run out early, which is
+    # what makes tfc's escape decoding spin (guard.py).
+    fields = list(bitstream._FIXED.unpack(bytes(body[fixed:payload])))  # pylint: disable=protected-access
+    y = bytes(body[payload:payload + fields[6]])
+    z = bytes(body[payload + fields[6]:payload + fields[6] + fields[7]])
+    short = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+    y, z = (short, z) if rng.random() < 0.5 else (y, short)
+    fields[6], fields[7] = len(y), len(z)
+    body[fixed:] = bitstream._FIXED.pack(*fields) + y + z  # pylint: disable=protected-access
   elif kind == "random_payload":
     body[payload:] = rng.integers(0, 256, len(body) - payload, dtype=np.uint8).tobytes()
   else:
@@ -85,7 +98,7 @@ def _worker(model_dir, max_pixels, tasks, results):
   """Decodes cases until told to stop; reports (case, outcome, detail) for each."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from hific_tf.errors import HificError  # pylint: disable=g-import-not-at-top
-  from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
+  from hific_tf.serving import codec, guard  # pylint: disable=g-import-not-at-top
   model = codec.SavedModelCodec(model_dir, max_pixels=max_pixels)
   results.put(("ready", os.getpid(), ""))
   while True:
@@ -102,6 +115,9 @@ def _worker(model_dir, max_pixels, tasks, results):
                                    f"{hific_file.height}x{hific_file.width}"))
       else:
         results.put(("done", case, "decoded"))
+    except guard.DecodeDeadlineError as error:
+      results.put(("done", case, f"cut_off:{error}"))
+      return  # This process now holds a spinning kernel: the harness starts a fresh one.
     except HificError as error:
       results.put(("done", case, f"refused:{error}"))
     except Exception as error:  # pylint: disable=broad-except
@@ -190,6 +206,9 @@ def run(model_dir, seeds, cases, seed=0, workers=2, deadline=30., memory_mb=4096
         del busy[index]
         pool[index].done += 1
         name, _, detail = outcome.partition(":")
+        if name == "cut_off":  # The worker has exited; replace it.
+          pool[index].process.join(30)
+          pool[index] = start_worker()
         counts[name] += 1
         kind = data_of.pop(case)[1]
         kinds.setdefault(kind, dict.fromkeys(OUTCOMES, 0))[name] += 1

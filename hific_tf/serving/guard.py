@@ -1,0 +1,60 @@
+"""A deadline around range decoding, the one step whose time a crafted file can stretch.
+
+tensorflow-compression's range decoder codes values outside a table's range with an escape
+symbol followed by an Elias-gamma code, and reads zeros once a string is used up. Its loop
+`while (DecodeLinearly(...) == 0) ++n;` (cc/kernels/range_coder_kernels.cc, OverflowDecode)
+therefore never ends when a string runs out right after an escape: a 77-byte .hific file whose
+z string is the single byte 0x3e spins a CPU core forever (tests/test_fuzz.py keeps it). The
+loop is inside tfc's C++ kernel, which we cannot patch, and a running TensorFlow kernel cannot
+be cancelled. So the bound is structural: range decoding runs in its own thread and the caller
+stops waiting at a deadline proportional to the number of symbols (an honest decode runs at
+tens of millions of symbols per second). The stuck kernel keeps its thread; the codec then
+refuses further decoding, and the CLI and `hific serve` exit or report unhealthy so that the
+process is replaced (docs/SECURITY.md).
+
+Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020, is the model these
+files come from; the range coder is tfc's.
+"""
+
+import threading
+
+from hific_tf.serving import bitstream
+
+# Seconds: BASE plus PER_SYMBOL for each symbol the header declares. At the 50 M pixel limit
+# a hific-lo file has about 43 M symbols: a 53 s budget for a decode of about 2 s.
+BASE_SECONDS = 10.
+PER_SYMBOL_SECONDS = 1e-6
+
+
+class DecodeDeadlineError(bitstream.FormatError):
+  """Range decoding outlived its deadline: a crafted or damaged payload."""
+
+
+class DecoderPoisonedError(bitstream.FormatError):
+  """An earlier deadline left a decoding kernel running; this process should be replaced."""
+
+
+def deadline_for(symbols):
+  return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols
+
+
+def call_with_deadline(function, seconds):
+  """function() in a daemon thread; its result, its exception, or DecodeDeadlineError."""
+  outcome = {}
+  finished = threading.Event()
+
+  def run():
+    try:
+      outcome["value"] = function()
+    except BaseException as error:  # pylint: disable=broad-except
+      outcome["error"] = error
+    finally:
+      finished.set()
+
+  threading.Thread(target=run, name="hific-range-decode", daemon=True).start()
+  if not finished.wait(seconds):
+    raise DecodeDeadlineError(
+        f"corrupt .hific payload (range decoding did not finish within {seconds:.0f} s)")
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
