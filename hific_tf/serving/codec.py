@@ -62,10 +62,9 @@ class CodecModule(tf.Module):
     # chooses what is saved (no discriminator, no LPIPS, no optimizer state).
     self.compress = model.compress
     self.decompress = model.decompress
-    # The same in pieces: range decoding apart (it runs under a deadline), the tiled path for
-    # large images, and the rate estimate on request.
+    # The same in pieces, for the tiled path of large images, and the rate estimate.
     for name in ("estimate_bits", "pad_image", "analysis_window", "compress_latents",
-                 "decompress_latents", "synthesis", "synthesis_trunk", "synthesis_window"):
+                 "decompress_latents", "synthesis_trunk", "synthesis_window"):
       setattr(self, name, getattr(model, name))
 
 
@@ -164,7 +163,7 @@ class SavedModelCodec:
     self.latent_downsampling = int(self.info.get("latent_downsampling",
                                                  bitstream.DEFAULT_LATENT_DOWNSAMPLING))
     # SavedModels exported before tiling existed have no pieces: they decode whole.
-    self.can_tile = hasattr(self.module, "synthesis")
+    self.can_tile = hasattr(self.module, "synthesis_window")
     config = self.info.get("config", {})
     self.latent_channels = int(config.get("latent_channels", 0))
     self.hyper_channels = int(config.get("hyper_filters", 0))
@@ -235,33 +234,33 @@ class SavedModelCodec:
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
     hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
     bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
-    if not self.can_tile:  # Exported before the pieces existed: one call, no deadline.
-      return self._call_range_decoder(lambda: self.module.decompress(
-          tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
-          tf.constant([hific_file.height, hific_file.width], tf.int32),
-          tf.constant(hific_file.y_shape, tf.int32),
-          tf.constant(hific_file.z_shape, tf.int32))["image"]).numpy()
     if self.poisoned:
       raise guard.DecoderPoisonedError(
           "decoding is disabled in this process: an earlier crafted file left tfc's range "
           "decoder running (restart the process)")
     symbols = (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
                hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+    core = self._tile_latents(hific_file.height, hific_file.width)
+    strings = (tf.constant(hific_file.y_string), tf.constant(hific_file.z_string))
+    shapes = (tf.constant(hific_file.y_shape, tf.int32),
+              tf.constant(hific_file.z_shape, tf.int32))
     try:
-      y_hat = guard.call_with_deadline(lambda: self._call_range_decoder(
-          lambda: self.module.decompress_latents(
-              tf.constant(hific_file.y_string), tf.constant(hific_file.z_string),
-              tf.constant(hific_file.y_shape, tf.int32),
-              tf.constant(hific_file.z_shape, tf.int32))["y_hat"]),
-                                       guard.deadline_for(symbols))
+      if core is None:
+        # One call, range decoding and generator together: the graph every earlier version
+        # decoded with, so that files decode to the same pixels as they always did.
+        image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+        return guard.call_with_deadline(
+            lambda: self._call_range_decoder(
+                lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]),
+            guard.deadline_for(symbols, hific_file.height * hific_file.width)).numpy()
+      y_hat = guard.call_with_deadline(
+          lambda: self._call_range_decoder(
+              lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]),
+          guard.deadline_for(symbols))
     except guard.DecodeDeadlineError:
       self.poisoned = True
       raise
-    core = self._tile_latents(hific_file.height, hific_file.width)
-    if core is not None:
-      return self._synthesize_tiled(y_hat, hific_file, core)
-    image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
-    return self.module.synthesis(y_hat, image_shape)["image"].numpy()
+    return self._synthesize_tiled(y_hat, hific_file, core)
 
   @staticmethod
   def _call_range_decoder(function):

@@ -20,10 +20,13 @@ import threading
 
 from hific_tf.serving import bitstream
 
-# Seconds: BASE plus PER_SYMBOL for each symbol the header declares. At the 50 M pixel limit
-# a hific-lo file has about 43 M symbols: a 53 s budget for a decode of about 2 s.
+# Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
+# tens of millions of symbols per second), plus PER_PIXEL when the same call also runs the
+# generator (whole-image decoding, at most 1 MP unless tiling is switched off; hific-lo's
+# generator takes about 4 us per pixel here in float32).
 BASE_SECONDS = 10.
 PER_SYMBOL_SECONDS = 1e-6
+PER_PIXEL_SECONDS = 20e-6
 
 
 class DecodeDeadlineError(bitstream.FormatError):
@@ -34,8 +37,8 @@ class DecoderPoisonedError(bitstream.FormatError):
   """An earlier deadline left a decoding kernel running; this process should be replaced."""
 
 
-def deadline_for(symbols):
-  return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols
+def deadline_for(symbols, pixels=0):
+  return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols + PER_PIXEL_SECONDS * pixels
 
 
 def call_with_deadline(function, seconds):

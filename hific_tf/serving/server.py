@@ -4,7 +4,8 @@ One codec per server: a bundled codec, a full SavedModel or a `--serving` SavedM
 the range coding runs here and the transforms in the loaded stock-op model). The endpoints:
 
   GET  /                the comparison page (hific_tf/serving/web: plain HTML, CSS and JS)
-  GET  /health          {"status": "ok", "model": ..., "fingerprint": ...}
+  GET  /health          {"status": "ok", "model": ..., "fingerprint": ...}; 503 "degraded"
+                        once a crafted file left a range decoder spinning (serving/guard.py)
   POST /compress        image bytes -> .hific bytes
   POST /decompress      .hific bytes -> PNG bytes
   POST /compare         image bytes -> JSON: HiFiC, JPEG and AVIF at the same file size,
@@ -27,7 +28,7 @@ import threading
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError
 from hific_tf.evaluation import classical, metrics
-from hific_tf.serving import bitstream
+from hific_tf.serving import bitstream, guard
 
 WEB_DIR = pathlib.Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_BYTES = 32 << 20
@@ -95,7 +96,10 @@ class CodecService:
             "hific_file": base64.b64encode(hific_bytes).decode()}
 
   def health(self):
-    return {"status": "ok", "model": self.codec.config_name,
+    # "degraded": a crafted file left a range-decoding kernel spinning (guard.py); the codec
+    # refuses to decode and the process should be replaced (503 tells a supervisor so).
+    status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
+    return {"status": status, "model": self.codec.config_name,
             "fingerprint": self.codec.fingerprint.hex()}
 
 
@@ -128,6 +132,10 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
   async def too_large(request, error):
     return JSONResponse({"error": str(error)}, status_code=413)
 
+  @app.exception_handler(guard.DecoderPoisonedError)
+  async def poisoned(request, error):
+    return JSONResponse({"error": str(error)}, status_code=503)
+
   @app.exception_handler(HificError)
   async def bad_input(request, error):
     # Every input error of the library is a HificError with a one-line message.
@@ -135,7 +143,8 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
 
   @app.get("/health")
   def health():
-    return service.health()
+    report = service.health()
+    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
   @app.post("/compress")
   async def compress(request: Request):

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.serving import bitstream
+from hific_tf.serving import guard
 
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
@@ -175,6 +176,7 @@ class SplitCodec:
     self.latent_channels = int(self.info["config"]["latent_channels"])
     self.hyper_channels = int(self.info["config"]["hyper_filters"])
     self.max_pixels = max_pixels
+    self.poisoned = False  # Set when a range decode outlived its deadline (guard.py).
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
@@ -194,11 +196,25 @@ class SplitCodec:
     hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
                         self.info.get("latent_downsampling", 16))
     bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
-    try:
+    if self.poisoned:
+      raise guard.DecoderPoisonedError(
+          "decoding is disabled in this process: an earlier crafted file left tfc's range "
+          "decoder running (restart the process)")
+    symbols = (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
+               hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+
+    def range_decode():
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
                                          self.hyper_channels)
       indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape))
-      y_symbols = self.coder.decode_latent(hific_file.y_string, indexes["scale_indexes"])
+      return z_symbols, self.coder.decode_latent(hific_file.y_string,
+                                                 indexes["scale_indexes"])
+    try:
+      z_symbols, y_symbols = guard.call_with_deadline(range_decode,
+                                                      guard.deadline_for(symbols))
+    except guard.DecodeDeadlineError:
+      self.poisoned = True
+      raise
     except tf.errors.InvalidArgumentError:
       raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
                                   "latent strings)") from None

@@ -336,12 +336,6 @@ class HiFiC(tf.keras.Model):
     return {"y_hat": self.hyperprior.decompress(y_string[None], z_string[None], y_shape,
                                                 z_shape)}
 
-  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
-                                tf.TensorSpec([2], tf.int32)])
-  def synthesis(self, y_hat, image_shape):
-    """`decompress` from y_hat on, for the whole image."""
-    return {"image": self.synthesize(y_hat, image_shape)}
-
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
   def synthesis_trunk(self, y_hat):
     """G's 1/16-resolution trunk (float32 out; a bfloat16 trunk's values convert exactly)."""
