@@ -137,7 +137,7 @@ def tile_windows(length, core, halo):
   return spans
 
 
-class SavedModelCodec:
+class SavedModelCodec(guard.GuardedDecoder):
   """A loaded codec SavedModel, turning images into `HificFile`s and back.
 
   `tile` (pixels, a multiple of 16) sets the window of the tiled path: None picks it from the
@@ -167,7 +167,6 @@ class SavedModelCodec:
     config = self.info.get("config", {})
     self.latent_channels = int(config.get("latent_channels", 0))
     self.hyper_channels = int(config.get("hyper_filters", 0))
-    self.poisoned = False  # Set when a range decode outlived its deadline.
 
   def _tile_latents(self, height, width):
     """Core tile side in latents for this image size, or None for the whole-image path."""
@@ -232,34 +231,23 @@ class SavedModelCodec:
 
   def decompress(self, hific_file):
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
-    hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
-    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
-    if self.poisoned:
-      raise guard.DecoderPoisonedError(
-          "decoding is disabled in this process: an earlier crafted file left tfc's range "
-          "decoder running (restart the process)")
-    symbols = (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
-               hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+    symbols = self._admit(hific_file)
     core = self._tile_latents(hific_file.height, hific_file.width)
     strings = (tf.constant(hific_file.y_string), tf.constant(hific_file.z_string))
     shapes = (tf.constant(hific_file.y_shape, tf.int32),
               tf.constant(hific_file.z_shape, tf.int32))
-    try:
-      if core is None:
-        # One call, range decoding and generator together: the graph every earlier version
-        # decoded with, so that files decode to the same pixels as they always did.
-        image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
-        return guard.call_with_deadline(
-            lambda: self._call_range_decoder(
-                lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]),
-            guard.deadline_for(symbols, hific_file.height * hific_file.width)).numpy()
-      y_hat = guard.call_with_deadline(
+    if core is None:
+      # One call, range decoding and generator together: the graph every earlier version
+      # decoded with, so that files decode to the same pixels as they always did.
+      image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+      return self._with_deadline(
           lambda: self._call_range_decoder(
-              lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]),
-          guard.deadline_for(symbols))
-    except guard.DecodeDeadlineError:
-      self.poisoned = True
-      raise
+              lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]),
+          guard.deadline_for(symbols, hific_file.height * hific_file.width)).numpy()
+    y_hat = self._with_deadline(
+        lambda: self._call_range_decoder(
+            lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]),
+        guard.deadline_for(symbols))
     return self._synthesize_tiled(y_hat, hific_file, core)
 
   @staticmethod

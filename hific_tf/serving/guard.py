@@ -61,3 +61,31 @@ def call_with_deadline(function, seconds):
   if "error" in outcome:
     raise outcome["error"]
   return outcome["value"]
+
+
+class GuardedDecoder:
+  """What both codec clients do before and around range decoding (mixed into each).
+
+  Needs `max_pixels`, `pad_multiple`, `latent_downsampling`, `fingerprint`, `config_name`,
+  `latent_channels` and `hyper_channels` on the instance.
+  """
+
+  poisoned = False  # Set once a range decode outlived its deadline.
+
+  def _admit(self, hific_file):
+    """Header checks, then the number of symbols the header declares (for the deadline)."""
+    hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
+    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    if self.poisoned:
+      raise DecoderPoisonedError(
+          "decoding is disabled in this process: an earlier crafted file left tfc's range "
+          "decoder running (restart the process)")
+    return (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
+            hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+
+  def _with_deadline(self, function, seconds):
+    try:
+      return call_with_deadline(function, seconds)
+    except DecodeDeadlineError:
+      self.poisoned = True
+      raise

@@ -156,7 +156,7 @@ class RangeCoder:
                                   "latent strings)")
 
 
-class SplitCodec:
+class SplitCodec(guard.GuardedDecoder):
   """Client of a `--serving` SavedModel: the same `.hific` files as `SavedModelCodec`.
 
   The transforms run in this process through the loaded SavedModel; a deployment that puts
@@ -176,7 +176,9 @@ class SplitCodec:
     self.latent_channels = int(self.info["config"]["latent_channels"])
     self.hyper_channels = int(self.info["config"]["hyper_filters"])
     self.max_pixels = max_pixels
-    self.poisoned = False  # Set when a range decode outlived its deadline (guard.py).
+    self.pad_multiple = int(self.info.get("pad_multiple", bitstream.DEFAULT_PAD_MULTIPLE))
+    self.latent_downsampling = int(self.info.get("latent_downsampling",
+                                                 bitstream.DEFAULT_LATENT_DOWNSAMPLING))
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
@@ -193,15 +195,7 @@ class SplitCodec:
 
   def decompress(self, hific_file):
     """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
-    hific_file.validate(self.max_pixels, self.info.get("pad_multiple", 64),
-                        self.info.get("latent_downsampling", 16))
-    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
-    if self.poisoned:
-      raise guard.DecoderPoisonedError(
-          "decoding is disabled in this process: an earlier crafted file left tfc's range "
-          "decoder running (restart the process)")
-    symbols = (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
-               hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
+    symbols = self._admit(hific_file)
 
     def range_decode():
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
@@ -210,11 +204,7 @@ class SplitCodec:
       return z_symbols, self.coder.decode_latent(hific_file.y_string,
                                                  indexes["scale_indexes"])
     try:
-      z_symbols, y_symbols = guard.call_with_deadline(range_decode,
-                                                      guard.deadline_for(symbols))
-    except guard.DecodeDeadlineError:
-      self.poisoned = True
-      raise
+      z_symbols, y_symbols = self._with_deadline(range_decode, guard.deadline_for(symbols))
     except tf.errors.InvalidArgumentError:
       raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
                                   "latent strings)") from None
