@@ -136,8 +136,8 @@ def main():
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; times are the best of "
         f"{args.repeats}; floor = the generator's convs alone with constant weights")
-  print(f"{'model':<12}{'G':<6}{'path':<7}{'size':>10}{'enc ms':>9}{'dec ms':>9}"
-        f"{'floor ms':>9}{'dec/floor':>10}{'bpp':>7}")
+  print(f"{'model':<12}{'E+G':<6}{'path':<7}{'size':>10}{'enc ms':>9}{'+est ms':>9}"
+        f"{'dec ms':>9}{'floor ms':>9}{'dec/floor':>10}{'bpp':>7}")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
@@ -163,14 +163,19 @@ def main():
                   hific_file.to_bytes())
             encode = timed(lambda: runner.compress(image), args.repeats)
             decode = timed(lambda: runner.decompress(hific_file), args.repeats)
+            # What `compress` cost before the estimate left it: compress plus estimate_bits.
+            with_estimate = (timed(lambda: runner.compress(image, with_estimate=True),
+                                   args.repeats) if path == "whole" else float("nan"))
             y_shape = [-(-side // 64) * 64 // 16 for side in (height, width)]
             floor = conv_floor(model, y_shape, floor_dtype, args.repeats)
             row = dict(model=name, generator=dtype, path=path, size=f"{width}x{height}",
                        encode_ms=encode * 1e3, decode_ms=decode * 1e3, floor_ms=floor * 1e3,
+                       encode_with_estimate_ms=with_estimate * 1e3,
                        bpp=hific_file.bits_per_pixel())
             rows.append(row)
             print(f"{name:<12}{dtype.replace('mixed_', '')[:5]:<6}{path:<7}"
-                  f"{row['size']:>10}{row['encode_ms']:>9.0f}{row['decode_ms']:>9.0f}"
+                  f"{row['size']:>10}{row['encode_ms']:>9.0f}"
+                  f"{row['encode_with_estimate_ms']:>9.0f}{row['decode_ms']:>9.0f}"
                   f"{row['floor_ms']:>9.0f}{decode / floor:>10.2f}{row['bpp']:>7.3f}")
         for width, height in rss_sizes:
           whole_file = pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific"
@@ -209,7 +214,7 @@ def main():
                  decode_ms=decode * 1e3,
                  bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
       rows.append(row)
-      print(f"{row['model']:<25}{row['size']:>10}{row['encode_ms']:>9.1f}"
+      print(f"{row['model']:<25}{row['size']:>10}{row['encode_ms']:>9.1f}{'':>9}"
             f"{row['decode_ms']:>9.1f}{'':>19}{row['bpp']:>7.3f}")
   if args.json:
     images.write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
