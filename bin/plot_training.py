@@ -46,18 +46,24 @@ def main():
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-  for axis, (name, label) in zip(axes, (("psnr", "PSNR (dB)"), ("lpips", "LPIPS (alex)"),
-                                        ("bpp_quantized", "bpp (rounded latents)"))):
+  panels = [("psnr", "PSNR (dB)"), ("lpips", "LPIPS (alex)"),
+            ("bpp_quantized", "bpp (rounded latents)")]
+  if "d_real" in series:  # Stage 2: how well D tells real from decoded.
+    panels.append(("d_real", "D(x), D(x') (sigmoid)"))
+  figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+  for axis, (name, label) in zip(axes, panels):
     steps = [(epoch + 1) * args.steps_per_epoch for epoch, _ in series[name]]
     axis.plot(steps, [v for _, v in series[name]], "o-", markersize=3)
     if name == "bpp_quantized":
       axis.plot(steps, [v for _, v in series["target_bpp"]], "--", label="target")
       axis.legend()
+    if name == "d_real":
+      axis.plot(steps, [v for _, v in series["d_fake"]], "o-", markersize=3)
+      axis.legend(["real", "decoded"])
     axis.set_xlabel("step")
     axis.set_ylabel(label)
     axis.grid(alpha=0.3)
-  figure.suptitle("training crops, mean over each 250-step epoch")
+  figure.suptitle(f"training crops, mean over each {args.steps_per_epoch}-step epoch")
   figure.tight_layout()
   buffer = io.BytesIO()
   figure.savefig(buffer, format="png", dpi=90)
