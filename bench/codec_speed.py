@@ -132,7 +132,7 @@ def main():
   from hific_tf.evaluation import classical
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec, zoo
-  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; times are the best of "
         f"{args.repeats}; floor = the generator's convs alone with constant weights")
