@@ -107,16 +107,17 @@ def _load_codec(model, max_pixels=None):
                               f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
 
 
-def _compress_model_name(args):
+def _compress_model_name(model, target_bpp=None):
+  """--model, else the bundled codec nearest --target_bpp, else the default bundled codec."""
   from hific_tf.serving import zoo
-  if args.model and args.target_bpp is not None:
+  if model and target_bpp is not None:
     raise UsageError("give --model or --target_bpp, not both")
-  if args.target_bpp is not None:
-    if args.target_bpp <= 0:
+  if target_bpp is not None:
+    if target_bpp <= 0:
       raise UsageError("--target_bpp must be positive")
-    return zoo.closest_to_rate(args.target_bpp)
-  if args.model:
-    return args.model
+    return zoo.closest_to_rate(target_bpp)
+  if model:
+    return model
   if zoo.DEFAULT_CODEC not in zoo.names():
     raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
   return zoo.DEFAULT_CODEC
@@ -125,7 +126,7 @@ def _compress_model_name(args):
 def compress(args):
   plan = _plan(args.input, args.output, images_lib.is_image_name, ".hific")
   _check_outputs(plan, args.force)
-  model = _load_codec(_compress_model_name(args))
+  model = _load_codec(_compress_model_name(args.model, args.target_bpp))
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
     hific_file, estimated_bits = model.compress(image, with_estimate=True) if args.verbose \
@@ -177,8 +178,7 @@ def serve(args):
   from hific_tf.serving import server
   if not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0:
     raise UsageError("--port must be 1-65535, --workers and --max_upload_mb positive")
-  args.target_bpp = None
-  codec = _load_codec(_compress_model_name(args), args.max_pixels)
+  codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers)
   app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
   server.serve(app, args.host, args.port, log=_log)

@@ -149,24 +149,16 @@ class SavedModelCodec(guard.GuardedDecoder):
   def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS, tile=None):
     try:
       self.module = tf.saved_model.load(str(directory))
-      self.info = json.loads(self.module.model_info.numpy().decode())
+      info = json.loads(self.module.model_info.numpy().decode())
     except (OSError, IOError, AttributeError, ValueError) as error:
       raise ValueError(f"{directory}: not a hific SavedModel ({error.__class__.__name__})")
-    self.fingerprint = bytes.fromhex(self.info["fingerprint"])
-    self.config_name = self.info["config_name"]
-    self.max_pixels = max_pixels
+    self._read_info(info, max_pixels)
     if tile is not None and (tile < 0 or tile % networks.DOWNSAMPLING_FACTOR):
       raise ValueError(f"tile must be 0 or a positive multiple of "
                        f"{networks.DOWNSAMPLING_FACTOR}, got {tile}")
     self.tile = tile
-    self.pad_multiple = int(self.info.get("pad_multiple", bitstream.DEFAULT_PAD_MULTIPLE))
-    self.latent_downsampling = int(self.info.get("latent_downsampling",
-                                                 bitstream.DEFAULT_LATENT_DOWNSAMPLING))
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
-    config = self.info.get("config", {})
-    self.latent_channels = int(config.get("latent_channels", 0))
-    self.hyper_channels = int(config.get("hyper_filters", 0))
 
   def _tile_latents(self, height, width):
     """Core tile side in latents for this image size, or None for the whole-image path."""
@@ -240,22 +232,10 @@ class SavedModelCodec(guard.GuardedDecoder):
       # One call, range decoding and generator together: the graph every earlier version
       # decoded with, so that files decode to the same pixels as they always did.
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
-      return self._with_deadline(
-          lambda: self._call_range_decoder(
-              lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]),
+      return self._range_decode(
+          lambda: self.module.decompress(*strings, image_shape, *shapes)["image"],
           guard.deadline_for(symbols, hific_file.height * hific_file.width)).numpy()
-    y_hat = self._with_deadline(
-        lambda: self._call_range_decoder(
-            lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]),
+    y_hat = self._range_decode(
+        lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"],
         guard.deadline_for(symbols))
     return self._synthesize_tiled(y_hat, hific_file, core)
-
-  @staticmethod
-  def _call_range_decoder(function):
-    try:
-      return function()
-    except tf.errors.InvalidArgumentError:
-      # tfc's range decoder checks that each string is consumed exactly; most damaged or
-      # crafted payloads fail that check.
-      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
-                                  "latent strings)") from None

@@ -18,6 +18,8 @@ files come from; the range coder is tfc's.
 
 import threading
 
+import tensorflow as tf
+
 from hific_tf.serving import bitstream
 
 # Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
@@ -35,6 +37,13 @@ class DecodeDeadlineError(bitstream.FormatError):
 
 class DecoderPoisonedError(bitstream.FormatError):
   """An earlier deadline left a decoding kernel running; this process should be replaced."""
+
+
+def rejected_payload_error():
+  """tfc's range decoder checks that each string is consumed exactly; most damaged or crafted
+  payloads fail that check, which is reported as this one line."""
+  return bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
+                               "latent strings)")
 
 
 def deadline_for(symbols, pixels=0):
@@ -64,13 +73,22 @@ def call_with_deadline(function, seconds):
 
 
 class GuardedDecoder:
-  """What both codec clients do before and around range decoding (mixed into each).
-
-  Needs `max_pixels`, `pad_multiple`, `latent_downsampling`, `fingerprint`, `config_name`,
-  `latent_channels` and `hyper_channels` on the instance.
-  """
+  """What both codec clients do before and around range decoding (mixed into each)."""
 
   poisoned = False  # Set once a range decode outlived its deadline.
+
+  def _read_info(self, info, max_pixels):
+    """The limits and geometry a header is checked against, from a SavedModel's model_info."""
+    self.info = info
+    self.max_pixels = max_pixels
+    self.fingerprint = bytes.fromhex(info["fingerprint"])
+    self.config_name = info["config_name"]
+    self.pad_multiple = int(info.get("pad_multiple", bitstream.DEFAULT_PAD_MULTIPLE))
+    self.latent_downsampling = int(info.get("latent_downsampling",
+                                            bitstream.DEFAULT_LATENT_DOWNSAMPLING))
+    config = info.get("config", {})
+    self.latent_channels = int(config.get("latent_channels", 0))
+    self.hyper_channels = int(config.get("hyper_filters", 0))
 
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""
@@ -83,9 +101,12 @@ class GuardedDecoder:
     return (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
             hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
 
-  def _with_deadline(self, function, seconds):
+  def _range_decode(self, function, seconds):
+    """function() under the deadline; a rejected string becomes one FormatError line."""
     try:
       return call_with_deadline(function, seconds)
     except DecodeDeadlineError:
       self.poisoned = True
       raise
+    except tf.errors.InvalidArgumentError:
+      raise rejected_payload_error() from None

@@ -14,8 +14,8 @@ The range coder's tables travel inside it as plain variables (`z_cdf`, `y_cdf`, 
 with `tf.train.load_checkpoint`. `SplitCodec` is the client: it runs (or asks a server for) the
 transforms and codes the symbols with tfc's range coder and exactly those tables. Its `.hific`
 files are byte-identical to the full SavedModel's for the same model (tested), because both
-sides compute the symbols with the same ops on the same weights (`Hyperprior.side_symbols`
-mirrors tfc's compress op for op).
+sides compute the symbols with the same ops on the same weights (`TransformsModule.analysis`
+and `Hyperprior.latent_coding_parameters` mirror tfc's compress op for op).
 
 Model: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
 """
@@ -152,8 +152,7 @@ class RangeCoder:
   @staticmethod
   def _check(sanity):
     if not bool(np.all(sanity.numpy())):
-      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
-                                  "latent strings)")
+      raise guard.rejected_payload_error()
 
 
 class SplitCodec(guard.GuardedDecoder):
@@ -165,20 +164,13 @@ class SplitCodec(guard.GuardedDecoder):
 
   def __init__(self, directory, max_pixels=bitstream.DEFAULT_MAX_PIXELS):
     try:
-      self.info = json.loads(read_variable(directory, "model_info").decode())
+      info = json.loads(read_variable(directory, "model_info").decode())
       self.coder = RangeCoder({name: read_variable(directory, name) for name in TABLE_NAMES})
       self.module = tf.saved_model.load(str(directory))
     except (OSError, ValueError, tf.errors.OpError) as error:
       raise ValueError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
-    self.fingerprint = bytes.fromhex(self.info["fingerprint"])
-    self.config_name = self.info["config_name"]
-    self.latent_channels = int(self.info["config"]["latent_channels"])
-    self.hyper_channels = int(self.info["config"]["hyper_filters"])
-    self.max_pixels = max_pixels
-    self.pad_multiple = int(self.info.get("pad_multiple", bitstream.DEFAULT_PAD_MULTIPLE))
-    self.latent_downsampling = int(self.info.get("latent_downsampling",
-                                                 bitstream.DEFAULT_LATENT_DOWNSAMPLING))
+    self._read_info(info, max_pixels)
 
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
@@ -203,11 +195,7 @@ class SplitCodec(guard.GuardedDecoder):
       indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape))
       return z_symbols, self.coder.decode_latent(hific_file.y_string,
                                                  indexes["scale_indexes"])
-    try:
-      z_symbols, y_symbols = self._with_deadline(range_decode, guard.deadline_for(symbols))
-    except tf.errors.InvalidArgumentError:
-      raise bitstream.FormatError("corrupt .hific payload (the range decoder rejected the "
-                                  "latent strings)") from None
+    z_symbols, y_symbols = self._range_decode(range_decode, guard.deadline_for(symbols))
     out = self.module.synthesis(z_symbols, y_symbols,
                                 tf.constant([hific_file.height, hific_file.width], tf.int32))
     return out["image"].numpy()

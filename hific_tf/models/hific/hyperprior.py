@@ -191,19 +191,8 @@ class Hyperprior(tf.keras.layers.Layer):
                             z_bits_quantized)
 
   # --- The coder's integer view, in stock TensorFlow ops (for the split serving codec). ----
-  # These reproduce, op for op, what tfc's compress and decompress compute around the range
-  # coder, so a server without tfc's ops and a client with them write the same bytes.
-
-  def side_symbols(self, y):
-    """z's integer symbols, round(z - quantization offset): what `side_coder` codes."""
-    self._require_coders()
-    z = self.analysis(y)
-    return tf.cast(tf.round(z - self.side_coder.quantization_offset), tf.int32)
-
-  def side_values(self, side_symbols):
-    """z_hat from its symbols, as `side_coder.decompress` returns it."""
-    self._require_coders()
-    return tf.cast(side_symbols, tf.float32) + self.side_coder.quantization_offset
+  # These reproduce what tfc's compress and decompress compute around the range coder, so a
+  # server without tfc's ops and a client with them write the same bytes.
 
   def latent_coding_parameters(self, z_hat, y_shape):
     """(loc, int32 scale indexes) of y, clipped to the table as tfc's indexed model clips."""
