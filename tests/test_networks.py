@@ -89,6 +89,9 @@ def test_parameter_counts_of_the_paper_model():
 
 
 def test_spectral_conv_has_unit_spectral_norm_and_updates_only_in_training():
+  # Seeded: with an unlucky random kernel whose top two singular values are close, 30 power
+  # iterations do not reach 1e-3 (seen once in about 30 unseeded runs).
+  tf.keras.utils.set_random_seed(0)
   layer = SpectralConv2D(8, 3)
   x = tf.random.normal([1, 8, 8, 4])
   layer(x)
