@@ -29,7 +29,10 @@ class Config:
   `beta_gan` the generator's non-saturating GAN loss. `entropy_learning_rate` (default: the
   `learning_rate`) drives the factorized prior on z: tfc's prior starts about ten times too
   wide, and at 2e-4 it needs ~10k steps to fit, so a short run pays ~1.5 bits per z symbol
-  (docs/MODELS.md); the official 1M-step recipe never notices.
+  (docs/MODELS.md); the official 1M-step recipe never notices. `crop_target_bpp` (default:
+  `target_bpp`) is the r_t that training applies to its crops: whole photos cost more bits per
+  pixel than 256² crops (small-lo: 0.155 against about 0.12), so a codec meant to land whole
+  photos on `target_bpp` trains against a lower crop target.
   """
   name: str
   stage: str
@@ -60,6 +63,12 @@ class Config:
   num_steps: int
   description: str = ""
   entropy_learning_rate: float | None = None
+  crop_target_bpp: float | None = None
+
+  @property
+  def training_target_bpp(self):
+    """r_t of the rate loss on training crops."""
+    return self.target_bpp if self.crop_target_bpp is None else self.crop_target_bpp
 
   @property
   def use_gan(self):

@@ -90,8 +90,9 @@ def test_bad_model_names_and_foreign_files_are_one_line_errors(cache_env, tmp_pa
   assert done.returncode == 2
 
 
-def test_weights_round_trip_through_float16(tmp_path):
-  """save_weights/load_weights keep every tensor, in order, and the fingerprint follows."""
+def test_weights_round_trip_through_narrow_storage(tmp_path):
+  """save_weights/load_weights keep every tensor in order: large kernels as int8 within half
+  a step of their per-channel scale, the rest as float16; the fingerprint follows."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec
@@ -103,10 +104,31 @@ def test_weights_round_trip_through_float16(tmp_path):
     variable.assign(variable + 0.5)
   assert codec.weights_fingerprint(first) != codec.weights_fingerprint(second)
   zoo.load_weights(second, tmp_path / "w.npz")
-  for (_, a), (_, b) in zip(first.codec_variables(), second.codec_variables()):
-    np.testing.assert_array_equal(a.numpy().astype(np.float16), b.numpy())
+  narrow = 0
   with np.load(tmp_path / "w.npz") as stored:
-    assert all(stored[k].dtype == np.float16 for k in stored.files)
-  card_path = zoo.BUNDLED_DIR / zoo.DEFAULT_CODEC / "card.json"
-  assert json.loads(card_path.read_text())["fingerprint"]
-  assert pathlib.Path(zoo.BUNDLED_DIR).is_dir()
+    for (key, a), (_, b) in zip(first.codec_variables(), second.codec_variables()):
+      original, loaded = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+      if stored[key].dtype == np.int8:
+        narrow += 1
+        step = np.abs(original).max(axis=tuple(range(original.ndim - 1))) / 127.
+        assert np.all(np.abs(loaded - original) <= step / 2 * (1 + 1e-4)), key  # float32 rounding
+      else:
+        assert stored[key].dtype == np.float16, key
+        np.testing.assert_array_equal(original.astype(np.float16), loaded)
+  assert narrow >= 4  # The large kernels of E and G went to int8.
+  third = HiFiC(config).build_all()
+  zoo.load_weights(third, tmp_path / "w.npz")
+  assert codec.weights_fingerprint(second) == codec.weights_fingerprint(third)
+
+
+def test_quantize_int8_against_float64_reference():
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=(3, 3, 16, 8)).astype(np.float32) * rng.uniform(0.01, 2., 8)
+  values[..., 3] = 0.  # An all-zero channel must not divide by zero.
+  codes, scale = zoo.quantize_int8(values)
+  reference_scale = np.abs(values.astype(np.float64)).max(axis=(0, 1, 2)) / 127.
+  nonzero = reference_scale > 0
+  np.testing.assert_allclose(scale[nonzero], reference_scale[nonzero], rtol=1e-6)
+  assert codes.dtype == np.int8 and np.abs(codes).max() == 127 and not codes[..., 3].any()
+  error = np.abs(zoo.dequantize_int8(codes, scale) - values.astype(np.float64))
+  assert np.all(error <= reference_scale / 2 * (1 + 1e-4))  # float32 rounding

@@ -31,7 +31,7 @@ _GAN_METRICS = ("g_loss", "d_loss", "d_real", "d_fake")
 def schedules(config: Config, step):
   """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`."""
   warm = tf.cast(step, tf.int64) < config.warmup_steps
-  target = config.target_bpp * tf.where(warm, config.warmup_target_factor, 1.)
+  target = config.training_target_bpp * tf.where(warm, config.warmup_target_factor, 1.)
   lambda_factor = tf.where(warm, config.warmup_lambda_factor, 1.)
   return target, lambda_factor, learning_rate_schedule(config)(step)
 
