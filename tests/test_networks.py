@@ -7,7 +7,7 @@ import tensorflow as tf
 from hific_tf.cli import commands
 from hific_tf import configs
 from hific_tf.models.hific import networks
-from hific_tf.models.hific.layers import ChannelNorm, SpectralConv2D
+from hific_tf.models.hific.layers import ChannelNorm, SpectralConv2D, SubpixelConv2DTranspose
 from hific_tf.models.hific.model import HiFiC
 
 
@@ -111,3 +111,38 @@ def test_bfloat16_generator_runs_every_sublayer_in_bfloat16():
             if isinstance(layer, (tf.keras.layers.Conv2D, ChannelNorm))]
   assert len(layers) == 1 + 2 + 2 * 2 * 2 + 4 * 2 + 1  # Head, 2 blocks, tail.
   assert {layer.compute_dtype for layer in layers} == {"bfloat16"}
+
+
+def _transposed_conv_reference(x, kernel, bias):
+  """3x3 stride-2 'same' transposed conv in float64 numpy: out[2i + t] += x[i] k[t]."""
+  batch, height, width, _ = x.shape
+  out = np.zeros([batch, 2 * height + 2, 2 * width + 2, kernel.shape[2]])
+  for ty in range(3):
+    for tx in range(3):
+      out[:, ty:ty + 2 * height:2, tx:tx + 2 * width:2] += x @ kernel[ty, tx].T
+  return out[:, :2 * height, :2 * width] + bias
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6, 4), (1, 1, 1, 3, 2), (1, 8, 3, 16, 8)])
+def test_subpixel_transposed_conv_equals_keras_and_float64(shape):
+  batch, height, width, cin, cout = shape
+  x = tf.random.stateless_normal([batch, height, width, cin], [3, 4])
+  keras_layer = tf.keras.layers.Conv2DTranspose(cout, 3, strides=2, padding="same",
+                                                bias_initializer="random_normal")
+  keras_layer(x)
+  ours = SubpixelConv2DTranspose(cout)
+  ours(x)
+  ours.set_weights(keras_layer.get_weights())
+  kernel, bias = (w.astype(np.float64) for w in keras_layer.get_weights())
+  reference = _transposed_conv_reference(x.numpy().astype(np.float64), kernel, bias)
+  results = []
+  for layer in (keras_layer, ours):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      loss = tf.reduce_sum(y * tf.sin(y))
+    results.append([y] + tape.gradient(loss, [x] + layer.trainable_variables))
+  np.testing.assert_allclose(results[1][0], reference, atol=1e-5)
+  np.testing.assert_allclose(results[0][0], reference, atol=1e-5)
+  for a, b in zip(*results):  # Output, input gradient, kernel and bias gradients.
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-4)
