@@ -18,7 +18,7 @@ REFERENCE_DIR = REPO / "tests" / "data" / "reference"  # Copied from the team or
 TRAIN_STEPS = 30
 
 
-def run_hific(*args, env=None, check=True, timeout=900):
+def run_hific(*args, env=None, check=True, timeout=1800):
   """Runs `hific ARGS` in a fresh process; returns the CompletedProcess."""
   command = [sys.executable, "-m", "hific_tf.cli", *map(str, args)]
   full_env = dict(os.environ, **(env or {}))

@@ -34,6 +34,13 @@ def test_schedules_follow_the_paper():
   assert float(lr) == pytest.approx(1e-5)
 
 
+def test_crop_target_steers_training_and_leaves_the_rung_target():
+  config = configs.get_config("hific-lo").replace(crop_target_bpp=0.1, warmup_steps=0)
+  target, _, _ = schedules(config, tf.constant(10, tf.int64))
+  assert float(target) == pytest.approx(0.1) and config.target_bpp == 0.14
+  assert configs.get_config("hific-lo").training_target_bpp == 0.14  # Default: the same.
+
+
 def _values(variables):
   return [v.numpy().copy() for v in variables]
 
