@@ -117,7 +117,8 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
         np.testing.assert_array_equal(original.astype(np.float16), loaded)
   assert narrow >= 4  # The large kernels of E and G went to int8.
   third = HiFiC(config).build_all()
-  zoo.load_weights(third, tmp_path / "w.npz")
+  from hific_tf.training import train
+  train.restore_codec(third, str(tmp_path / "w.npz"))  # --init_from a weights file.
   assert codec.weights_fingerprint(second) == codec.weights_fingerprint(third)
 
 
@@ -132,3 +133,16 @@ def test_quantize_int8_against_float64_reference():
   assert codes.dtype == np.int8 and np.abs(codes).max() == 127 and not codes[..., 3].any()
   error = np.abs(zoo.dequantize_int8(codes, scale) - values.astype(np.float64))
   assert np.all(error <= reference_scale / 2 * (1 + 1e-4))  # float32 rounding
+
+
+@pytest.mark.parametrize("weights", sorted((REPO / "checkpoints").glob("*.npz")),
+                         ids=lambda path: path.stem)
+def test_committed_resume_points_load_into_their_config(weights):
+  """A rung still in training resumes from checkpoints/NAME.npz: it must fit its config."""
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.serving import codec
+  card = json.loads(weights.with_suffix(".card.json").read_text())
+  model = HiFiC(configs.get_config(card["config"]).replace(stage="mselpips")).build_all()
+  zoo.load_weights(model, weights)
+  assert codec.weights_fingerprint(model).hex() == card["fingerprint"]

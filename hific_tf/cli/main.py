@@ -61,7 +61,7 @@ def build_parser():
   p.add_argument("--val_glob", help="Photos for validation after each checkpoint.")
   p.add_argument("--steps", type=int, help="Generator steps (default: the config's).")
   p.add_argument("--init_from",
-                 help="Stage-1 model_dir, or a bundled codec name, to start from.")
+                 help="Stage-1 model_dir, a bundled codec name or a weights .npz to start from.")
   p.add_argument("--batch_size", type=int, help="Global batch (default: the config's).")
   p.add_argument("--crop_size", type=int, help="Crop side in pixels (default: the config's).")
   p.add_argument("--checkpoint_every", type=int, default=1000,

@@ -54,14 +54,18 @@ def restore_codec(model, source):
   """Loads E, G and the hyperprior into `model` from a model_dir or a bundled codec's name.
 
   A bundled codec's float16 weights are the committed state of the shipped models' training,
-  so `--init_from small-lo` continues from what is in the repository (the optimizer restarts).
+  so `--init_from small-lo` continues from what is in the repository (the optimizer restarts);
+  a weights file in that format (checkpoints/NAME.npz: a rung still in training) works too.
   """
   if not pathlib.Path(source).is_dir():
     from hific_tf.serving import zoo  # pylint: disable=g-import-not-at-top
+    if str(source).endswith(".npz") and pathlib.Path(source).is_file():
+      zoo.load_weights(model, source)  # A committed resume point (checkpoints/*.npz).
+      return
     if source in zoo.names():
       zoo.load_weights(model, zoo.BUNDLED_DIR / source / "weights.npz")
       return
-    raise TrainError(f"--init_from {source}: neither a model_dir nor a bundled codec "
+    raise TrainError(f"--init_from {source}: not a model_dir, a weights .npz or a bundled codec "
                      f"({', '.join(zoo.names()) or 'none bundled'})")
   codec_checkpoint(model, with_discriminator=False).restore(
       latest_checkpoint(source)).expect_partial().assert_existing_objects_matched()
