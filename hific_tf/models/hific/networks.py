@@ -7,8 +7,7 @@ keep the topology; see docs/ARCHITECTURE.md for the numbers.
 
 import tensorflow as tf
 
-from hific_tf.models.hific.layers import (ChannelNorm, ResidualBlock, SpectralConv2D,
-                                         SubpixelConv2DTranspose, conv)
+from hific_tf.models.hific.layers import ChannelNorm, ResidualBlock, SpectralConv2D, conv
 
 NUM_DOWNSAMPLINGS = 4  # y lives at 1/16 of the image.
 DOWNSAMPLING_FACTOR = 2 ** NUM_DOWNSAMPLINGS
@@ -56,7 +55,8 @@ class Generator(tf.keras.layers.Layer):
         name="residual_blocks")
     tail = []
     for i in reversed(range(NUM_DOWNSAMPLINGS)):
-      tail += [SubpixelConv2DTranspose(num_filters_base * 2 ** i, **policy),
+      tail += [tf.keras.layers.Conv2DTranspose(num_filters_base * 2 ** i, 3, strides=2,
+                                               padding="same", **policy),
                ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
     tail.append(conv(3, 7, **policy))
     self.tail = tf.keras.Sequential(tail, name="tail")
