@@ -11,7 +11,6 @@ the generator's tail, their ratio, and the largest difference of their outputs.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -19,21 +18,12 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 tf.get_logger().setLevel("ERROR")  # One tf.function per layer is the point here.
 
+from codec_speed import timed  # pylint: disable=g-import-not-at-top  (bench/ is sys.path[0])
 from hific_tf import configs  # pylint: disable=g-import-not-at-top
 from hific_tf.models.hific import layers  # pylint: disable=g-import-not-at-top
 from hific_tf.models.hific import networks  # pylint: disable=g-import-not-at-top
 
 CONFIGS = {"hific-lo": "hific-lo", "small-lo": "small-hific-lo"}
-
-
-def best_time(function, repeats):
-  function()  # Tracing and oneDNN's first-call set-up.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    function()
-    times.append(time.perf_counter() - start)
-  return min(times) * 1e3
 
 
 def pair(in_channels, out_channels, height, width, dtype, seed=0):
@@ -57,8 +47,9 @@ def measure(layer, inputs, repeats):
       tape.watch(x)
       loss = tf.reduce_sum(tf.cast(layer(x), tf.float32))
     return tape.gradient(loss, [x] + layer.trainable_variables)
-  return (best_time(lambda: forward(inputs).numpy(), repeats),
-          best_time(lambda: [g.numpy() for g in train(inputs)], repeats),
+  # ms, best of `repeats` after one call for tracing and first-call set-up.
+  return (timed(lambda: forward(inputs).numpy(), repeats) * 1e3,
+          timed(lambda: [g.numpy() for g in train(inputs)], repeats) * 1e3,
           forward(inputs))
 
 

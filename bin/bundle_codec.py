@@ -1,8 +1,8 @@
-"""Turns a trained model_dir into a bundled codec: float16 weights, config and a measured card.
+"""Turns a trained model_dir into a bundled codec: stored weights, config and a measured card.
 
 The card's figures are measured here, on the held-out photos, through the real path a user
-takes (SavedModel built from the float16 weights, real .hific files): mean bpp of whole files,
-PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
+takes (SavedModel built from the stored int8/float16 weights, real .hific files): mean bpp of
+whole files, PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
 
 Usage:
   python bin/bundle_codec.py --model_dir RUN --name small-lo --heldout DATA/heldout \
@@ -72,7 +72,7 @@ def main():
   try:
     zoo.save_weights(trained, staging / "weights.npz")
     images_lib.write_atomic(staging / "config.json", config.to_json().encode())
-    # The shipped model is the float16 one: fingerprint and figures come from it.
+    # The shipped model is the one widened from storage: fingerprint and figures come from it.
     model = HiFiC(config.replace(stage="mselpips")).build_all()
     zoo.load_weights(model, staging / "weights.npz")
     fingerprint = codec_lib.weights_fingerprint(model).hex()

@@ -53,7 +53,7 @@ def latest_checkpoint(model_dir):
 def restore_codec(model, source):
   """Loads E, G and the hyperprior into `model` from a model_dir or a bundled codec's name.
 
-  A bundled codec's float16 weights are the committed state of the shipped models' training,
+  A bundled codec's stored weights (int8 kernels, float16 rest) are the committed state of the shipped models' training,
   so `--init_from small-lo` continues from what is in the repository (the optimizer restarts);
   a weights file in that format (checkpoints/NAME.npz: a rung still in training) works too.
   """
