@@ -4,9 +4,14 @@ The card's figures are measured here, on the held-out photos, through the real p
 takes (SavedModel built from the stored int8/float16 weights, real .hific files): mean bpp of
 whole files, PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
 
+A stage-2 run's D is stored beside the weights (weights.discriminator.npz), so that
+`hific train --init_from NAME` continues the GAN. With --resume_point the same files go to
+checkpoints/NAME.npz, NAME.discriminator.npz and NAME.card.json instead: a rung still in
+training, committed so the next sitting resumes from it (checkpoints/README.md).
+
 Usage:
   python bin/bundle_codec.py --model_dir RUN --name small-lo --heldout DATA/heldout \
-      [--training "stage 1, 3000 steps"] [--force]
+      [--training "stage 1, 3000 steps"] [--resume_point] [--force]
 """
 
 import argparse
@@ -28,6 +33,8 @@ from hific_tf.models.hific.model import HiFiC
 from hific_tf.serving import codec as codec_lib
 from hific_tf.serving import zoo
 from hific_tf.training import train as train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def heldout_figures(saved_model_dir, image_files):
@@ -53,6 +60,17 @@ def heldout_figures(saved_model_dir, image_files):
   return means, rows
 
 
+def _write_resume_point(staging, weights_path):
+  """checkpoints/NAME.npz (+ D, + card): overwritten in place, one file set per rung."""
+  card_path = weights_path.with_suffix(".card.json")
+  d_staged = zoo.discriminator_path(staging / "weights.npz")
+  for source, destination in ((staging / "weights.npz", weights_path),
+                              (d_staged, zoo.discriminator_path(weights_path)),
+                              (staging / "card.json", card_path)):
+    if source.is_file():
+      images_lib.write_atomic(destination, source.read_bytes(), force=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model_dir", required=True)
@@ -60,10 +78,15 @@ def main():
   parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")
   parser.add_argument("--training", default="", help="One line: how it was trained.")
   parser.add_argument("--target_bpp", type=float, help="Default: the config's target.")
+  parser.add_argument("--resume_point", action="store_true",
+                      help="Write checkpoints/NAME.* (a rung in training), not a bundled codec.")
   parser.add_argument("--force", action="store_true")
   args = parser.parse_args()
 
-  target = zoo.BUNDLED_DIR / args.name
+  if args.resume_point:
+    target = REPO / "checkpoints" / f"{args.name}.npz"
+  else:
+    target = zoo.BUNDLED_DIR / args.name
   if target.exists() and not args.force:
     sys.exit(f"bundle_codec: {target} exists (use --force)")
   trained = train_lib.load_trained(args.model_dir)
@@ -95,11 +118,14 @@ def main():
     }
     images_lib.write_atomic(staging / "card.json", json.dumps(card, indent=2).encode())
     shutil.rmtree(staging / "saved_model")
-    if target.exists():
-      shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(staging, target)
-    target.chmod(0o755)  # mkdtemp's 0700 would otherwise follow the copy.
+    if args.resume_point:
+      _write_resume_point(staging, target)
+    else:
+      if target.exists():
+        shutil.rmtree(target)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.copytree(staging, target)
+      target.chmod(0o755)  # mkdtemp's 0700 would otherwise follow the copy.
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   print(json.dumps({k: v for k, v in card.items() if k != "heldout_images"}, indent=2))

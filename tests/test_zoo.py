@@ -135,14 +135,41 @@ def test_quantize_int8_against_float64_reference():
   assert np.all(error <= reference_scale / 2 * (1 + 1e-4))  # float32 rounding
 
 
-@pytest.mark.parametrize("weights", sorted((REPO / "checkpoints").glob("*.npz")),
-                         ids=lambda path: path.stem)
-def test_committed_resume_points_load_into_their_config(weights):
+@pytest.mark.parametrize("card_path", sorted((REPO / "checkpoints").glob("*.card.json")),
+                         ids=lambda path: path.name.split(".")[0])
+def test_committed_resume_points_load_into_their_config(card_path):
   """A rung still in training resumes from checkpoints/NAME.npz: it must fit its config."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec
-  card = json.loads(weights.with_suffix(".card.json").read_text())
-  model = HiFiC(configs.get_config(card["config"]).replace(stage="mselpips")).build_all()
+  card = json.loads(card_path.read_text())
+  weights = card_path.with_name(card_path.name.split(".")[0] + ".npz")
+  model = HiFiC(configs.get_config(card["config"])).build_all()
   zoo.load_weights(model, weights)
   assert codec.weights_fingerprint(model).hex() == card["fingerprint"]
+
+
+def test_discriminator_travels_beside_the_weights(tmp_path):
+  """A stage-2 model's D is written beside its weights and comes back with --init_from, so
+  continuing a committed rung does not restart the GAN; a stage-1 model writes no D."""
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.training import train
+  config = configs.get_config("tiny-hific")
+  first = HiFiC(config).build_all()
+  zoo.save_weights(first, tmp_path / "w.npz")
+  assert zoo.discriminator_path(tmp_path / "w.npz").is_file()
+  second = HiFiC(config).build_all()
+  for variable in second.discriminator.variables:
+    variable.assign(variable * 0. + 0.25)
+  assert train.restore_codec(second, str(tmp_path / "w.npz"))
+  for (key, a), (_, b) in zip(first.discriminator_state(), second.discriminator_state()):
+    original, loaded = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+    step = np.abs(original).max(axis=tuple(range(original.ndim - 1))) / 127.
+    tolerance = np.maximum(step / 2 * (1 + 1e-4),  # int8, or float16 (subnormals included)
+                           np.abs(original) * 2.**-10 + 2.**-24)
+    assert np.all(np.abs(loaded - original) <= tolerance), key
+  stage_1 = HiFiC(config.replace(stage="mselpips")).build_all()
+  zoo.save_weights(stage_1, tmp_path / "s1.npz")
+  assert not zoo.discriminator_path(tmp_path / "s1.npz").exists()
+  assert not train.restore_codec(HiFiC(config).build_all(), str(tmp_path / "s1.npz"))

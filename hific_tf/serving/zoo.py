@@ -9,6 +9,9 @@ paper's topology trained with its own recipe (docs/MODELS.md). Each lives in
   config.json   the Config it was trained with
   weights.npz   encoder, generator and hyperprior variables in a fixed order: large kernels as
                 int8 with per-channel scales, the rest in float16
+  weights.discriminator.npz
+                stage 2's D in the same format (not part of the codec): with it,
+                `hific train --init_from NAME` continues the GAN instead of restarting D
 
 Narrow storage keeps two rungs inside the repository's 40 MB budget; the weights are widened
 to float32 on load, so every machine computes the same model and the same fingerprint, and
@@ -94,10 +97,9 @@ def dequantize_int8(codes, scale):
   return codes.astype(np.float32) * scale.astype(np.float32)
 
 
-def save_weights(model, path):
-  """Writes the codec's variables (before build_coders adds coding tables) as a .npz."""
+def _save(named_variables, path):
   arrays = {}
-  for key, variable in model.codec_variables():
+  for key, variable in named_variables:
     values = variable.numpy()
     if _stored_as_int8(key, values):
       arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values)
@@ -108,11 +110,10 @@ def save_weights(model, path):
   images_lib.write_atomic(path, buffer.getvalue(), force=True)
 
 
-def load_weights(model, path):
-  """Assigns weights from `save_weights` (int8 + scale or float16) to a built model."""
+def _load(named_variables, path):
   with np.load(path) as stored:
     tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)]
-    expected = list(model.codec_variables())
+    expected = list(named_variables)
     if len(tensors) != len(expected):
       raise HificError(f"{path}: {len(tensors)} tensors, the model has {len(expected)}")
     position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.
@@ -125,6 +126,38 @@ def load_weights(model, path):
       if values.dtype == np.int8:
         values = dequantize_int8(values, stored[stored_key + SCALE_SUFFIX])
       variable.assign(values.astype(variable.dtype.as_numpy_dtype))
+
+
+def discriminator_path(weights_path):
+  """Where D's weights sit beside a weights file: NAME.npz -> NAME.discriminator.npz."""
+  weights_path = pathlib.Path(weights_path)
+  return weights_path.with_name(weights_path.stem + ".discriminator.npz")
+
+
+def save_weights(model, path):
+  """Writes the codec's variables (before build_coders adds coding tables) as a .npz.
+
+  A model with a trained D also writes D beside it (`discriminator_path`): stage 2 can then
+  resume from committed files without D starting over, which cost a few hundred CPU steps
+  each time it did.
+  """
+  _save(model.codec_variables(), path)
+  if model.discriminator is not None:
+    _save(model.discriminator_state(), discriminator_path(path))
+
+
+def load_weights(model, path):
+  """Assigns weights from `save_weights` (int8 + scale or float16) to a built model.
+
+  D's file, when present beside `path` and the model has a D, is loaded too.
+  Returns whether D was loaded.
+  """
+  _load(model.codec_variables(), path)
+  d_path = discriminator_path(path)
+  if model.discriminator is None or not d_path.is_file():
+    return False
+  _load(model.discriminator_state(), d_path)
+  return True
 
 
 def build_model(name, generator_dtype=None, encoder_dtype=None):

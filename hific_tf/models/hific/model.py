@@ -150,6 +150,11 @@ class HiFiC(tf.keras.Model):
       for index, variable in enumerate(module.trainable_variables):
         yield f"{part}/{index:03d}/{variable.name}", variable
 
+  def discriminator_state(self):
+    """(key, variable) of D, power-iteration vectors included, in creation order."""
+    for index, variable in enumerate(self.discriminator.variables):
+      yield f"discriminator/{index:03d}/{variable.name}", variable
+
   # --- Forward pass. ------------------------------------------------------------------------
 
   def call(self, images, training=False, noise_seed=None):
