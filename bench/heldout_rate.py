@@ -7,8 +7,12 @@ hyperprior only, no generator, no range coder: a few seconds a photo on a CPU), 
 crop target (`crop_target_bpp`) can be checked while it trains. The real files add a header
 of a few bytes; `hific evaluate` measures those.
 
+With --against CODEC it also runs the generator and prints LPIPS of HiFiC and of CODEC at the
+same per-image size (the codec gets the entropy models' bytes, a few header bytes fewer than a
+real file): the issue's acceptance check, cheap enough to pick a checkpoint while training.
+
   python bench/heldout_rate.py --model_dir runs/s2-lo [--images tests/data/heldout]
-  python bench/heldout_rate.py --model small-lo
+  python bench/heldout_rate.py --model small-lo [--against jpeg]
 """
 
 import argparse
@@ -23,15 +27,30 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from hific_tf import images as images_lib  # pylint: disable=g-import-not-at-top
 
 
-def heldout_bpp(model, paths):
-  """{photo name: bits per pixel of its rounded latents} under `model`'s entropy models."""
+def heldout_bpp(model, paths, against=None):
+  """{photo name: bits per pixel of its rounded latents} under `model`'s entropy models.
+
+  With `against` (a classical codec's name), {name: (bpp, LPIPS, codec's bpp, codec's LPIPS)}.
+  """
+  if against:
+    from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
+    from hific_tf.perceptual.lpips import LPIPS  # pylint: disable=g-import-not-at-top
+    codec, lpips = classical.get_codec(against), LPIPS("alex")
+    distance = lambda a, b: float(lpips(a[None] / 255., b[None] / 255.)[0])
   rates = {}
   for path in paths:
     image = images_lib.load_rgb(path)
     y = model.analyze(tf.constant(image))
     outputs = model.hyperprior(y, training=False)
     bits = float(outputs.y_bits_quantized[0] + outputs.z_bits_quantized[0])
-    rates[path.stem] = bits / (image.shape[0] * image.shape[1])
+    bpp = bits / (image.shape[0] * image.shape[1])
+    if not against:
+      rates[path.stem] = bpp
+      continue
+    reconstruction = model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
+    match = classical.match_size(codec, image, int(np.ceil(bits / 8)))
+    rates[path.stem] = (bpp, distance(image, reconstruction), match.bpp,
+                        distance(image, codec.decode(match.data)))
   return rates
 
 
@@ -41,6 +60,7 @@ def main():
   source.add_argument("--model_dir", help="A `hific train` model_dir (latest checkpoint).")
   source.add_argument("--model", help="A bundled codec's name.")
   parser.add_argument("--images", default="tests/data/heldout")
+  parser.add_argument("--against", help="A classical codec (jpeg, webp, avif, heic, jxl).")
   args = parser.parse_args()
   if args.model_dir:
     from hific_tf.training import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -52,12 +72,20 @@ def main():
     model = zoo.build_model(args.model)
     label, target = args.model, zoo.load_card(args.model)["target_bpp"]
   paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]
-  rates = heldout_bpp(model, paths)
-  for name, bpp in rates.items():
-    print(f"  {name:32s} {bpp:.4f} bpp")
-  mean = float(np.mean(list(rates.values())))
+  rates = heldout_bpp(model, paths, args.against)
+  for name, row in rates.items():
+    if args.against:
+      print(f"  {name:32s} {row[0]:.4f} bpp LPIPS {row[1]:.3f} | {args.against} "
+            f"{row[2]:.4f} bpp LPIPS {row[3]:.3f}")
+    else:
+      print(f"  {name:32s} {row:.4f} bpp")
+  means = np.mean(list(rates.values()), axis=0)
+  mean = float(np.atleast_1d(means)[0])
   print(f"{label}: mean {mean:.4f} bpp on {len(rates)} photos, target {target} "
         f"({100 * (mean / target - 1):+.1f}%)")
+  if args.against:
+    print(f"  mean LPIPS {means[1]:.4f}; {args.against} at the same size per photo: "
+          f"{means[2]:.4f} bpp, LPIPS {means[3]:.4f}")
 
 
 if __name__ == "__main__":
