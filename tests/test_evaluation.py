@@ -54,6 +54,19 @@ def test_fid_matches_scipy_on_random_features():
   assert metrics.fid(a, a) == pytest.approx(0, abs=1e-6)
 
 
+def test_both_exact_forms_of_the_fid_cross_term_agree():
+  """The sample-space SVD (few samples) and the feature-space eigh (many) are one number."""
+  rng = np.random.default_rng(2)
+  # Full rank, then rank-deficient: there the feature form takes square roots of ~275
+  # round-off eigenvalues (each ~1e-13, so ~1e-4 in all), the SVD form has none to take.
+  for rows_a, rows_b, dimensions, tolerance in ((400, 300, 64, 1e-10), (40, 25, 300, 1e-6)):
+    a = rng.normal(size=(rows_a, dimensions)) @ rng.normal(size=(dimensions, dimensions))
+    b = rng.normal(0.2, 1.5, size=(rows_b, dimensions))
+    sample_form = metrics._trace_sqrt_product_of_samples(a - a.mean(0), b - b.mean(0))
+    feature_form = metrics._trace_sqrt_product(np.cov(a, rowvar=False), np.cov(b, rowvar=False))
+    assert sample_form == pytest.approx(feature_form, rel=tolerance)
+
+
 def test_kid_of_a_set_against_itself_is_about_zero():
   rng = np.random.default_rng(1)
   a, b = rng.normal(size=(1000, 32)), rng.normal(0.5, 1, size=(1000, 32))

@@ -23,12 +23,18 @@ def psnr(original, reconstruction):
   return float(psnr_tensor(tf.constant(original), tf.constant(reconstruction)))
 
 
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)] * 2)
+def _ms_ssim_graph(original, reconstruction):
+  # One graph for every size: run eagerly, ssim_multiscale dispatches ~400 small ops a call.
+  return tf.image.ssim_multiscale(original, reconstruction, 255)
+
+
 def ms_ssim(original, reconstruction):
   """MS-SSIM with the standard 5 scales; NaN for images too small for it."""
   if min(original.shape[:2]) < MS_SSIM_MIN_SIDE:
     return float("nan")
-  return float(tf.image.ssim_multiscale(tf.constant(original), tf.constant(reconstruction),
-                                        255))
+  return float(_ms_ssim_graph(tf.constant(original, tf.uint8),
+                              tf.constant(reconstruction, tf.uint8)))
 
 
 def patches(image, size=PATCH):
@@ -40,11 +46,6 @@ def patches(image, size=PATCH):
       for left in range(offset, width - size + 1, size):
         out.append(image[top:top + size, left:left + size])
   return out
-
-
-def _statistics(features):
-  features = np.asarray(features, np.float64)
-  return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
 def _trace_sqrt_product(sigma_a, sigma_b):
@@ -59,13 +60,31 @@ def _trace_sqrt_product(sigma_a, sigma_b):
   return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
 
 
+def _trace_sqrt_product_of_samples(centered_a, centered_b):
+  """tr(sqrtm(cov(a) cov(b))) from the centered samples: the nuclear norm of a b^T, scaled.
+
+  cov(a) cov(b) = a^T a b^T b / ((n_a-1)(n_b-1)) has the nonzero eigenvalues of
+  (a b^T)(a b^T)^T, whose square roots are the singular values of a b^T. With fewer samples
+  than the 2048 features (a few dozen images or patches) that is an n_a x n_b SVD instead of
+  two 2048-d eigendecompositions: milliseconds against about 10 s, and the same number.
+  """
+  singular_values = np.linalg.svd(centered_a @ centered_b.T, compute_uv=False)
+  return float(singular_values.sum() / np.sqrt((len(centered_a) - 1) * (len(centered_b) - 1)))
+
+
 def fid(features_a, features_b):
   """Fréchet Inception distance between two sets of features (rows)."""
-  mu_a, sigma_a = _statistics(features_a)
-  mu_b, sigma_b = _statistics(features_b)
+  a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+  mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+  centered_a, centered_b = a - mu_a, b - mu_b
   mean_term = float(((mu_a - mu_b) ** 2).sum())
-  return mean_term + float(np.trace(sigma_a) + np.trace(sigma_b)) - 2 * _trace_sqrt_product(
-      sigma_a, sigma_b)
+  traces = float((centered_a ** 2).sum() / (len(a) - 1) + (centered_b ** 2).sum() / (len(b) - 1))
+  small, large = sorted((len(a), len(b)))
+  if small * small * large < a.shape[1] ** 3:  # The cheaper of the two exact forms.
+    cross = _trace_sqrt_product_of_samples(centered_a, centered_b)
+  else:
+    cross = _trace_sqrt_product(np.cov(a, rowvar=False), np.cov(b, rowvar=False))
+  return mean_term + traces - 2 * cross
 
 
 def kid(features_a, features_b, subsets=100, subset_size=1000, seed=0):
