@@ -135,18 +135,29 @@ def test_quantize_int8_against_float64_reference():
   assert np.all(error <= reference_scale / 2 * (1 + 1e-4))  # float32 rounding
 
 
-@pytest.mark.parametrize("card_path", sorted((REPO / "checkpoints").glob("*.card.json")),
-                         ids=lambda path: path.name.split(".")[0])
-def test_committed_resume_points_load_into_their_config(card_path):
-  """A rung still in training resumes from checkpoints/NAME.npz: it must fit its config."""
+def _committed_weights():
+  """(card, weights path) of every committed weight set: bundled rungs and resume points."""
+  for name in zoo.names():
+    yield zoo.load_card(name), zoo.BUNDLED_DIR / name / "weights.npz"
+  for card_path in sorted((REPO / "checkpoints").glob("*.card.json")):
+    yield json.loads(card_path.read_text()), card_path.with_name(
+        card_path.name.split(".")[0] + ".npz")
+
+
+@pytest.mark.parametrize("card, weights", list(_committed_weights()),
+                         ids=lambda value: value["name"] if isinstance(value, dict) else "")
+def test_committed_weights_load_into_their_config_with_their_d(card, weights):
+  """Every committed weight set fits its config, matches its fingerprint, and a stage-2 one
+  brings its D, so `--init_from` it continues the GAN (checkpoints/README.md)."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec
-  card = json.loads(card_path.read_text())
-  weights = card_path.with_name(card_path.name.split(".")[0] + ".npz")
   model = HiFiC(configs.get_config(card["config"])).build_all()
-  zoo.load_weights(model, weights)
+  restored_discriminator = zoo.load_weights(model, weights)
   assert codec.weights_fingerprint(model).hex() == card["fingerprint"]
+  assert restored_discriminator == zoo.discriminator_path(weights).is_file()
+  if card["stage"] == "hific" and "checkpoints" not in weights.parts:
+    assert restored_discriminator, f"{card['name']} ships without its D"
 
 
 def test_discriminator_travels_beside_the_weights(tmp_path):
