@@ -45,7 +45,7 @@ def main():
         seconds.append(time.perf_counter() - start)
         decoded = runner.decompress(hific_file)
         rows.append((hific_file.bits_per_pixel(), metrics.psnr(image, decoded),
-                     float(lpips(image[None] / 255., decoded[None] / 255.)[0])))
+                     lpips.image_distance(image, decoded)))
       bpp, psnr, distance = np.mean(rows, axis=0)
       print(f"{dtype.replace('mixed_', ''):<10}{bpp:>8.4f}{psnr:>9.2f}{distance:>8.4f}"
             f"{np.mean(seconds) * 1e3:>11.0f}")

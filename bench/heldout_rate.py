@@ -36,7 +36,6 @@ def heldout_bpp(model, paths, against=None):
     from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
     from hific_tf.perceptual.lpips import LPIPS  # pylint: disable=g-import-not-at-top
     codec, lpips = classical.get_codec(against), LPIPS("alex")
-    distance = lambda a, b: float(lpips(a[None] / 255., b[None] / 255.)[0])
   rates = {}
   for path in paths:
     image = images_lib.load_rgb(path)
@@ -49,8 +48,8 @@ def heldout_bpp(model, paths, against=None):
       continue
     reconstruction = model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
     match = classical.match_size(codec, image, int(np.ceil(bits / 8)))
-    rates[path.stem] = (bpp, distance(image, reconstruction), match.bpp,
-                        distance(image, codec.decode(match.data)))
+    rates[path.stem] = (bpp, lpips.image_distance(image, reconstruction), match.bpp,
+                        lpips.image_distance(image, codec.decode(match.data)))
   return rates
 
 

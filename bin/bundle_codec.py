@@ -53,7 +53,7 @@ def heldout_figures(saved_model_dir, image_files):
         "bpp": images_lib.bits_per_pixel(len(data), *image.shape[:2]),
         "psnr": metrics.psnr(image, reconstruction),
         "ms_ssim": metrics.ms_ssim(image, reconstruction),
-        "lpips": float(lpips(image[None] / 255., reconstruction[None] / 255.)[0]),
+        "lpips": lpips.image_distance(image, reconstruction),
     })
   means = {k: float(np.nanmean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim",
                                                                  "lpips")}

@@ -72,7 +72,7 @@ def main():
     for name, (image, size) in candidates.items():
       bpp = images.bits_per_pixel(size, *original.shape[:2])
       row = (bpp, metrics.psnr(original, image), metrics.ms_ssim(original, image),
-             float(metric(original[None] / 255., image[None] / 255.)[0]))
+             metric.image_distance(original, image))
       table[name].append(row)
       tiles.append((f"{name} {bpp:.3f} bpp", _centre(image)))
     images.write_atomic(out / f"{stem}_side_by_side.png",

@@ -77,7 +77,7 @@ def main():
   for name, image, size in (("HiFiC (tiny)", reconstruction, len(hific_bytes)),
                             (f"JPEG q{int(jpeg.knob)}", jpeg_image, len(jpeg.data))):
     psnr = float(tf.image.psnr(original, image, 255))
-    distance = float(metric(original[None] / 255., image[None] / 255.)[0])
+    distance = metric.image_distance(original, image)
     bpp = 8. * size / (original.shape[0] * original.shape[1])
     rows.append((name, size, bpp, psnr, distance))
   print(f"{'method':<14} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'LPIPS':>7}")

@@ -89,6 +89,17 @@ def test_minus_one_to_one_input_range():
   assert symmetric == pytest.approx(zero_one, abs=1e-6)
 
 
+def test_image_distance_of_uint8_pairs_in_either_input_range():
+  rng = np.random.default_rng(3)
+  a = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+  b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+  unit = lpips_lib.LPIPS("alex")
+  direct = float(unit(a[None].astype(np.float64) / 255., b[None].astype(np.float64) / 255.)[0])
+  assert unit.image_distance(a, b) == direct > 0
+  assert lpips_lib.LPIPS("alex", input_range="[-1,1]").image_distance(a, b) == pytest.approx(
+      direct, abs=1e-6)
+
+
 def test_gradients_flow_to_the_reconstruction_inside_tf_function():
   model = lpips_lib.LPIPS("alex")
   x = tf.constant(_load("images/chelsea.png"))

@@ -112,5 +112,16 @@ class LPIPS(tf.keras.layers.Layer):
   def call(self, image_a, image_b):
     return tf.add_n(self.layer_distances(image_a, image_b))
 
+  def image_distance(self, original, reconstruction):
+    """LPIPS of one pair of uint8 [H, W, 3] images (0..255), as a Python float.
+
+    The one conversion every report uses (evaluation, cards, demo, server, benches), so they
+    all score a picture the same way.
+    """
+    def batch(image):
+      x = np.asarray(image, np.float32)[None] / 255.
+      return x * 2. - 1. if self.input_range == "[-1,1]" else x
+    return float(self(batch(original), batch(reconstruction))[0])
+
   def get_config(self):
     return dict(super().get_config(), net=self.net, input_range=self.input_range)

@@ -84,7 +84,7 @@ class CodecService:
         candidates[name.upper()] = result
       results = []
       for name, (reconstruction, size) in candidates.items():
-        distance = (float(self.lpips(image[None] / 255., reconstruction[None] / 255.)[0])
+        distance = (self.lpips.image_distance(image, reconstruction)
                     if self.lpips is not None else None)
         results.append({
             "codec": name, "bytes": size,
