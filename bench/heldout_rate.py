@@ -16,6 +16,7 @@ real file): the issue's acceptance check, cheap enough to pick a checkpoint whil
 """
 
 import argparse
+import json
 import os
 import pathlib
 
@@ -60,6 +61,8 @@ def main():
   source.add_argument("--model", help="A bundled codec's name.")
   parser.add_argument("--images", default="tests/data/heldout")
   parser.add_argument("--against", help="A classical codec (jpeg, webp, avif, heic, jxl).")
+  parser.add_argument("--json", help="Also write the means as one JSON line to this file "
+                      "('-': a last line on stdout).")
   args = parser.parse_args()
   if args.model_dir:
     from hific_tf.training import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -85,6 +88,16 @@ def main():
   if args.against:
     print(f"  mean LPIPS {means[1]:.4f}; {args.against} at the same size per photo: "
           f"{means[2]:.4f} bpp, LPIPS {means[3]:.4f}")
+  if args.json:
+    summary = dict(zip(("bpp", "lpips", "against_bpp", "against_lpips"),
+                       map(float, np.atleast_1d(means))), source=str(label),
+                   against=args.against, images=len(rates))
+    line = json.dumps(summary)
+    if args.json == "-":
+      print(line)
+    else:
+      with open(args.json, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 `HiFiC` is imported lazily so that `import hific_tf.configs` does not load TensorFlow.
 """
 
+from hific_tf import runtime  # Chooses CPU kernels before anything imports TensorFlow.
+
 __version__ = "0.1.0"
 
 

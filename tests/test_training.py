@@ -1,6 +1,7 @@
 """The training objective and its mechanics: rate-target switch, D/G isolation, resumption,
 tf.distribute equivalence, and the `hific train` command for both stages."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -214,3 +215,74 @@ def test_bad_training_input_exits_with_one_line(args, code, message, tmp_path):
   assert done.returncode == code
   lines = done.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("hific: error:") and message in lines[0]
+
+
+def _generator_change_after_one_step(loss_scale, loss_factor):
+  """Fraction of G's first kernel that one mixed_float16 step changes."""
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    config = configs.get_config("tiny-mselpips")
+    config = config.replace(lambda_a=config.lambda_a * loss_factor,
+                            lambda_b=config.lambda_b * loss_factor,
+                            k_mse=config.k_mse * loss_factor, k_lpips=config.k_lpips * loss_factor)
+    tf.keras.utils.set_random_seed(0)
+    model = HiFiC(config).build_all(64)
+    model.compile(loss_scale=loss_scale)
+    kernel = model.generator.head.layers[1].kernel
+    before = kernel.numpy()
+    images = tf.cast(tf.random.stateless_uniform([2, 64, 64, 3], [3, 4], 0, 256, tf.int32),
+                     tf.uint8)
+    logs = model.train_step(images)
+    assert np.isfinite(float(logs["loss"]))
+    return float(np.mean(kernel.numpy() != before))
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_float16_gradients_underflow_without_loss_scaling_and_train_with_it():
+  # Loss weights 1e-7 of the config's: the gradients reaching G's float16 activations fall
+  # below float16's smallest subnormal (6e-8) and flush to zero, so G does not move. Dynamic
+  # loss scaling (2^15 to start) lifts them back into range; Adam's step does not depend on
+  # the loss's scale, so G then moves as it does at the config's own weights.
+  assert _generator_change_after_one_step(loss_scale=False, loss_factor=1e-7) < 0.01
+  assert _generator_change_after_one_step(loss_scale=True, loss_factor=1e-7) > 0.5
+  assert _generator_change_after_one_step(loss_scale=False, loss_factor=1.) > 0.5
+
+
+_FLOAT16_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, tensorflow as tf
+    from hific_tf import configs
+    from hific_tf.models.hific.model import HiFiC
+    tf.keras.mixed_precision.set_global_policy(sys.argv[1])
+    tf.keras.utils.set_random_seed(0)
+    model = HiFiC(configs.get_config("tiny-hific")).build_all(64)
+    model.compile()
+    step = tf.function(model.train_step)
+    images = tf.cast(tf.random.stateless_uniform([4, 64, 64, 3], [1, 2], 0, 256, tf.int32),
+                     tf.uint8)
+    losses = []
+    for _ in range(int(sys.argv[2])):
+      for tracker in model.metrics:
+        tracker.reset_state()
+      losses.append(float(step(images)["loss"]))
+    print(json.dumps(losses))
+""")
+
+
+def test_float16_training_tracks_float32():
+  runs = {}
+  for precision in ("float32", "mixed_float16"):
+    done = subprocess.run([sys.executable, "-c", _FLOAT16_SCRIPT, precision, "24"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs[precision] = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+  float32, float16 = runs["float32"], runs["mixed_float16"]
+  assert np.isfinite(float16).all()
+  # Dynamic loss scaling starts at 2^15, skips the steps whose gradients overflow (MSE on
+  # [0, 255] values has large gradients) and halves the scale each time, so float16 starts a
+  # few steps late; then it learns like float32. The skipped steps still count in Adam's
+  # bias correction, which makes the first real steps shorter: float16 trails by 10-20%.
+  assert float16[-1] < 0.5 * float16[0]
+  first = int(np.argmax(float16 < float16[0] * 0.99))  # The loss after the first real update.
+  assert 0 < first < 12
+  np.testing.assert_allclose(float16[first:first + 8], float32[1:9], rtol=0.25)

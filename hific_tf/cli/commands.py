@@ -48,7 +48,7 @@ def train(args):
       steps=args.steps, init_from=args.init_from, batch_size=args.batch_size,
       crop_size=args.crop_size, checkpoint_every=args.checkpoint_every,
       val_glob=args.val_glob, seed=args.seed, precision=args.precision,
-      tfds_data_dir=args.tfds_data_dir)
+      jit_compile=args.jit_compile, tfds_data_dir=args.tfds_data_dir)
   print(f"trained {config.name} into {args.model_dir}")
 
 

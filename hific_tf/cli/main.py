@@ -66,8 +66,13 @@ def build_parser():
   p.add_argument("--crop_size", type=int, help="Crop side in pixels (default: the config's).")
   p.add_argument("--checkpoint_every", type=int, default=1000,
                  help="Steps between checkpoints (an epoch of the progress bar).")
-  p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                 default="float32", help="Keras mixed-precision policy of E and G.")
+  p.add_argument("--precision",
+                 choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                 default="auto", help="Keras mixed-precision policy of E and G. auto: "
+                 "bfloat16 on CPUs that compute it natively and on Ampere or newer GPUs, "
+                 "float16 with loss scaling on Volta/Turing GPUs, float32 elsewhere.")
+  p.add_argument("--jit_compile", choices=["auto", "on", "off"], default="auto",
+                 help="XLA for E, G, D and LPIPS; auto: on GPUs (slower on CPUs).")
   p.add_argument("--seed", type=int, default=0, help="Initial weights, noise and crops.")
 
   p = _subcommand(sub, "export", "Export a trained model_dir as a codec SavedModel.")

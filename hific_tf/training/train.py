@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from hific_tf.training import data as data_lib
 from hific_tf import images as images_lib
+from hific_tf import runtime
 from hific_tf.configs import Config
 from hific_tf.models.hific import networks
 from hific_tf.models.hific.model import HiFiC
@@ -139,12 +140,14 @@ def default_strategy():
 
 def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None,
           init_from=None, batch_size=None, crop_size=None, checkpoint_every=1000,
-          val_glob=None, seed=0, precision="float32", tfds_data_dir=None, callbacks=(),
-          verbose=None, strategy=None):
+          val_glob=None, seed=0, precision="auto", jit_compile="auto", tfds_data_dir=None,
+          callbacks=(), verbose=None, strategy=None):
   """Trains (or resumes training) and returns the Keras History.
 
   `batch_size` is the global batch of the generator step; in stage "hific" the pipeline
   delivers twice that, and D gets every second image. `steps` counts generator steps.
+  `precision` and `jit_compile` ("auto", or a policy name and "on"/"off") are resolved by
+  `runtime.choose` to the fastest correct setting of this machine.
   """
   model_dir = pathlib.Path(model_dir)
   batch_size = batch_size or config.batch_size
@@ -168,12 +171,14 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   if val_glob is not None:
     data_lib.list_images(val_glob)
 
+  precision, jit_compile = runtime.choose(
+      precision, {"on": True, "off": False}.get(jit_compile, jit_compile))
   tf.keras.mixed_precision.set_global_policy(precision)
   tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
   strategy = strategy or default_strategy()
   with strategy.scope():
     model = HiFiC(config, seed=seed).build_all(min(crop_size, 64))
-    model.compile()
+    model.compile(jit_compile=jit_compile)
     # Create optimizer slots now, so a restored backup fills them instead of deferring.
     for optimizer, variables in ((model.transform_optimizer, model.transform_variables),
                                  (model.entropy_optimizer, model.entropy_variables),
@@ -218,6 +223,8 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   ]
   if verbose is None:
     verbose = 1 if os.isatty(1) else 2
+  if verbose:
+    print(f"hific train: {runtime.describe(precision, jit_compile)}", flush=True)
   if verbose and restored_discriminator is not None and config.use_gan:
     print(f"--init_from {init_from}: E, G and hyperprior restored; "
           f"D {'restored' if restored_discriminator else 'starts fresh'}", flush=True)

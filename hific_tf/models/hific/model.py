@@ -82,6 +82,21 @@ def _image_pixels(images):
   return tf.cast(shape[1] * shape[2], tf.float32)
 
 
+def _scaled(optimizer, loss):
+  """The loss `optimizer` differentiates: multiplied by its loss scale when it has one."""
+  if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+    return optimizer.get_scaled_loss(loss)
+  return loss
+
+
+def _apply(optimizer, tape, loss, variables):
+  """One update from `tape`; a loss-scaled optimizer unscales, and skips non-finite steps."""
+  gradients = tape.gradient(loss, variables)
+  if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+    gradients = optimizer.get_unscaled_gradients(gradients)
+  optimizer.apply_gradients(zip(gradients, variables))
+
+
 class HiFiC(tf.keras.Model):
   """The HiFiC codec and its training objective.
 
@@ -174,18 +189,35 @@ class HiFiC(tf.keras.Model):
 
   # --- Training. ----------------------------------------------------------------------------
 
-  def compile(self, **kwargs):
-    """Creates the optimizers, metric trackers and LPIPS (its weights must be present)."""
+  def compile(self, jit_compile=False, loss_scale=None, **kwargs):
+    """Creates the optimizers, metric trackers and LPIPS (its weights must be present).
+
+    Args:
+      jit_compile: XLA for E, G, D and LPIPS, each on its own. The train step as a whole
+        does not compile: tfc's factorized prior finds its quantization offsets with a while
+        loop whose gradient XLA cannot take.
+      loss_scale: dynamic loss scaling of all three optimizers. Default: on under the
+        mixed_float16 policy, where gradients smaller than float16's 6e-8 would flush to
+        zero inside E and G (bfloat16 has float32's range and needs none).
+    """
     from hific_tf.perceptual import lpips as lpips_lib  # Only training needs the LPIPS weights.
     config = self.config
+    if loss_scale is None:
+      loss_scale = tf.keras.mixed_precision.global_policy().compute_dtype == "float16"
+    scaled = tf.keras.mixed_precision.LossScaleOptimizer if loss_scale else (lambda o: o)
     self.lpips = lpips_lib.LPIPS(config.lpips_net, weights_path=self.lpips_weights)
-    self.transform_optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(config),
-                                                        name="transform_adam")
-    self.entropy_optimizer = tf.keras.optimizers.Adam(
-        learning_rate_schedule(config, config.entropy_learning_rate), name="entropy_adam")
+    self.transform_optimizer = scaled(tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                                               name="transform_adam"))
+    self.entropy_optimizer = scaled(tf.keras.optimizers.Adam(
+        learning_rate_schedule(config, config.entropy_learning_rate), name="entropy_adam"))
     self.discriminator_optimizer = (
-        tf.keras.optimizers.Adam(learning_rate_schedule(config), name="discriminator_adam")
+        scaled(tf.keras.optimizers.Adam(learning_rate_schedule(config),
+                                        name="discriminator_adam"))
         if config.use_gan else None)
+    if jit_compile:
+      for network in (self.encoder, self.generator, self.discriminator, self.lpips):
+        if network is not None:
+          network.call = tf.function(network.call, jit_compile=True)
     super().compile(optimizer=self.transform_optimizer, **kwargs)
     names = _METRICS + (_GAN_METRICS if config.use_gan else ())
     self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in names}
@@ -235,8 +267,8 @@ class HiFiC(tf.keras.Model):
       per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
                    tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
       loss = tf.nn.compute_average_loss(per_image)
-    variables = self.discriminator_variables
-    self.discriminator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      scaled_loss = _scaled(self.discriminator_optimizer, loss)
+    _apply(self.discriminator_optimizer, tape, scaled_loss, self.discriminator_variables)
     return dict(d_loss=per_image, d_real=tf.sigmoid(real), d_fake=tf.sigmoid(fake))
 
   def train_step(self, images):
@@ -256,9 +288,10 @@ class HiFiC(tf.keras.Model):
         per_image += config.beta_gan * g_loss
         reports["g_loss"] = g_loss
       loss = tf.nn.compute_average_loss(per_image)
-    for optimizer, variables in ((self.transform_optimizer, self.transform_variables),
-                                 (self.entropy_optimizer, self.entropy_variables)):
-      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      scaled_losses = [_scaled(self.transform_optimizer, loss),
+                       _scaled(self.entropy_optimizer, loss)]
+    _apply(self.transform_optimizer, tape, scaled_losses[0], self.transform_variables)
+    _apply(self.entropy_optimizer, tape, scaled_losses[1], self.entropy_variables)
     del tape
     reports.update(terms, loss=per_image)
     return self._update_trackers(reports)

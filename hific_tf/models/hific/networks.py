@@ -76,6 +76,19 @@ class Generator(tf.keras.layers.Layer):
     return self.upsample(self.trunk(latent))
 
 
+def nearest_upsample(images, factor):
+  """Nearest-neighbour upsampling by an integer factor, as a broadcast and a reshape.
+
+  The same values as UpSampling2D(interpolation="nearest"), whose gradient
+  (ResizeNearestNeighborGrad) has no XLA kernel; a broadcast's gradient is a sum, which XLA
+  compiles, so the training step can run under jit_compile.
+  """
+  shape = tf.shape(images)
+  tiled = tf.broadcast_to(images[:, :, None, :, None, :],
+                          [shape[0], shape[1], factor, shape[2], factor, shape[3]])
+  return tf.reshape(tiled, [shape[0], shape[1] * factor, shape[2] * factor, shape[3]])
+
+
 class Discriminator(tf.keras.layers.Layer):
   """D: (image in [0, 1], y_hat) -> one logit per 8x8 patch; conditional, single scale.
 
@@ -89,8 +102,6 @@ class Discriminator(tf.keras.layers.Layer):
     # state in float32 variables, and D is a small part of a training step's cost.
     super().__init__(name=name, dtype="float32", **kwargs)
     self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent", dtype="float32")
-    self.latent_upsample = tf.keras.layers.UpSampling2D(DOWNSAMPLING_FACTOR,
-                                                        interpolation="nearest")
     self.convs = [
         SpectralConv2D(filters_base, 4, 2, name="conv_0", dtype="float32"),
         SpectralConv2D(filters_base * 2, 4, 2, name="conv_1", dtype="float32"),
@@ -102,7 +113,7 @@ class Discriminator(tf.keras.layers.Layer):
   def call(self, inputs, training=False):
     image, latent = (tf.cast(t, tf.float32) for t in inputs)
     latent = tf.nn.leaky_relu(self.latent_conv(latent, training=training), 0.2)
-    net = tf.concat([image, tf.cast(self.latent_upsample(latent), image.dtype)], axis=-1)
+    net = tf.concat([image, nearest_upsample(latent, DOWNSAMPLING_FACTOR)], axis=-1)
     for layer in self.convs:
       net = tf.nn.leaky_relu(layer(net, training=training), 0.2)
     return self.to_logits(net, training=training)

@@ -1,0 +1,95 @@
+"""The fastest correct way to run HiFiC on this machine, chosen before TensorFlow loads.
+
+A HiFiC training step (Mentzer et al., NeurIPS 2020) is a few hundred convolutions, and which
+kernels run them decides its cost more than anything in the model. Measured side by side on
+the project's machines (bench/train_speed.py --compare, docs/PERFORMANCE.md):
+- oneDNN was faster than TensorFlow's own CPU kernels on every x86 CPU tried (1.33x on an
+  AVX2-only EPYC, about 3x on an AVX-512 EPYC), but TensorFlow only turns it on by itself on
+  CPUs with AVX512-VNNI, AVX512-BF16 or AMX. So hific_tf turns it on, unless the user set
+  TF_ENABLE_ONEDNN_OPTS.
+- bfloat16 pays only where the CPU computes it natively (AVX512-BF16 or AMX-BF16: 1.3x over
+  float32 on the AVX-512 EPYC, ~6x on a Xeon with AMX); elsewhere TensorFlow emulates it about
+  5x slower than float32, and oneDNN's fused convolutions have no bfloat16 kernel there.
+- On GPUs: float16 with loss scaling on Volta and Turing (V100, T4), bfloat16 from Ampere on.
+- XLA (jit_compile) made the CPU step about 3x slower (its CPU convolutions are not oneDNN's),
+  so it is on for GPUs only.
+
+Nothing here imports TensorFlow except `describe`/`choose`, which look for GPUs.
+"""
+
+import os
+import platform
+import sys
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags():
+  """The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
+  try:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+      for line in info:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def native_bfloat16(flags=None):
+  """The flag that makes bfloat16 native on this CPU, or None."""
+  flags = cpu_flags() if flags is None else flags
+  return next((flag for flag in NATIVE_BF16_FLAGS if flag in flags), None)
+
+
+def configure_environment():
+  """Turns oneDNN on for x86 CPUs unless the user decided; must run before TF is imported.
+
+  Returns what was decided, for `describe`.
+  """
+  if ONEDNN_VARIABLE in os.environ:
+    return f"{ONEDNN_VARIABLE}={os.environ[ONEDNN_VARIABLE]} (set by the user)"
+  if "tensorflow" in sys.modules:
+    return "TensorFlow was imported before hific_tf: its default kernels"
+  if platform.machine().lower() not in ("x86_64", "amd64"):
+    return "TensorFlow's default kernels (not an x86 CPU)"
+  os.environ[ONEDNN_VARIABLE] = "1"
+  return f"{ONEDNN_VARIABLE}=1 (oneDNN: faster than TensorFlow's own CPU kernels)"
+
+
+KERNELS = configure_environment()
+
+
+def _gpu_capabilities():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  found = []
+  for gpu in tf.config.list_physical_devices("GPU"):
+    details = tf.config.experimental.get_device_details(gpu)
+    found.append(details.get("compute_capability", (0, 0)))
+  return found
+
+
+def choose(precision="auto", jit_compile="auto"):
+  """(precision policy, jit_compile) for training on this machine; "auto" picks the fastest."""
+  gpus = _gpu_capabilities() if "auto" in (precision, jit_compile) else []
+  if precision == "auto":
+    if gpus:
+      lowest = min(gpus)
+      precision = ("mixed_bfloat16" if lowest >= (8, 0) else
+                   "mixed_float16" if lowest >= (7, 0) else "float32")
+    else:
+      precision = "mixed_bfloat16" if native_bfloat16() else "float32"
+  if jit_compile == "auto":
+    jit_compile = bool(gpus)
+  return precision, bool(jit_compile)
+
+
+def describe(precision, jit_compile):
+  """One line saying how this process computes, for the start of `hific train`."""
+  bf16 = native_bfloat16()
+  gpus = _gpu_capabilities()
+  device = (f"{len(gpus)} GPU(s), compute capability {min(gpus)}" if gpus else
+            f"CPU ({'native bfloat16: ' + bf16 if bf16 else 'no native bfloat16'})")
+  return (f"{device}; precision {precision}; XLA {'on' if jit_compile else 'off'}; "
+          f"kernels: {KERNELS}")

@@ -1,0 +1,113 @@
+"""The ladder of bundled codecs and which rung to train next.
+
+The bundled codecs are small HiFiC models (Mentzer et al., NeurIPS 2020) trained on CPUs for
+thousands of steps where the paper trains two million, so every idle core-hour spent on them
+shows in their rate-distortion-realism figures. A ladder run keeps one model_dir per rung
+(`runs/ladder/NAME`) that `hific train` resumes from its BackupAndRestore state, and trains
+the rung that gains most from the next steps.
+
+Which rung gains most: a rung that is not bundled yet comes first (a missing rate is the
+largest loss a user sees). Among bundled rungs, held-out LPIPS has fallen roughly linearly in
+log(steps) in every run so far (docs/MODELS.md), so the gain of one more step is about
+1/steps: the rung with the fewest stage-1 + stage-2 steps behind it goes next.
+
+Nothing here imports TensorFlow: the ladder's driver (bin/train_ladder.py) only reads the
+model_dirs' checkpoint indexes and starts `hific train` processes.
+"""
+
+import dataclasses
+import json
+import pathlib
+import re
+
+from hific_tf.serving import zoo
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+  """A bundled codec that keeps learning.
+
+  Attributes:
+    name: the bundled codec's name (`hific models`).
+    config: the stage-2 config it trains with (configs/NAME.json).
+    grow_from: where its first run starts when no run exists yet: a bundled rung (its weights
+      and D) or a weights .npz.
+  """
+  name: str
+  config: str
+  grow_from: str
+
+
+LADDER = (
+    Rung("small-lo", "small-hific-lo", "small-lo"),
+    Rung("small-mi", "small-hific-mi", "small-mi"),
+    Rung("small-hi", "small-hific-hi", "small-mi"),
+)
+
+
+def by_name(name):
+  for rung in LADDER:
+    if rung.name == name:
+      return rung
+  raise ValueError(f"no rung '{name}' (the ladder: {', '.join(r.name for r in LADDER)})")
+
+
+def run_step(model_dir):
+  """The generator step of a run's latest checkpoint (0 when it has none), without TF.
+
+  `hific train` numbers checkpoints by step (checkpoints/ckpt-STEP); the index file names
+  the latest.
+  """
+  index = pathlib.Path(model_dir) / "checkpoints" / "checkpoint"
+  if not index.is_file():
+    return 0
+  found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', index.read_text(), re.M)
+  return int(found.group(1)) if found else 0
+
+
+def bundled_steps(name):
+  """Steps behind a bundled rung's shipped weights (its card's `steps`), None if unbundled."""
+  if name not in zoo.names():
+    return None
+  return int(zoo.load_card(name).get("steps", 0))
+
+
+@dataclasses.dataclass
+class RungState:
+  rung: Rung
+  model_dir: pathlib.Path
+  bundled_steps: int | None   # None: not shipped yet.
+  base_steps: int             # Steps behind the weights the run started from.
+  run_steps: int              # Steps of the run so far.
+
+  @property
+  def total_steps(self):
+    return self.base_steps + self.run_steps
+
+
+def state(rung, runs_dir):
+  """Where `rung` stands: shipped steps, and its run's origin and progress."""
+  model_dir = pathlib.Path(runs_dir) / rung.name
+  meta = model_dir / "ladder.json"
+  if meta.is_file():
+    base = int(json.loads(meta.read_text())["base_steps"])
+  else:
+    base = bundled_steps(rung.grow_from) if rung.grow_from in zoo.names() else 0
+  return RungState(rung, model_dir, bundled_steps(rung.name), base or 0, run_step(model_dir))
+
+
+def record_origin(rung_state):
+  """Writes the run's origin once, so its steps add to the right lineage after a restart."""
+  meta = rung_state.model_dir / "ladder.json"
+  if not meta.is_file():
+    rung_state.model_dir.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"grow_from": rung_state.rung.grow_from,
+                                "base_steps": rung_state.base_steps}) + "\n")
+
+
+def next_rung(runs_dir, only=None):
+  """The RungState to train next: unshipped rungs first, then the fewest steps behind it."""
+  states = [state(r, runs_dir) for r in LADDER if only is None or r.name in only]
+  if not states:
+    raise ValueError(f"no rung among {only}")
+  return min(states, key=lambda s: (s.bundled_steps is not None, s.total_steps))
