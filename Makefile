@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 WEIGHTS_STAMP := $(VENV)/.weights
 DEMO_DIR ?= demo_out
 
-.PHONY: all install weights browser data test test-all demo demo-train bench clean
+.PHONY: all install weights browser data test check train-ladder demo demo-train bench clean
 
 all: test
 
@@ -37,9 +37,9 @@ browser:
 test: $(WEIGHTS_STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
-# Includes the slow tests (full-size configs, longer training).
-test-all: $(WEIGHTS_STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow" tests
+# The fast unit tier for the inner loop (no trained model, no subprocess): under 3 minutes.
+check: $(WEIGHTS_STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e" tests
 
 # The bundled codec against JPEG and AVIF on the held-out photos (no training).
 demo: $(WEIGHTS_STAMP)
@@ -55,6 +55,10 @@ $(DATA_DIR)/SOURCES.tsv: $(STAMP)
 	$(BIN)/hific data --out $(DATA_DIR) --force
 
 data: $(DATA_DIR)/SOURCES.tsv
+
+# Spends idle cores on the bundled codecs (bin/train_ladder.py; docs/MODELS.md).
+train-ladder: $(WEIGHTS_STAMP) $(DATA_DIR)/SOURCES.tsv
+	$(BIN)/python bin/train_ladder.py start
 
 bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py

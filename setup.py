@@ -12,7 +12,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["hific_tf", "hific_tf.*"]) + ["hific_tf.configs_data"],
     package_dir={"hific_tf.configs_data": "configs"},
     package_data={"hific_tf.configs_data": ["*.json"],
-                  "hific_tf.serving": ["bundled/*/*.json", "bundled/*/*.npz", "web/*"]},
+                  "hific_tf": ["bundled/*/*.json", "bundled/*/*.npz"],
+                  "hific_tf.serving": ["web/*"]},
     install_requires=[
         "tensorflow==2.14.1",
         "tensorflow-compression==2.14.1",

@@ -30,6 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from hific_tf import geometry  # pylint: disable=g-import-not-at-top
+
 
 def peak_rss_mb():
   """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss across exec, so
@@ -131,7 +133,8 @@ def main():
   from hific_tf import configs, images
   from hific_tf.evaluation import classical
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import codec, zoo
+  from hific_tf import zoo
+  from hific_tf.serving import codec
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; times are the best of "
@@ -166,7 +169,7 @@ def main():
             # What `compress` cost before the estimate left it: compress plus estimate_bits.
             with_estimate = (timed(lambda: runner.compress(image, with_estimate=True),
                                    args.repeats) if path == "whole" else float("nan"))
-            y_shape = [-(-side // 64) * 64 // 16 for side in (height, width)]
+            y_shape = list(geometry.latent_shapes(height, width)[0])
             floor = conv_floor(model, y_shape, floor_dtype, args.repeats)
             row = dict(model=name, generator=dtype, path=path, size=f"{width}x{height}",
                        encode_ms=encode * 1e3, decode_ms=decode * 1e3, floor_ms=floor * 1e3,

@@ -27,7 +27,8 @@ def main():
   from hific_tf import images
   from hific_tf.evaluation import metrics
   from hific_tf.perceptual.lpips import LPIPS
-  from hific_tf.serving import codec, zoo
+  from hific_tf import zoo
+  from hific_tf.serving import codec
   lpips = LPIPS("alex")
   photos = [images.load_rgb(path) for path in images.list_images(HELD_OUT)]
   print(f"{args.model} on {len(photos)} held-out photos (decoder float32 in both rows)")
@@ -44,8 +45,9 @@ def main():
         hific_file = runner.compress(image)
         seconds.append(time.perf_counter() - start)
         decoded = runner.decompress(hific_file)
-        rows.append((hific_file.bits_per_pixel(), metrics.psnr(image, decoded),
-                     lpips.image_distance(image, decoded)))
+        measured = metrics.measure(image, decoded, len(hific_file.to_bytes()), lpips,
+                                   with_ms_ssim=False)
+        rows.append((measured["bpp"], measured["psnr"], measured["lpips"]))
       bpp, psnr, distance = np.mean(rows, axis=0)
       print(f"{dtype.replace('mixed_', ''):<10}{bpp:>8.4f}{psnr:>9.2f}{distance:>8.4f}"
             f"{np.mean(seconds) * 1e3:>11.0f}")

@@ -4,7 +4,7 @@ Exports the tiny-mselpips codec (random weights: the decoder's robustness does n
 training), compresses a few real photos of different sizes, then mutates those files (bit
 flips, byte runs, header fields set to 0, 1, off by one and huge, truncation, extension,
 swapped strings, random bytes), re-seals each CRC and decodes every case in long-lived worker
-processes under a deadline and a memory cap (hific_tf/serving/fuzz.py). The four counts that
+processes under a deadline and a memory cap (bench/fuzz.py). The four counts that
 must be zero are printed last.
 
 Usage: python bench/fuzz_decode.py [--cases 10000] [--deadline 30] [--memory_mb 4096]
@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # pylint: disable=g-import-not-at-top
-from hific_tf.serving import fuzz
+import fuzz  # bench/fuzz.py, beside this script.
 
 
 def seed_files(folder):

@@ -9,7 +9,7 @@ of a few bytes; `hific evaluate` measures those.
 
 With --against CODEC it also runs the generator and prints LPIPS of HiFiC and of CODEC at the
 same per-image size (the codec gets the entropy models' bytes, a few header bytes fewer than a
-real file): the issue's acceptance check, cheap enough to pick a checkpoint while training.
+real file): the check a rung must pass before it ships, cheap enough to pick a checkpoint while training.
 
   python bench/heldout_rate.py --model_dir runs/s2-lo [--images tests/data/heldout]
   python bench/heldout_rate.py --model small-lo [--against jpeg]
@@ -70,7 +70,7 @@ def main():
     label = train_lib.latest_checkpoint(args.model_dir)
     target = train_lib.read_config(args.model_dir).target_bpp
   else:
-    from hific_tf.serving import zoo  # pylint: disable=g-import-not-at-top
+    from hific_tf import zoo  # pylint: disable=g-import-not-at-top
     model = zoo.build_model(args.model)
     label, target = args.model, zoo.load_card(args.model)["target_bpp"]
   paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]

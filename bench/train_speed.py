@@ -4,11 +4,22 @@ A few steps of the real train_step (rate, MSE, LPIPS, and in stage 2 the D step)
 crops, after one step for tracing. Full HiFiC needs a GPU to train for real; these are the CPU
 figures of this machine.
 
+With --compare, one stage-2 step of small-hific-lo (4 + 4 crops of 256²) in every
+configuration hific_tf can run on a CPU, each in a fresh process (kernel choice is made when
+TensorFlow loads), side by side in one run: TensorFlow's default kernels (the baseline:
+TensorFlow imported before hific_tf, so nothing is changed), oneDNN off and on, bfloat16,
+XLA, and what `hific train --precision auto` picks here; ms/step, trace time and the ratio to
+the baseline. Hold other work off the cores while it runs (`bin/train_ladder.py pause`).
+
 Usage: python bench/train_speed.py [--steps 3]
+       python bench/train_speed.py --compare [--steps 4]
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -42,10 +53,81 @@ def pipeline_images_per_second(crop, seconds=5.):
     return count / (time.perf_counter() - start)
 
 
+# (label, environment, precision, jit): each runs in its own process.
+VARIANTS = (
+    ("TF default kernels, float32", {"HIFIC_BENCH_TF_FIRST": "1"}, "float32", False),
+    ("oneDNN off, float32", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "float32", False),
+    ("oneDNN on, float32", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", False),
+    ("oneDNN on, mixed_bfloat16", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "mixed_bfloat16", False),
+    ("oneDNN on, float32, XLA", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", True),
+    ("hific train's choice (auto)", {}, "auto", "auto"),
+)
+
+_CHILD = """
+import json, os, sys, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+if os.environ.get("HIFIC_BENCH_TF_FIRST"):
+  import tensorflow  # Before hific_tf: TensorFlow keeps its own default kernels.
+import tensorflow as tf
+from hific_tf import configs, runtime
+from hific_tf.models.hific.model import HiFiC
+precision, jit, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+precision, jit = runtime.choose(precision, jit)
+tf.keras.mixed_precision.set_global_policy(precision)
+tf.keras.utils.set_random_seed(0)
+model = HiFiC(configs.get_config("small-hific-lo")).build_all(64)
+model.compile(jit_compile=jit)
+step = tf.function(model.train_step)
+images = tf.cast(tf.random.stateless_uniform([8, 256, 256, 3], [0, 1], 0, 256, tf.int32),
+                 tf.uint8)
+start = time.perf_counter()
+float(step(images)["loss"])
+trace = time.perf_counter() - start
+times = []
+for _ in range(steps):
+  start = time.perf_counter()
+  float(step(images)["loss"])
+  times.append(time.perf_counter() - start)
+print(json.dumps(dict(trace=trace, times=times, precision=precision, jit=jit,
+                      kernels=runtime.KERNELS)))
+"""
+
+
+def compare(steps):
+  """Every CPU configuration in its own process; ratios to TensorFlow's default kernels."""
+  from hific_tf import runtime  # pylint: disable=g-import-not-at-top
+  print(f"small-hific-lo stage-2 step, 4 + 4 crops of 256², {steps} steps after tracing, "
+        f"{os.cpu_count()} CPU threads, native bfloat16: {runtime.native_bfloat16() or 'no'}")
+  print(f"{'configuration':<32}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}")
+  baseline = None
+  for label, env, precision, jit in VARIANTS:
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST")}
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps)],
+                          capture_output=True, text=True, env=environment, check=False)
+    if done.returncode:
+      reason = (done.stderr.strip().splitlines() or ["?"])[-1][:80]
+      print(f"{label:<32}  failed: {reason}")
+      continue
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    best, median = min(result["times"]), sorted(result["times"])[len(result["times"]) // 2]
+    baseline = baseline or median
+    chosen = f"  ({result['precision']}, XLA {'on' if result['jit'] else 'off'})" if (
+        precision == "auto") else ""
+    print(f"{label:<32}{result['trace']:>9.1f}{best * 1e3:>9.0f}{median * 1e3:>11.0f}"
+          f"{baseline / median:>11.2f}x{chosen}")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--compare", action="store_true",
+                      help="One step in every CPU configuration, each in its own process.")
   args = parser.parse_args()
+  if args.compare:
+    compare(args.steps)
+    return
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; batch is the generator batch "
         "(stage 2 feeds D as many again)")
   print(f"{'config':<16}{'precision':<16}{'batch':>6}{'crop':>6}{'trace s':>9}{'ms/step':>10}"

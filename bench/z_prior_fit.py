@@ -6,10 +6,10 @@ learning rates), reporting the noisy-rate training loss and the real coded size 
 photo's z. A large drop means the prior lagged behind the transforms (docs/MODELS.md: the
 stage-1 small-lo's z cost 31% more than it had to).
 
-Usage: python bench/z_prior_fit.py [--weights hific_tf/serving/bundled/small-lo/weights.npz]
+Usage: python bench/z_prior_fit.py [--weights hific_tf/bundled/small-lo/weights.npz]
        [--train data/photos/train] [--photo tests/data/heldout/coffee.png]
 The stage-1 weights of docs/MODELS.md:
-  git show 4c558e1:hific_tf/serving/bundled/small-lo/weights.npz > /tmp/stage1.npz
+  git show 4c558e1:hific_tf/bundled/small-lo/weights.npz > /tmp/stage1.npz
 """
 
 import argparse
@@ -27,7 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--weights", default=str(REPO / "hific_tf/serving/bundled/small-lo/"
+  parser.add_argument("--weights", default=str(REPO / "hific_tf/bundled/small-lo/"
                                                "weights.npz"))
   parser.add_argument("--config", default="small-mselpips-lo")
   parser.add_argument("--train", default=str(REPO / "data/photos/train"))
@@ -37,9 +37,10 @@ def main():
   import tensorflow as tf
   from hific_tf import configs, images
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import zoo
+  from hific_tf import zoo
+from hific_tf.models.hific import stored_weights
   model = HiFiC(configs.get_config(args.config)).build_all()
-  zoo.load_weights(model, args.weights)
+  stored_weights.load_weights(model, args.weights)
   hyperprior = model.hyperprior
   rng = np.random.default_rng(0)
   crops = []

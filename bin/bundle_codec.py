@@ -7,7 +7,7 @@ whole files, PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
 A stage-2 run's D is stored beside the weights (weights.discriminator.npz), so that
 `hific train --init_from NAME` continues the GAN. With --resume_point the same files go to
 checkpoints/NAME.npz, NAME.discriminator.npz and NAME.card.json instead: a rung still in
-training, committed so the next sitting resumes from it (checkpoints/README.md).
+training, committed so that training resumes from it (checkpoints/README.md).
 
 Usage:
   python bin/bundle_codec.py --model_dir RUN --name small-lo --heldout DATA/heldout \
@@ -31,7 +31,8 @@ from hific_tf import images as images_lib
 from hific_tf.evaluation import metrics
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.serving import codec as codec_lib
-from hific_tf.serving import zoo
+from hific_tf import zoo
+from hific_tf.models.hific import stored_weights
 from hific_tf.training import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -48,13 +49,8 @@ def heldout_figures(saved_model_dir, image_files):
     image = images_lib.load_rgb(path)
     data = codec.compress(image).to_bytes()
     reconstruction = codec.decompress(bitstream.HificFile.from_bytes(data))
-    rows.append({
-        "image": pathlib.Path(path).stem,
-        "bpp": images_lib.bits_per_pixel(len(data), *image.shape[:2]),
-        "psnr": metrics.psnr(image, reconstruction),
-        "ms_ssim": metrics.ms_ssim(image, reconstruction),
-        "lpips": lpips.image_distance(image, reconstruction),
-    })
+    rows.append({"image": pathlib.Path(path).stem,
+                 **metrics.measure(image, reconstruction, len(data), lpips)})
   means = {k: float(np.nanmean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim",
                                                                  "lpips")}
   return means, rows
@@ -63,9 +59,9 @@ def heldout_figures(saved_model_dir, image_files):
 def _write_resume_point(staging, weights_path):
   """checkpoints/NAME.npz (+ D, + card): overwritten in place, one file set per rung."""
   card_path = weights_path.with_suffix(".card.json")
-  d_staged = zoo.discriminator_path(staging / "weights.npz")
+  d_staged = stored_weights.discriminator_path(staging / "weights.npz")
   for source, destination in ((staging / "weights.npz", weights_path),
-                              (d_staged, zoo.discriminator_path(weights_path)),
+                              (d_staged, stored_weights.discriminator_path(weights_path)),
                               (staging / "card.json", card_path)):
     if source.is_file():
       images_lib.write_atomic(destination, source.read_bytes(), force=True)
@@ -93,11 +89,11 @@ def main():
   config = trained.config
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".bundle-"))
   try:
-    zoo.save_weights(trained, staging / "weights.npz")
+    stored_weights.save_weights(trained, staging / "weights.npz")
     images_lib.write_atomic(staging / "config.json", config.to_json().encode())
     # The shipped model is the one widened from storage: fingerprint and figures come from it.
     model = HiFiC(config.replace(stage="mselpips")).build_all()
-    zoo.load_weights(model, staging / "weights.npz")
+    stored_weights.load_weights(model, staging / "weights.npz")
     fingerprint = codec_lib.weights_fingerprint(model).hex()
     parameters = sum(int(np.prod(v.shape)) for _, v in model.codec_variables())
     info = codec_lib.export(model, staging / "saved_model")

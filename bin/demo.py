@@ -70,10 +70,9 @@ def main():
       candidates[name.upper()] = result
     tiles = [("original", _centre(original))]
     for name, (image, size) in candidates.items():
-      bpp = images.bits_per_pixel(size, *original.shape[:2])
-      row = (bpp, metrics.psnr(original, image), metrics.ms_ssim(original, image),
-             metric.image_distance(original, image))
-      table[name].append(row)
+      measured = metrics.measure(original, image, size, metric)
+      bpp = measured["bpp"]
+      table[name].append(tuple(measured[k] for k in ("bpp", "psnr", "ms_ssim", "lpips")))
       tiles.append((f"{name} {bpp:.3f} bpp", _centre(image)))
     images.write_atomic(out / f"{stem}_side_by_side.png",
                         images.encode_png(images.side_by_side(tiles)), force=True)

@@ -3,18 +3,20 @@
   python bin/train_ladder.py start      # in the background (log: runs/ladder/ladder.log)
   python bin/train_ladder.py status     # which rung, its step, the held-out curve so far
   python bin/train_ladder.py stop       # stops after nothing is lost (the last checkpoint)
+  python bin/train_ladder.py pause      # holds the trainer (SIGSTOP) until `resume`: benchmarks
   python bin/train_ladder.py run [--rung small-hi] [--slice_steps 500]   # in the foreground
 
 Each rung trains in its own model_dir (runs/ladder/NAME) with `hific train`, which resumes
-from its BackupAndRestore state, so a stop (or a killed session) costs at most the steps since
+from its BackupAndRestore state, so a stop (or a killed machine) costs at most the steps since
 the last checkpoint (`--checkpoint_every`, 50 steps). The ladder trains one rung for
 `--slice_steps`, measures it on the held-out photos against JPEG at the same per-photo size
 (bench/heldout_rate.py, appended to runs/ladder/NAME/heldout.jsonl: the curve of held-out
 LPIPS and bpp against steps), then picks the next rung (hific_tf/training/ladder.py says
 how). Tests and benchmarks come first: TensorFlow's thread pools do not yield to a lower
 nice value (a benchmark step ran 1.7x slower beside a nice-19 trainer), so the ladder stops its
-trainer (SIGSTOP) while other work keeps more than --yield_cores busy and continues it
-(SIGCONT) when the cores are idle again.
+trainer (SIGSTOP) while other work keeps more than --yield_cores busy (default 1.5 of this
+project's 2 cores: a test suite or a benchmark using both) and continues it (SIGCONT) when
+that falls under half of it; `pause` holds it for a clean measurement.
 
 Shipping a rung stays a decision: when heldout.jsonl shows a better version at the same rate,
 `bin/bundle_codec.py --model_dir runs/ladder/NAME --name NAME` writes it in place.
@@ -37,6 +39,7 @@ from hific_tf.training import ladder  # pylint: disable=g-import-not-at-top
 RUNS = REPO / "runs" / "ladder"
 PID_FILE = RUNS / "ladder.pid"
 LOG_FILE = RUNS / "ladder.log"
+PAUSE_FILE = RUNS / "PAUSE"  # While it exists the trainer is stopped (for clean benchmarks).
 
 
 def log(message):
@@ -116,14 +119,17 @@ def train_slice(rung_state, args):
         break
       time.sleep(POLL_SECONDS)
       others = meter.others_cores()
-      if args.yield_cores is None:
+      held = PAUSE_FILE.exists()
+      if args.yield_cores is None and not held and not paused:
         continue
-      if not paused and others > args.yield_cores:
+      if not paused and (held or others > args.yield_cores):
         process.send_signal(signal.SIGSTOP)
         paused, calm = True, 0
-        log(f"paused: other work uses {others:.1f} cores")
+        log("paused: " + ("`train_ladder.py pause`" if held else
+                          f"other work uses {others:.1f} cores"))
       elif paused:
-        calm = calm + 1 if others < args.yield_cores / 2 else 0
+        calm = calm + 1 if not held and (args.yield_cores is None or
+                                         others < args.yield_cores / 2) else 0
         if calm >= 3:
           process.send_signal(signal.SIGCONT)
           paused = False
@@ -236,7 +242,7 @@ def status():
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("action", choices=["start", "run", "status", "stop"])
+  parser.add_argument("action", choices=["start", "run", "status", "stop", "pause", "resume"])
   parser.add_argument("--rung", help="Only these rungs (comma-separated).")
   parser.add_argument("--slice_steps", type=int, default=500,
                       help="Steps of one rung before measuring and choosing again.")
@@ -246,7 +252,7 @@ def main(argv=None):
   parser.add_argument("--max_steps", type=int, default=100000,
                       help="--steps of each run (a run stops at it for good).")
   parser.add_argument("--precision", help="--precision of hific train (default: its own).")
-  parser.add_argument("--yield_cores", type=float, default=0.6,
+  parser.add_argument("--yield_cores", type=float, default=1.5,
                       help="Pause training while other work uses more than this many cores, "
                       "resume when it uses under half of it; negative: never pause.")
   args = parser.parse_args(argv)
@@ -260,6 +266,14 @@ def main(argv=None):
     return start(args, argv[1:])
   if args.action == "stop":
     return stop()
+  if args.action in ("pause", "resume"):
+    if args.action == "pause":
+      RUNS.mkdir(parents=True, exist_ok=True)
+      PAUSE_FILE.touch()
+    else:
+      PAUSE_FILE.unlink(missing_ok=True)
+    print(f"train_ladder: {args.action}d (takes effect within {2 * POLL_SECONDS} s)")
+    return 0
   if args.action == "status":
     return status()
   return run(args)

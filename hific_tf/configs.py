@@ -11,6 +11,7 @@ deliberate difference (lambda_b).
 import dataclasses
 import json
 import pathlib
+from hific_tf.errors import InputNotFoundError, UsageError
 
 _SEARCH_PATHS = (
     pathlib.Path(__file__).parent / "configs_data",   # Installed wheel.
@@ -89,7 +90,7 @@ def _config_dir():
   for path in _SEARCH_PATHS:
     if path.is_dir():
       return path
-  raise FileNotFoundError("hific_tf: no configs folder found in " +
+  raise InputNotFoundError("hific_tf: no configs folder found in " +
                           ", ".join(map(str, _SEARCH_PATHS)))
 
 
@@ -101,9 +102,9 @@ def list_configs():
 def _load_raw(name, seen=()):
   path = _config_dir() / f"{name}.json"
   if not path.is_file():
-    raise ValueError(f"unknown config '{name}' (known: {', '.join(list_configs())})")
+    raise UsageError(f"unknown config '{name}' (known: {', '.join(list_configs())})")
   if name in seen:
-    raise ValueError(f"config '{name}' extends itself through {' -> '.join(seen)}")
+    raise UsageError(f"config '{name}' extends itself through {' -> '.join(seen)}")
   raw = json.loads(path.read_text())
   parent = raw.pop("extends", None)
   if parent:
@@ -121,11 +122,11 @@ def get_config(name):
   fields = {f.name for f in dataclasses.fields(Config)}
   unknown = set(raw) - fields
   if unknown:
-    raise ValueError(f"config '{name}' has unknown keys: {', '.join(sorted(unknown))}")
+    raise UsageError(f"config '{name}' has unknown keys: {', '.join(sorted(unknown))}")
   config = Config(**raw)
   if config.stage not in STAGES:
-    raise ValueError(f"config '{name}': stage must be one of {STAGES}, got '{config.stage}'")
+    raise UsageError(f"config '{name}': stage must be one of {STAGES}, got '{config.stage}'")
   if not config.lambda_a > config.lambda_b:
-    raise ValueError(f"config '{name}': lambda_a must exceed lambda_b "
+    raise UsageError(f"config '{name}': lambda_a must exceed lambda_b "
                      "(the rate must cost more above the target than below)")
   return config

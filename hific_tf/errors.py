@@ -14,3 +14,15 @@ class HificError(Exception):
 
 class UsageError(HificError, ValueError):
   """Arguments that make no sense (unknown config, bad rate list...): exit code 2."""
+
+
+class InputNotFoundError(HificError, FileNotFoundError):
+  """An input path (image, folder, model) that does not exist or holds nothing usable."""
+
+
+class OutputExistsError(HificError, FileExistsError):
+  """An output that exists already: hific never overwrites without --force."""
+
+
+class InvalidModelError(HificError, ValueError):
+  """A file or folder that is not the model it was given as (SavedModel, weights, archive)."""

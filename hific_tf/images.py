@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hific_tf.errors import HificError
+from hific_tf.errors import HificError, OutputExistsError
 
 
 # The one list of readable photo suffixes: training, compress and evaluate all use it, and all
@@ -103,7 +103,7 @@ def write_atomic(path, data, force=False):
   """Writes bytes to `path` through a temporary file in the same folder and a rename."""
   path = pathlib.Path(path)
   if path.exists() and not force:
-    raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    raise OutputExistsError(f"{path} exists (use --force to overwrite)")
   path.parent.mkdir(parents=True, exist_ok=True)
   handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
   try:

@@ -1,4 +1,4 @@
-"""Shared fixtures: sample photos, and one tiny model trained and exported per test session.
+"""Shared fixtures: sample photos, and one tiny model trained and exported per pytest run.
 
 Training goes through the real `hific` command in a subprocess, so every codec test runs on a
 model produced the way users produce one.
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-REFERENCE_DIR = REPO / "tests" / "data" / "reference"  # Copied from the team oracle; see its README.
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"  # Official implementations' values; see its README.
 TRAIN_STEPS = 30
 
 
@@ -70,3 +70,29 @@ def codec(saved_model):
 def random_image(height, width, channels=3, seed=0):
   rng = np.random.default_rng(seed)
   return rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+# Fixtures that train, export or serve a model: tests using them are end-to-end.
+_END_TO_END_FIXTURES = {"stage1_dir", "saved_model", "codec", "serving_model", "server",
+                        "other_model", "cache_env"}
+_END_TO_END_CALLS = ("run_hific(", "subprocess.", "zoo.build_model", "zoo.load_codec",
+                     "zoo.saved_model")
+
+
+def pytest_collection_modifyitems(items):
+  """Marks end-to-end tests (`-m "not e2e"` is `make check`, the fast unit tier).
+
+  A test is end-to-end when it uses a trained or exported model, runs a process, or builds a
+  bundled codec; the rest are unit tests of one part. Marking by what a test does, rather than
+  by hand, keeps the fast tier honest as tests are added.
+  """
+  import inspect
+  for item in items:
+    function = getattr(item, "function", None)
+    try:
+      source = inspect.getsource(function) if function else ""
+    except (OSError, TypeError):
+      source = ""
+    uses = set(getattr(item, "fixturenames", ()))
+    if uses & _END_TO_END_FIXTURES or any(call in source for call in _END_TO_END_CALLS):
+      item.add_marker(pytest.mark.e2e)

@@ -8,7 +8,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 
 import fuzz_decode  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hific_tf.serving import fuzz  # pylint: disable=g-import-not-at-top,wrong-import-position
+import fuzz  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
@@ -32,9 +32,10 @@ def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
 _FIND_SPINNING_FILE = r"""
 import dataclasses, itertools, sys, time
 import numpy as np
-from hific_tf.serving import codec, guard, zoo
+from hific_tf import zoo
+from hific_tf.serving import codec, guard, resolve
 guard.BASE_SECONDS = 2.
-runner = codec.SavedModelCodec(zoo.saved_model_path(zoo.DEFAULT_CODEC))
+runner = codec.SavedModelCodec(resolve.saved_model_path(zoo.DEFAULT_CODEC))
 good = runner.compress(np.full((64, 64, 3), 128, np.uint8))
 rng = np.random.default_rng(0)
 candidates = itertools.chain(
@@ -42,7 +43,7 @@ candidates = itertools.chain(
     ({"y_string": bytes([b])} for b in range(256)),
     ({"z_string": rng.integers(0, 256, 2 + i % 3, dtype=np.uint8).tobytes()}
      for i in range(1000)),
-    # Which strings spin depends on the weights' tables: small-lo of session 4 needs both
+    # Which strings spin depends on the weights' tables: small-lo v3 needs both
     # strings short (found at candidate 1669).
     ({"z_string": rng.integers(0, 256, 1 + i % 8, dtype=np.uint8).tobytes(),
       "y_string": rng.integers(0, 256, 1 + i % 5, dtype=np.uint8).tobytes()}

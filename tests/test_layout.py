@@ -65,11 +65,66 @@ def test_no_import_cycles():
       visit(node, [node])
 
 
+# The layers of docs/ARCHITECTURE.md, lowest first: a module imports only from lower layers
+# (or from its own package at its own layer). Module names match by prefix.
+LAYERS = (
+    ("hific_tf.errors", "hific_tf.geometry", "hific_tf.runtime"),
+    ("hific_tf.configs", "hific_tf.images"),
+    ("hific_tf.perceptual", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
+     "hific_tf.serving.bitstream"),
+    ("hific_tf.models",),
+    ("hific_tf.zoo",),
+    ("hific_tf.training", "hific_tf.serving", "hific_tf.evaluation.runner"),
+    ("hific_tf.cli",),
+)
+
+
+def _layer(module):
+  matches = [(len(prefix), level) for level, prefixes in enumerate(LAYERS)
+             for prefix in prefixes if module == prefix or module.startswith(prefix + ".")]
+  assert matches, f"{module} is in no layer of ARCHITECTURE.md"
+  return max(matches)[1]
+
+
+def test_imports_point_down_the_layers_of_architecture_md():
+  architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+  for prefixes in LAYERS:
+    for prefix in prefixes:
+      path = prefix.replace("hific_tf.", "").replace(".", "/")
+      assert path in architecture, f"ARCHITECTURE.md does not place {path}"
+  for name, targets in _graph().items():
+    if name == "hific_tf":
+      continue  # The package's __init__: runtime first, HiFiC on attribute access.
+    for target in targets:
+      same_package = name.rsplit(".", 1)[0] == target.rsplit(".", 1)[0]
+      upward = _layer(target) > _layer(name) or (
+          _layer(target) == _layer(name) and not same_package)
+      assert not upward, f"{name} imports {target}, which is not below it"
+
+
+def test_user_facing_failures_raise_hific_errors():
+  """No bare builtin exception for something a user can cause; the allowed ones are bugs."""
+  allowed = {  # (module, exception): why it is a programming error, not a user's.
+      ("hific_tf/models/hific/layers.py", "ValueError"): "a network built with 1 channel",
+      ("hific_tf/models/hific/hyperprior.py", "RuntimeError"): "coding before build_coders",
+      ("hific_tf/serving/bitstream.py", "ValueError"): "a fingerprint of the wrong length",
+  }
+  builtin = {"ValueError", "FileNotFoundError", "FileExistsError", "RuntimeError", "KeyError",
+             "TypeError", "OSError", "IOError", "Exception"}
+  for path in PACKAGE.rglob("*.py"):
+    relative = str(path.relative_to(REPO))
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+        name = getattr(node.exc.func, "id", None)
+        if name in builtin:
+          assert (relative, name) in allowed, f"{relative}:{node.lineno} raises a bare {name}"
+
+
 def test_the_library_never_imports_the_cli():
   for name, targets in _graph().items():
     if not name.startswith("hific_tf.cli"):
       assert not [t for t in targets if t.startswith("hific_tf.cli")], name
-  code = ("import sys, hific_tf.evaluation.runner, hific_tf.serving.zoo, hific_tf.training.train;"
+  code = ("import sys, hific_tf.evaluation.runner, hific_tf.zoo, hific_tf.training.train;"
           "print([m for m in sys.modules if m.startswith('hific_tf.cli')])")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
@@ -88,7 +143,8 @@ def test_nothing_reads_outside_the_checkout():
 def test_every_user_facing_error_shares_one_base():
   from hific_tf.evaluation import runner
   from hific_tf.perceptual import weights
-  from hific_tf.serving import bitstream, zoo
+  from hific_tf import zoo
+  from hific_tf.serving import bitstream
   from hific_tf.training import data, photos, train
   for error in (images.ImageError, data.DataError, train.TrainError, runner.EvaluationError,
                 bitstream.FormatError, weights.WeightsNotFoundError, photos.PhotoDataError,

@@ -60,7 +60,7 @@ def test_stage2_steps_touch_only_their_own_variables():
   codec_vars = model.transform_variables + model.entropy_variables
 
   codec_before, d_before = _values(codec_vars), _values(d_vars)
-  model._discriminator_step(d_images)
+  model._discriminator_step(d_images, model.hyperprior.side_quantization_offset())
   assert not any(_changed(codec_before, codec_vars)), "the D step changed E/G/hyperprior"
   assert all(_changed(d_before[:len(model.discriminator_variables)],
                       model.discriminator_variables))
@@ -69,7 +69,7 @@ def test_stage2_steps_touch_only_their_own_variables():
   d_before = _values(d_vars)
   step = model.train_step
   original = model._discriminator_step
-  model._discriminator_step = lambda _: {}
+  model._discriminator_step = lambda *_: {}
   try:
     step(images)
   finally:
@@ -286,3 +286,71 @@ def test_float16_training_tracks_float32():
   first = int(np.argmax(float16 < float16[0] * 0.99))  # The loss after the first real update.
   assert 0 < first < 12
   np.testing.assert_allclose(float16[first:first + 8], float32[1:9], rtol=0.25)
+
+
+_MULTI_WORKER_SCRIPT = textwrap.dedent("""
+    import json, os, sys, numpy as np, tensorflow as tf
+    config_name, out = sys.argv[1], sys.argv[2]
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if "TF_CONFIG" in os.environ
+                else tf.distribute.OneDeviceStrategy("/cpu:0"))
+    from hific_tf import configs
+    from hific_tf.models.hific.model import HiFiC
+    images = tf.cast(tf.random.stateless_uniform([4, 64, 64, 3], [1, 2], 0, 256, tf.int32),
+                     tf.uint8)
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+      model = HiFiC(configs.get_config(config_name).replace(learning_rate=1e-4)).build_all(64)
+      model.compile()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensors(images).unbatch().batch(4).with_options(options)
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    logs = strategy.run(tf.function(model.train_step), args=(batch,))
+    logs = {k: float(strategy.reduce("MEAN", v, axis=None)) for k, v in logs.items()}
+    variables = model.transform_variables + model.entropy_variables + (
+        model.discriminator.variables if model.discriminator is not None else [])
+    np.save(out, np.concatenate([v.numpy().ravel() for v in variables]))
+    print(json.dumps(logs))
+""")
+
+
+def _free_ports(count):
+  import socket
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.parametrize("config", ["tiny-hific"])
+def test_two_worker_processes_equal_one_device(config, tmp_path):
+  # The path a user takes across machines: TF_CONFIG and MultiWorkerMirroredStrategy, here
+  # two processes on localhost, each with half of the global batch.
+  import json
+  import os
+  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+  workers = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                 "task": {"type": "worker", "index": index}}))
+    workers.append(subprocess.Popen(
+        [sys.executable, "-c", _MULTI_WORKER_SCRIPT, config, str(tmp_path / f"w{index}.npy")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = [w.communicate(timeout=900) for w in workers]
+  for worker, (_, stderr) in zip(workers, outputs):
+    assert worker.returncode == 0, stderr[-3000:]
+  single = subprocess.run([sys.executable, "-c", _MULTI_WORKER_SCRIPT, config,
+                           str(tmp_path / "single.npy")], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+  assert single.returncode == 0, single.stderr[-3000:]
+  single_logs = json.loads(single.stdout.strip().splitlines()[-1])
+  worker_logs = json.loads(outputs[0][0].strip().splitlines()[-1])
+  for key in ("loss", "bpp_noisy", "mse", "lpips"):
+    assert worker_logs[key] == pytest.approx(single_logs[key], rel=1e-5), key
+  reference = np.load(tmp_path / "single.npy")
+  for index in range(2):
+    weights = np.load(tmp_path / f"w{index}.npy")
+    assert np.linalg.norm(weights - reference) / np.linalg.norm(reference) < 1e-5

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO, run_hific
 from hific_tf import images
-from hific_tf.serving import zoo
+from hific_tf import zoo
+from hific_tf.models.hific import stored_weights
 
 HELD_OUT = REPO / "tests" / "data" / "heldout"
 PHOTO = HELD_OUT / "LadyBird.png"  # Never trained on (hific_tf/training/photos.py).
@@ -97,12 +98,12 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   from hific_tf.serving import codec
   config = configs.get_config("tiny-mselpips")
   first = HiFiC(config).build_all()
-  zoo.save_weights(first, tmp_path / "w.npz")
+  stored_weights.save_weights(first, tmp_path / "w.npz")
   second = HiFiC(config).build_all()
   for variable in second.encoder.variables:
     variable.assign(variable + 0.5)
   assert codec.weights_fingerprint(first) != codec.weights_fingerprint(second)
-  zoo.load_weights(second, tmp_path / "w.npz")
+  stored_weights.load_weights(second, tmp_path / "w.npz")
   narrow = 0
   with np.load(tmp_path / "w.npz") as stored:
     for (key, a), (_, b) in zip(first.codec_variables(), second.codec_variables()):
@@ -125,12 +126,12 @@ def test_quantize_int8_against_float64_reference():
   rng = np.random.default_rng(0)
   values = rng.normal(size=(3, 3, 16, 8)).astype(np.float32) * rng.uniform(0.01, 2., 8)
   values[..., 3] = 0.  # An all-zero channel must not divide by zero.
-  codes, scale = zoo.quantize_int8(values)
+  codes, scale = stored_weights.quantize_int8(values)
   reference_scale = np.abs(values.astype(np.float64)).max(axis=(0, 1, 2)) / 127.
   nonzero = reference_scale > 0
   np.testing.assert_allclose(scale[nonzero], reference_scale[nonzero], rtol=1e-6)
   assert codes.dtype == np.int8 and np.abs(codes).max() == 127 and not codes[..., 3].any()
-  error = np.abs(zoo.dequantize_int8(codes, scale) - values.astype(np.float64))
+  error = np.abs(stored_weights.dequantize_int8(codes, scale) - values.astype(np.float64))
   assert np.all(error <= reference_scale / 2 * (1 + 1e-4))  # float32 rounding
 
 
@@ -152,9 +153,9 @@ def test_committed_weights_load_into_their_config_with_their_d(card, weights):
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec
   model = HiFiC(configs.get_config(card["config"])).build_all()
-  restored_discriminator = zoo.load_weights(model, weights)
+  restored_discriminator = stored_weights.load_weights(model, weights)
   assert codec.weights_fingerprint(model).hex() == card["fingerprint"]
-  assert restored_discriminator == zoo.discriminator_path(weights).is_file()
+  assert restored_discriminator == stored_weights.discriminator_path(weights).is_file()
   if card["stage"] == "hific" and "checkpoints" not in weights.parts:
     assert restored_discriminator, f"{card['name']} ships without its D"
 
@@ -167,8 +168,8 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
   from hific_tf.training import train
   config = configs.get_config("tiny-hific")
   first = HiFiC(config).build_all()
-  zoo.save_weights(first, tmp_path / "w.npz")
-  assert zoo.discriminator_path(tmp_path / "w.npz").is_file()
+  stored_weights.save_weights(first, tmp_path / "w.npz")
+  assert stored_weights.discriminator_path(tmp_path / "w.npz").is_file()
   second = HiFiC(config).build_all()
   for variable in second.discriminator.variables:
     variable.assign(variable * 0. + 0.25)
@@ -180,6 +181,6 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
                            np.abs(original) * 2.**-10 + 2.**-24)
     assert np.all(np.abs(loaded - original) <= tolerance), key
   stage_1 = HiFiC(config.replace(stage="mselpips")).build_all()
-  zoo.save_weights(stage_1, tmp_path / "s1.npz")
-  assert not zoo.discriminator_path(tmp_path / "s1.npz").exists()
+  stored_weights.save_weights(stage_1, tmp_path / "s1.npz")
+  assert not stored_weights.discriminator_path(tmp_path / "s1.npz").exists()
   assert not train.restore_codec(HiFiC(config).build_all(), str(tmp_path / "s1.npz"))

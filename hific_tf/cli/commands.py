@@ -15,7 +15,7 @@ tf.get_logger().setLevel("ERROR")
 from hific_tf.serving import bitstream
 from hific_tf import configs
 from hific_tf import images as images_lib
-from hific_tf.errors import UsageError
+from hific_tf.errors import InputNotFoundError, OutputExistsError, UsageError
 from hific_tf.evaluation import metrics
 
 
@@ -57,7 +57,7 @@ def export(args):
   from hific_tf.training import train as train_lib
   out = pathlib.Path(args.out)
   if out.exists() and not args.force:
-    raise FileExistsError(f"{out} exists (use --force to replace it)")
+    raise OutputExistsError(f"{out} exists (use --force to replace it)")
   model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype,
                                  encoder_dtype=args.encoder_dtype)
   info = codec.export_to(model, out, replace=True, serving=args.serving)
@@ -71,11 +71,11 @@ def _plan(input_path, output, is_input, suffix):
   """(source, destination) pairs for one file or every matching file of a folder."""
   source = pathlib.Path(input_path)
   if not source.exists():
-    raise FileNotFoundError(f"{source} does not exist")
+    raise InputNotFoundError(f"{source} does not exist")
   if source.is_dir():
     files = sorted(p for p in source.iterdir() if p.is_file() and is_input(p))
     if not files:
-      raise FileNotFoundError(f"{source} holds no input files")
+      raise InputNotFoundError(f"{source} holds no input files")
     folder = pathlib.Path(output) if output else source
     return [(f, folder / (f.stem + suffix)) for f in files]
   return [(source, pathlib.Path(output) if output else source.with_suffix(suffix))]
@@ -85,7 +85,7 @@ def _check_outputs(plan, force):
   if not force:
     for _, destination in plan:
       if destination.exists():
-        raise FileExistsError(f"{destination} exists (use --force to overwrite)")
+        raise OutputExistsError(f"{destination} exists (use --force to overwrite)")
 
 
 def _log(message):
@@ -93,34 +93,13 @@ def _log(message):
 
 
 def _load_codec(model, max_pixels=None):
-  """A codec from a SavedModel folder (full or `--serving`) or a bundled codec name."""
-  from hific_tf.serving import codec, split, zoo
-  limits = {} if max_pixels is None else {"max_pixels": max_pixels}
-  path = pathlib.Path(model)
-  if path.is_dir():
-    if split.is_serving_model(path):
-      return split.SplitCodec(path, **limits)
-    return codec.SavedModelCodec(path, **limits)
-  if model in zoo.names():
-    return codec.SavedModelCodec(zoo.saved_model_path(model, log=_log), **limits)
-  raise zoo.UnknownCodecError(f"--model {model}: neither a SavedModel folder nor a bundled "
-                              f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
+  from hific_tf.serving import resolve
+  return resolve.load_codec(model, max_pixels, log=_log)
 
 
 def _compress_model_name(model, target_bpp=None):
-  """--model, else the bundled codec nearest --target_bpp, else the default bundled codec."""
-  from hific_tf.serving import zoo
-  if model and target_bpp is not None:
-    raise UsageError("give --model or --target_bpp, not both")
-  if target_bpp is not None:
-    if target_bpp <= 0:
-      raise UsageError("--target_bpp must be positive")
-    return zoo.closest_to_rate(target_bpp)
-  if model:
-    return model
-  if zoo.DEFAULT_CODEC not in zoo.names():
-    raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
-  return zoo.DEFAULT_CODEC
+  from hific_tf.serving import resolve
+  return resolve.codec_name(model, target_bpp)
 
 
 def compress(args):
@@ -162,7 +141,7 @@ def decompress(args):
 
 def _codec_for_file(hific_file):
   """The bundled codec that wrote `hific_file`, from the weights fingerprint in its header."""
-  from hific_tf.serving import zoo
+  from hific_tf import zoo
   name = zoo.by_fingerprint(hific_file.fingerprint.hex())
   if name is None:
     raise UsageError(f"the file was made by '{hific_file.config_name}' (weights "
@@ -228,12 +207,12 @@ def info(args):
   path = pathlib.Path(args.path)
   if path.is_dir():
     if not (path / "saved_model.pb").is_file():
-      raise FileNotFoundError(f"{path} is not a SavedModel folder")
+      raise InputNotFoundError(f"{path} is not a SavedModel folder")
     model = _load_codec(path)
     print(json.dumps(model.info, indent=2))
     return None
   if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist")
+    raise InputNotFoundError(f"{path} does not exist")
   hific_file = bitstream.HificFile.from_bytes(path.read_bytes())
   print(f"{path}: .hific v{bitstream.VERSION}, model {hific_file.config_name} "
         f"(weights {hific_file.fingerprint.hex()})")
@@ -262,7 +241,7 @@ def evaluate(args):
 
 
 def models(args):
-  from hific_tf.serving import zoo
+  from hific_tf import zoo
   available = zoo.names()
   if not available:
     print("no bundled codecs in this installation")

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from hific_tf import images as images_lib
+from hific_tf.errors import UsageError
 
 RATE_TOLERANCE = 0.10
 
@@ -99,7 +100,7 @@ def get_codec(name):
     return ClassicalCodec("heic", 0, 100, 1, *_heic())
   if name == "jxl":
     return ClassicalCodec("jxl", 25., 0.1, 0.01, *_jxl())  # Butteraugli distance: lower=better.
-  raise ValueError(f"unknown codec '{name}' (known: {', '.join(CODECS)})")
+  raise UsageError(f"unknown codec '{name}' (known: {', '.join(CODECS)})")
 
 
 CODECS = ("jpeg", "webp", "avif", "heic", "jxl")

@@ -9,6 +9,8 @@ grid shifted by 128 pixels, so that a few dozen images give hundreds of samples.
 import numpy as np
 import tensorflow as tf
 
+from hific_tf import images
+
 PATCH = 256
 MS_SSIM_MIN_SIDE = 161  # tf.image.ssim_multiscale: 11-px filter at 1/16 scale.
 
@@ -35,6 +37,23 @@ def ms_ssim(original, reconstruction):
     return float("nan")
   return float(_ms_ssim_graph(tf.constant(original, tf.uint8),
                               tf.constant(reconstruction, tf.uint8)))
+
+
+def measure(original, reconstruction, num_bytes, lpips=None, with_ms_ssim=True):
+  """What a decoded image is worth: {bpp, psnr, ms_ssim, lpips} against its original.
+
+  The one place a row of rate and distortion is made (evaluation, bundled codecs' cards, the
+  demo, the server, benchmarks), so every figure hific_tf prints is computed the same way.
+  `num_bytes` is the whole file's size; `lpips` an `LPIPS` instance, or None to skip it (and
+  `with_ms_ssim=False` skips MS-SSIM, for interactive use).
+  """
+  return {
+      "bpp": images.bits_per_pixel(num_bytes, *original.shape[:2]),
+      "psnr": psnr(original, reconstruction),
+      "ms_ssim": ms_ssim(original, reconstruction) if with_ms_ssim else float("nan"),
+      "lpips": (lpips.image_distance(original, reconstruction) if lpips is not None
+                else None),
+  }
 
 
 def patches(image, size=PATCH):

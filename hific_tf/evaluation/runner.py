@@ -248,13 +248,13 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
           hific_bytes = round(float(hific_row["bpp"]) * image.shape[0] * image.shape[1] / 8)
         reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes)
         features.compute(task.key, stem, reconstruction)
-        distance = lpips.image_distance(image, reconstruction)
+        measured = metrics.measure(image, reconstruction, 0, lpips)
         rows[key] = {
             "image": stem, "method": task.method, "setting": task.setting,
             "target_bpp": _format(task.target_bpp), "knob": _format(knob),
-            "bpp": _format(bpp), "psnr": _format(metrics.psnr(image, reconstruction)),
-            "ms_ssim": _format(metrics.ms_ssim(image, reconstruction)),
-            "lpips": _format(distance), "in_range": str(in_range)}
+            "bpp": _format(bpp), "psnr": _format(measured["psnr"]),
+            "ms_ssim": _format(measured["ms_ssim"]),
+            "lpips": _format(measured["lpips"]), "in_range": str(in_range)}
         _write_rows(csv_path, rows)
         if task.method == "hific" or (task.setting == MATCH if match else
                                       task.target_bpp == targets[0]):

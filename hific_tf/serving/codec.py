@@ -20,11 +20,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from hific_tf import geometry
 from hific_tf.models.hific import networks
-from hific_tf.models.hific.model import PAD_MULTIPLE
 from hific_tf.serving import bitstream
 from hific_tf.serving import guard
 from hific_tf.serving import split
+from hific_tf.errors import InvalidModelError, UsageError
 
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
@@ -84,8 +85,8 @@ def export(model, directory, serving=False):
       "generator_dtype": model.generator.dtype_policy.name,
       "encoder_dtype": model.encoder.layers[0].dtype_policy.name,
       "config": json.loads(model.config.to_json()),
-      "pad_multiple": int(PAD_MULTIPLE),
-      "latent_downsampling": int(networks.DOWNSAMPLING_FACTOR),
+      "pad_multiple": geometry.PAD_MULTIPLE,
+      "latent_downsampling": geometry.LATENT_DOWNSAMPLING,
   }
   if serving:
     return split.export_serving(model, directory, info)
@@ -151,11 +152,11 @@ class SavedModelCodec(guard.GuardedDecoder):
       self.module = tf.saved_model.load(str(directory))
       info = json.loads(self.module.model_info.numpy().decode())
     except (OSError, IOError, AttributeError, ValueError) as error:
-      raise ValueError(f"{directory}: not a hific SavedModel ({error.__class__.__name__})")
+      raise InvalidModelError(f"{directory}: not a hific SavedModel ({error.__class__.__name__})")
     self._read_info(info, max_pixels)
-    if tile is not None and (tile < 0 or tile % networks.DOWNSAMPLING_FACTOR):
-      raise ValueError(f"tile must be 0 or a positive multiple of "
-                       f"{networks.DOWNSAMPLING_FACTOR}, got {tile}")
+    if tile is not None and (tile < 0 or tile % geometry.LATENT_DOWNSAMPLING):
+      raise UsageError(f"tile must be 0 or a positive multiple of "
+                       f"{geometry.LATENT_DOWNSAMPLING}, got {tile}")
     self.tile = tile
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
@@ -164,7 +165,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     """Core tile side in latents for this image size, or None for the whole-image path."""
     if not self.can_tile or self.tile == 0:
       return None
-    padded = [-(-side // self.pad_multiple) * self.pad_multiple for side in (height, width)]
+    padded = [geometry.round_up(side, self.pad_multiple) for side in (height, width)]
     if self.tile is None and padded[0] * padded[1] <= AUTO_TILE_PIXELS:
       return None
     core = (self.tile or DEFAULT_TILE) // self.latent_downsampling

@@ -84,13 +84,11 @@ class CodecService:
         candidates[name.upper()] = result
       results = []
       for name, (reconstruction, size) in candidates.items():
-        distance = (self.lpips.image_distance(image, reconstruction)
-                    if self.lpips is not None else None)
+        measured = metrics.measure(image, reconstruction, size, self.lpips,
+                                   with_ms_ssim=False)
         results.append({
-            "codec": name, "bytes": size,
-            "bpp": images_lib.bits_per_pixel(size, height, width),
-            "psnr": metrics.psnr(image, reconstruction), "lpips": distance,
-            "image": _png_data_url(reconstruction)})
+            "codec": name, "bytes": size, "bpp": measured["bpp"], "psnr": measured["psnr"],
+            "lpips": measured["lpips"], "image": _png_data_url(reconstruction)})
     return {"width": width, "height": height, "original": _png_data_url(image),
             "results": results,
             "hific_file": base64.b64encode(hific_bytes).decode()}

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from hific_tf.serving import bitstream
 from hific_tf.serving import guard
+from hific_tf.errors import InvalidModelError
 
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
@@ -112,7 +113,7 @@ def read_variable(directory, name):
   for key in reader.get_variable_to_shape_map():
     if key.split("/")[0] == name:
       return reader.get_tensor(key)
-  raise ValueError(f"{directory}: no variable '{name}'")
+  raise InvalidModelError(f"{directory}: no variable '{name}'")
 
 
 class RangeCoder:
@@ -168,7 +169,7 @@ class SplitCodec(guard.GuardedDecoder):
       self.coder = RangeCoder({name: read_variable(directory, name) for name in TABLE_NAMES})
       self.module = tf.saved_model.load(str(directory))
     except (OSError, ValueError, tf.errors.OpError) as error:
-      raise ValueError(f"{directory}: not a hific serving SavedModel "
+      raise InvalidModelError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
 

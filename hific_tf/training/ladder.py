@@ -20,7 +20,8 @@ import json
 import pathlib
 import re
 
-from hific_tf.serving import zoo
+from hific_tf import zoo
+from hific_tf.errors import UsageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ def by_name(name):
   for rung in LADDER:
     if rung.name == name:
       return rung
-  raise ValueError(f"no rung '{name}' (the ladder: {', '.join(r.name for r in LADDER)})")
+  raise UsageError(f"no rung '{name}' (the ladder: {', '.join(r.name for r in LADDER)})")
 
 
 def run_step(model_dir):
@@ -109,5 +110,5 @@ def next_rung(runs_dir, only=None):
   """The RungState to train next: unshipped rungs first, then the fewest steps behind it."""
   states = [state(r, runs_dir) for r in LADDER if only is None or r.name in only]
   if not states:
-    raise ValueError(f"no rung among {only}")
+    raise UsageError(f"no rung among {only}")
   return min(states, key=lambda s: (s.bundled_steps is not None, s.total_steps))

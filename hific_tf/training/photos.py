@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from hific_tf import images as images_lib
-from hific_tf.errors import HificError
+from hific_tf.errors import HificError, OutputExistsError
 
 # Debian packages whose photographs may be used (others are reserved for independent checks).
 PACKAGES = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "mate-backgrounds",
@@ -170,7 +170,7 @@ def assemble(out_dir, debs_dir=None, force=False, log=print):
   """Builds out_dir/train, out_dir/heldout and out_dir/SOURCES.tsv; returns the file counts."""
   out_dir = pathlib.Path(out_dir)
   if (out_dir / "SOURCES.tsv").exists() and not force:
-    raise FileExistsError(f"{out_dir} already holds a data set (use --force to rebuild)")
+    raise OutputExistsError(f"{out_dir} already holds a data set (use --force to rebuild)")
   rows = []
   counts = {"train": 0, "heldout": 0}
   with tempfile.TemporaryDirectory(prefix="hific-data-") as tmp:

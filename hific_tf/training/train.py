@@ -22,7 +22,9 @@ from hific_tf.training import data as data_lib
 from hific_tf import images as images_lib
 from hific_tf import runtime
 from hific_tf.configs import Config
+from hific_tf import zoo
 from hific_tf.models.hific import networks
+from hific_tf.models.hific import stored_weights
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.errors import HificError
 
@@ -64,11 +66,9 @@ def restore_codec(model, source):
   D took about 700 CPU steps to tell real from fake again. Returns whether D was restored.
   """
   if not pathlib.Path(source).is_dir():
-    from hific_tf.serving import zoo  # pylint: disable=g-import-not-at-top
-    if str(source).endswith(".npz") and pathlib.Path(source).is_file():
-      return zoo.load_weights(model, source)  # A committed resume point (checkpoints/*.npz).
-    if source in zoo.names():
-      return zoo.load_weights(model, zoo.BUNDLED_DIR / source / "weights.npz")
+    weights = zoo.weights_file(source)  # A bundled rung or a checkpoints/*.npz resume point.
+    if weights is not None:
+      return stored_weights.load_weights(model, weights)
     raise TrainError(f"--init_from {source}: not a model_dir, a weights .npz or a bundled codec "
                      f"({', '.join(zoo.names()) or 'none bundled'})")
   checkpoint_path = latest_checkpoint(source)

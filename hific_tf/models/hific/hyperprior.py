@@ -21,6 +21,8 @@ import logging
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from hific_tf import geometry
+
 
 class _OffsetHeuristicNotice(logging.Filter):
   """Drops tfc's notice about the quantization-offset heuristic inside a tf.function.
@@ -46,7 +48,7 @@ Compressed = collections.namedtuple(
 
 
 # z is at 1/4 of y: two stride-2 convs in HyperAnalysis.
-DOWNSAMPLING_FACTOR = 4
+DOWNSAMPLING_FACTOR = geometry.SIDE_DOWNSAMPLING
 
 
 def _signal_conv(filters, kernel, corr, stride, activation, name, **kwargs):
@@ -156,7 +158,15 @@ class Hyperprior(tf.keras.layers.Layer):
     log_probs = distribution.log_prob(noisy)
     return noisy, tf.reduce_sum(log_probs, axis=[1, 2, 3]) / -tf.math.log(2.)
 
-  def call(self, y, training=False, noise_seed=None):
+  def side_quantization_offset(self):
+    """tfc's quantization offset of z under the current prior (where rounding is centred).
+
+    tfc finds it with a while loop over the prior's CDF (tens of ms here); a training step
+    computes it once, outside the gradient tape, and hands it to both of its forward passes.
+    """
+    return tf.stop_gradient(self._side_model().quantization_offset)
+
+  def call(self, y, training=False, noise_seed=None, z_offset=None):
     """Quantizes y and estimates its rate and that of z (bits per image, both estimates).
 
     Args:
@@ -164,20 +174,26 @@ class Hyperprior(tf.keras.layers.Layer):
       training: if True, the hyper-synthesis sees z with uniform noise (as in the paper);
         otherwise rounded z and rounded scale indexes, exactly what the coder will use.
       noise_seed: optional [2] int seed for the training noise (stateless, reproducible).
+      z_offset: `side_quantization_offset()`, when the caller has it already.
 
     Returns:
       A `HyperpriorOutput`; y_hat is round(y - mu) + mu with a straight-through gradient.
     """
     y = tf.cast(y, tf.float32)
-    side_model, latent_model = self._side_model(), self._latent_model()
+    latent_model = self._latent_model()
+    if z_offset is None:
+      z_offset = self.side_quantization_offset()
     z_seed = y_seed = None
     if noise_seed is not None:
       z_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
       y_seed = tf.random.experimental.stateless_fold_in(noise_seed, 2)
     z = self.analysis(y)
     z_noisy, z_bits_noisy = self._noisy_bits(self.side_prior, z, z_seed)
-    _, z_bits_quantized = side_model(z, training=False)
-    z_hat = z_noisy if training else side_model.quantize(z)
+    # What the coder sends for z (tfc's quantize and bits, with the offset given).
+    z_rounded = tf.stop_gradient(tf.round(z - z_offset) + z_offset)
+    z_bits_quantized = tf.reduce_sum(self.side_prior.log_prob(z_rounded),
+                                     axis=[1, 2, 3]) / -tf.math.log(2.)
+    z_hat = z_noisy if training else z_rounded
     loc, scale_index = self._parameters(z_hat, tf.shape(y)[1:3])
     if not training:
       scale_index = tf.round(scale_index)

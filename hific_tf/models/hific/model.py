@@ -13,14 +13,14 @@ optimizer's step, so a run restored from a checkpoint continues exactly.
 
 import tensorflow as tf
 
+from hific_tf import geometry
 from hific_tf.models.hific import hyperprior as hyperprior_lib
 from hific_tf.evaluation import metrics
 from hific_tf.models.hific import networks
 from hific_tf.configs import Config
 
-# The codec pads images to a multiple of the total downsampling (z is at 1/64 in the paper's
-# networks), derived from the architecture so that changing either network updates it.
-PAD_MULTIPLE = networks.DOWNSAMPLING_FACTOR * hyperprior_lib.DOWNSAMPLING_FACTOR
+# The codec pads images to a multiple of the total downsampling (z is at 1/64).
+PAD_MULTIPLE = geometry.PAD_MULTIPLE
 
 # Metrics reported by fit/evaluate, in display order. The GAN ones only in stage "hific".
 _METRICS = ("loss", "bpp_noisy", "bpp_quantized", "mse", "psnr", "lpips", "rate_weight",
@@ -56,7 +56,7 @@ def reflect_pad(image, multiple):
   Gathering with mirrored indexes handles every size, down to 1 pixel.
   """
   def indexes(size):
-    padded = (size + multiple - 1) // multiple * multiple
+    padded = geometry.round_up(size, multiple)
     period = tf.maximum(2 * (size - 1), 1)
     position = tf.math.floormod(tf.range(padded), period)
     return tf.where(position < size, position, period - position)
@@ -172,11 +172,11 @@ class HiFiC(tf.keras.Model):
 
   # --- Forward pass. ------------------------------------------------------------------------
 
-  def call(self, images, training=False, noise_seed=None):
+  def call(self, images, training=False, noise_seed=None, z_offset=None):
     """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training)."""
     x = tf.cast(images, tf.float32) / 255.
     y = self.encoder(x)
-    hp = self.hyperprior(y, training=training, noise_seed=noise_seed)
+    hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset)
     reconstruction = tf.cast(self.generator(hp.y_hat), tf.float32)
     pixels = _image_pixels(images)
     return {
@@ -258,9 +258,9 @@ class HiFiC(tf.keras.Model):
     fake = self.discriminator((reconstruction, latent), training=training)
     return real, fake
 
-  def _discriminator_step(self, images):
+  def _discriminator_step(self, images, z_offset):
     """One D update on its own sub-batch; E, G and the hyperprior are left untouched."""
-    outputs = self(images, training=True, noise_seed=self._noise_seed(2))
+    outputs = self(images, training=True, noise_seed=self._noise_seed(2), z_offset=z_offset)
     reconstruction = tf.stop_gradient(outputs["reconstruction"])
     with tf.GradientTape() as tape:
       real, fake = self._discriminate(outputs, reconstruction, training=True)
@@ -274,13 +274,14 @@ class HiFiC(tf.keras.Model):
   def train_step(self, images):
     config = self.config
     reports = {}
+    z_offset = self.hyperprior.side_quantization_offset()
     if config.use_gan:
       # Interleaved, not halved: then any split of the global batch across replicas gives
       # G and D the same images a single device would.
       images, disc_images = images[0::2], images[1::2]
-      reports.update(self._discriminator_step(disc_images))
+      reports.update(self._discriminator_step(disc_images, z_offset))
     with tf.GradientTape(persistent=True) as tape:
-      outputs = self(images, training=True, noise_seed=self._noise_seed(1))
+      outputs = self(images, training=True, noise_seed=self._noise_seed(1), z_offset=z_offset)
       per_image, terms = self._generator_terms(outputs)
       if config.use_gan:
         _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)

@@ -7,10 +7,11 @@ keep the topology; see docs/ARCHITECTURE.md for the numbers.
 
 import tensorflow as tf
 
+from hific_tf import geometry
 from hific_tf.models.hific.layers import ChannelNorm, ResidualBlock, SpectralConv2D, conv
 
-NUM_DOWNSAMPLINGS = 4  # y lives at 1/16 of the image.
-DOWNSAMPLING_FACTOR = 2 ** NUM_DOWNSAMPLINGS
+NUM_DOWNSAMPLINGS = geometry.NUM_DOWNSAMPLINGS  # y lives at 1/16 of the image.
+DOWNSAMPLING_FACTOR = geometry.LATENT_DOWNSAMPLING
 
 
 # Margins, in latents, beyond which a window's edge cannot change the output: the tail's four

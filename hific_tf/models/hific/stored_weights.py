@@ -1,0 +1,104 @@
+"""How trained weights are stored: large kernels as int8 with per-slice scales, the rest float16.
+
+The bundled codecs (hific_tf/zoo.py) and the resume points of rungs in training
+(checkpoints/) share this format, and both training (`--init_from`) and serving read it, so it
+lives beside the model it stores. Weights are widened to float32 on load, so every machine
+rebuilds the same model and the same fingerprint, and decoding stays deterministic.
+A stage-2 model's D goes beside its weights (NAME.discriminator.npz), never in the codec.
+"""
+
+import io
+import pathlib
+
+import numpy as np
+
+from hific_tf import images as images_lib
+from hific_tf.errors import HificError
+
+
+# Kernels of at least this many values are stored as int8 codes with one float32 scale per
+# slice of the last axis; everything else (biases, norms, the z prior) as float16. On
+# small-lo that halves the file (two rungs fit the 40 MB budget) for +0.2% bpp and +0.0015
+# LPIPS on the held-out photos (docs/MODELS.md). Widening is one float32 multiply per
+# value, so every machine rebuilds the same float32 weights and decoding stays deterministic.
+INT8_MIN_VALUES = 4096
+SCALE_SUFFIX = ".scale"
+
+
+def _stored_as_int8(key, values):
+  return values.ndim >= 2 and values.size >= INT8_MIN_VALUES and "DeepFactorized" not in key
+
+
+def quantize_int8(values):
+  """(int8 codes, float32 scales) per last-axis slice; |error| <= scale / 2 per value."""
+  values = np.asarray(values, np.float32)
+  scale = np.abs(values).max(axis=tuple(range(values.ndim - 1))) / 127.
+  scale = np.where(scale > 0, scale, 1.).astype(np.float32)
+  return np.clip(np.round(values / scale), -127, 127).astype(np.int8), scale
+
+
+def dequantize_int8(codes, scale):
+  return codes.astype(np.float32) * scale.astype(np.float32)
+
+
+def _save(named_variables, path):
+  arrays = {}
+  for key, variable in named_variables:
+    values = variable.numpy()
+    if _stored_as_int8(key, values):
+      arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values)
+    else:
+      arrays[key] = values.astype(np.float16)
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  images_lib.write_atomic(path, buffer.getvalue(), force=True)
+
+
+def _load(named_variables, path):
+  with np.load(path) as stored:
+    tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)]
+    expected = list(named_variables)
+    if len(tensors) != len(expected):
+      raise HificError(f"{path}: {len(tensors)} tensors, the model has {len(expected)}")
+    position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.
+    by_position = {position(key): key for key in tensors}
+    for key, variable in expected:
+      stored_key = by_position.get(position(key))
+      if stored_key is None or stored[stored_key].shape != tuple(variable.shape):
+        raise HificError(f"{path}: no tensor of shape {tuple(variable.shape)} for {key}")
+      values = stored[stored_key]
+      if values.dtype == np.int8:
+        values = dequantize_int8(values, stored[stored_key + SCALE_SUFFIX])
+      variable.assign(values.astype(variable.dtype.as_numpy_dtype))
+
+
+def discriminator_path(weights_path):
+  """Where D's weights sit beside a weights file: NAME.npz -> NAME.discriminator.npz."""
+  weights_path = pathlib.Path(weights_path)
+  return weights_path.with_name(weights_path.stem + ".discriminator.npz")
+
+
+def save_weights(model, path):
+  """Writes the codec's variables (before build_coders adds coding tables) as a .npz.
+
+  A model with a trained D also writes D beside it (`discriminator_path`): stage 2 can then
+  resume from committed files without D starting over, which cost a few hundred CPU steps
+  each time it did.
+  """
+  _save(model.codec_variables(), path)
+  if model.discriminator is not None:
+    _save(model.discriminator_state(), discriminator_path(path))
+
+
+def load_weights(model, path):
+  """Assigns weights from `save_weights` (int8 + scale or float16) to a built model.
+
+  D's file, when present beside `path` and the model has a D, is loaded too.
+  Returns whether D was loaded.
+  """
+  _load(model.codec_variables(), path)
+  d_path = discriminator_path(path)
+  if model.discriminator is None or not d_path.is_file():
+    return False
+  _load(model.discriminator_state(), d_path)
+  return True

@@ -1,0 +1,69 @@
+"""From what a user types to a codec: a bundled name, a SavedModel folder or a serving one.
+
+One resolver for the command line, the server and the benchmarks. A bundled codec's
+SavedModel is exported into the user cache on first use (keyed by its weights' fingerprint)
+and reused afterwards.
+"""
+
+import os
+import pathlib
+
+from hific_tf import zoo
+from hific_tf.errors import HificError, UsageError
+
+
+def cache_root():
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "hific_tf" / "codecs"
+
+
+def saved_model_path(name, log=None):
+  """The SavedModel folder of bundled codec `name`, exported into the cache on first use.
+
+  The export goes to a temporary folder and is renamed into place, so two processes that
+  race each produce a complete SavedModel and one of them wins; neither sees a partial one.
+  """
+  from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
+  card = zoo.load_card(name)
+  target = cache_root() / f"{name}-{card['fingerprint']}-v{codec.EXPORT_VERSION}"
+  if (target / "saved_model.pb").is_file():
+    return target
+  if log:
+    log(f"building the SavedModel of '{name}' (first use, a few seconds)")
+  model = zoo.build_model(name)
+  fingerprint = codec.weights_fingerprint(model).hex()
+  if fingerprint != card["fingerprint"]:
+    raise HificError(f"bundled codec '{name}': weights fingerprint {fingerprint} "
+                     f"does not match its card ({card['fingerprint']})")
+  codec.export_to(model, target)
+  return target
+
+
+def load_codec(source, max_pixels=None, log=None):
+  """A codec from a SavedModel folder (full or `--serving`) or a bundled codec name."""
+  from hific_tf.serving import codec, split  # pylint: disable=g-import-not-at-top
+  limits = {} if max_pixels is None else {"max_pixels": max_pixels}
+  path = pathlib.Path(source)
+  if path.is_dir():
+    if split.is_serving_model(path):
+      return split.SplitCodec(path, **limits)
+    return codec.SavedModelCodec(path, **limits)
+  if source in zoo.names():
+    return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
+  raise zoo.UnknownCodecError(f"--model {source}: neither a SavedModel folder nor a bundled "
+                              f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
+
+
+def codec_name(model=None, target_bpp=None):
+  """--model, else the bundled codec nearest --target_bpp, else the default bundled codec."""
+  if model and target_bpp is not None:
+    raise UsageError("give --model or --target_bpp, not both")
+  if target_bpp is not None:
+    if target_bpp <= 0:
+      raise UsageError("--target_bpp must be positive")
+    return zoo.closest_to_rate(target_bpp)
+  if model:
+    return model
+  if zoo.DEFAULT_CODEC not in zoo.names():
+    raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
+  return zoo.DEFAULT_CODEC
