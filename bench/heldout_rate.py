@@ -54,25 +54,37 @@ def heldout_bpp(model, paths, against=None):
   return rates
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_source(parser):
+  """--model_dir or --model: what the held-out benchmarks measure."""
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--model_dir", help="A `hific train` model_dir (latest checkpoint).")
   source.add_argument("--model", help="A bundled codec's name.")
   parser.add_argument("--images", default="tests/data/heldout")
+
+
+def load_model(args):
+  """(model, label, target bpp) from the flags of `add_model_source`."""
+  if args.model_dir:
+    from hific_tf.training import train as train_lib  # pylint: disable=g-import-not-at-top
+    return (train_lib.load_trained(args.model_dir), train_lib.latest_checkpoint(args.model_dir),
+            train_lib.read_config(args.model_dir).target_bpp)
+  from hific_tf import zoo  # pylint: disable=g-import-not-at-top
+  return zoo.build_model(args.model), args.model, zoo.load_card(args.model)["target_bpp"]
+
+
+def mean_against(model, paths, against="jpeg"):
+  """Means over `paths`: (bpp, LPIPS, the codec's bpp, the codec's LPIPS) at equal size."""
+  return np.array(list(heldout_bpp(model, paths, against).values())).mean(axis=0)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_model_source(parser)
   parser.add_argument("--against", help="A classical codec (jpeg, webp, avif, heic, jxl).")
   parser.add_argument("--json", help="Also write the means as one JSON line to this file "
                       "('-': a last line on stdout).")
   args = parser.parse_args()
-  if args.model_dir:
-    from hific_tf.training import train as train_lib  # pylint: disable=g-import-not-at-top
-    model = train_lib.load_trained(args.model_dir)
-    label = train_lib.latest_checkpoint(args.model_dir)
-    target = train_lib.read_config(args.model_dir).target_bpp
-  else:
-    from hific_tf import zoo  # pylint: disable=g-import-not-at-top
-    model = zoo.build_model(args.model)
-    label, target = args.model, zoo.load_card(args.model)["target_bpp"]
+  model, label, target = load_model(args)
   paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]
   rates = heldout_bpp(model, paths, args.against)
   for name, row in rates.items():

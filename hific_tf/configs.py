@@ -33,7 +33,9 @@ class Config:
   (docs/MODELS.md); the official 1M-step recipe never notices. `crop_target_bpp` (default:
   `target_bpp`) is the r_t that training applies to its crops: whole photos cost more bits per
   pixel than 256² crops (small-lo: 0.155 against about 0.12), so a codec meant to land whole
-  photos on `target_bpp` trains against a lower crop target.
+  photos on `target_bpp` trains against a lower crop target. `random_flip` mirrors half of
+  the training crops (the paper's recipe has no flips; on a few dozen photos they widen the
+  set: bench/generalisation.py).
   """
   name: str
   stage: str
@@ -65,6 +67,7 @@ class Config:
   description: str = ""
   entropy_learning_rate: float | None = None
   crop_target_bpp: float | None = None
+  random_flip: bool = False
 
   @property
   def training_target_bpp(self):

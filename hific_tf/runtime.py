@@ -22,6 +22,7 @@ import platform
 import sys
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+CHOSEN_MARK = "HIFIC_TF_CHOSE_ONEDNN"  # Child processes inherit the choice, not a user's.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -48,14 +49,17 @@ def configure_environment():
 
   Returns what was decided, for `describe`.
   """
+  chosen = f"{ONEDNN_VARIABLE}=1 (oneDNN: faster than TensorFlow's own CPU kernels)"
   if ONEDNN_VARIABLE in os.environ:
+    if os.environ.get(CHOSEN_MARK) == os.environ[ONEDNN_VARIABLE]:
+      return chosen
     return f"{ONEDNN_VARIABLE}={os.environ[ONEDNN_VARIABLE]} (set by the user)"
   if "tensorflow" in sys.modules:
     return "TensorFlow was imported before hific_tf: its default kernels"
   if platform.machine().lower() not in ("x86_64", "amd64"):
     return "TensorFlow's default kernels (not an x86 CPU)"
-  os.environ[ONEDNN_VARIABLE] = "1"
-  return f"{ONEDNN_VARIABLE}=1 (oneDNN: faster than TensorFlow's own CPU kernels)"
+  os.environ[ONEDNN_VARIABLE] = os.environ[CHOSEN_MARK] = "1"
+  return chosen
 
 
 KERNELS = configure_environment()

@@ -3,7 +3,11 @@
 import sys
 import time
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.e2e  # Builds the bundled codec and runs worker processes.
 
 sys.path.insert(0, str(REPO / "bench"))
 

@@ -134,6 +134,7 @@ def _final_weights(model_dir):
       v.numpy() for v in model.variables]
 
 
+@pytest.mark.e2e  # Three `hific train` processes.
 def test_killed_run_resumes_to_the_same_step_and_weights(tmp_path, photo_dir):
   glob = f"{photo_dir}/*.png"
   straight = _train_subprocess(tmp_path / "straight", glob, 0)
@@ -354,3 +355,15 @@ def test_two_worker_processes_equal_one_device(config, tmp_path):
   for index in range(2):
     weights = np.load(tmp_path / f"w{index}.npy")
     assert np.linalg.norm(weights - reference) / np.linalg.norm(reference) < 1e-5
+
+
+def test_random_flip_mirrors_some_crops_and_keeps_the_rest():
+  image = tf.constant(np.random.default_rng(0).integers(0, 255, [300, 400, 3], np.uint8))
+  same, mirrored = 0, 0
+  for index in range(16):
+    seed = tf.constant([1, index], tf.int64)
+    plain = data.augment(image, 64, seed).numpy()
+    flipped = data.augment(image, 64, seed, random_flip=True).numpy()
+    same += int(np.array_equal(plain, flipped))
+    mirrored += int(np.array_equal(plain[:, ::-1], flipped))
+  assert same + mirrored == 16 and 2 <= mirrored <= 14

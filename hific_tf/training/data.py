@@ -19,6 +19,9 @@ class DataError(HificError, ValueError):
   """Raised for a dataset that cannot be read; the CLI prints it as one line."""
 
 
+FLIP_SALT = 7
+
+
 def list_images(pattern):
   """Sorted image files matching a glob (or all images in a folder); DataError if none."""
   try:
@@ -27,7 +30,7 @@ def list_images(pattern):
     raise DataError(str(error)) from None
 
 
-def augment(image, crop_size, seed):
+def augment(image, crop_size, seed, random_flip=False):
   """Random downscale by 0.75-0.95 and a random crop, resizing only the cropped window.
 
   Equivalent to downscaling the whole photo and then cropping (the paper's recipe), but the
@@ -38,6 +41,8 @@ def augment(image, crop_size, seed):
     image: uint8 [H, W, 3].
     crop_size: side of the square crop.
     seed: [2] int seed; the result is a pure function of (image, seed).
+    random_flip: also mirror half of the crops left to right (from a seed of its own, so
+      the crops are those of an unflipped run).
 
   Returns:
     uint8 [crop_size, crop_size, 3].
@@ -52,7 +57,11 @@ def augment(image, crop_size, seed):
   left = tf.random.stateless_uniform([], seeds[2], 0, limit[1], dtype=tf.int32)
   patch = image[top:top + window, left:left + window]
   resized = tf.image.resize(patch, [crop_size, crop_size], method="bilinear", antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  crop = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  if random_flip:
+    flip_seed = tf.random.experimental.stateless_fold_in(seed, FLIP_SALT)
+    crop = tf.image.stateless_random_flip_left_right(crop, flip_seed)
+  return crop
 
 
 class PhotoCache:
@@ -110,7 +119,8 @@ def _examples_from_tfds(name, split, data_dir, start_example):
 
 
 def training_dataset(batch_size, crop_size, seed=0, train_glob=None, tfds_name=None,
-                     tfds_split="train", tfds_data_dir=None, start_step=0, photo_cache=None):
+                     tfds_split="train", tfds_data_dir=None, start_step=0, photo_cache=None,
+                     random_flip=False):
   """Infinite dataset of uint8 [batch_size, crop, crop, 3] batches, starting at `start_step`.
 
   Exactly one of `train_glob` (or its already decoded `photo_cache`) and `tfds_name` is given. The batch for step k does not depend on
@@ -127,7 +137,8 @@ def training_dataset(batch_size, crop_size, seed=0, train_glob=None, tfds_name=N
     examples = _examples_from_tfds(tfds_name, tfds_split, tfds_data_dir, start_example)
 
   def crop(index, image):
-    return augment(image, crop_size, tf.stack([tf.constant(seed + 1, tf.int64), index]))
+    return augment(image, crop_size, tf.stack([tf.constant(seed + 1, tf.int64), index]),
+                   random_flip)
 
   dataset = examples.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.batch(batch_size, drop_remainder=True).prefetch(2)

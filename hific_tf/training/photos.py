@@ -140,6 +140,11 @@ def _fit_box(array, box, short_side):
   return array[:, left:left + limit]
 
 
+def fit_heldout(array):
+  """An image scaled and cut as the held-out photos are (512-pixel short side, <= 768 wide)."""
+  return _fit_box(array, HELD_OUT_BOX, HELD_OUT_SHORT_SIDE)
+
+
 def _sources(root):
   """(relative name, path, package, copyright, licence) for every photo, in a fixed order."""
   backgrounds = root / "usr/share/backgrounds"
@@ -179,7 +184,7 @@ def assemble(out_dir, debs_dir=None, force=False, log=print):
       pixels = images_lib.load_rgb(path)
       split = "heldout" if relative in HELD_OUT else "train"
       if split == "heldout":
-        variants = [(_safe_name(relative), _fit_box(pixels, HELD_OUT_BOX, HELD_OUT_SHORT_SIDE))]
+        variants = [(_safe_name(relative), fit_heldout(pixels))]
       else:
         variants = [(f"{_safe_name(relative)}_s{side}", _resize_short_side(pixels, side))
                     for side in TRAIN_SHORT_SIDES]

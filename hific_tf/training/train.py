@@ -208,7 +208,7 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   images_per_step = batch_size * (2 if config.use_gan else 1)
   dataset = data_lib.training_dataset(images_per_step, crop_size, seed, tfds_name=tfds_name,
                                       tfds_data_dir=tfds_data_dir, start_step=start_step,
-                                      photo_cache=photo_cache)
+                                      photo_cache=photo_cache, random_flip=config.random_flip)
   validation = (data_lib.validation_dataset(val_glob, crop_size, batch_size)
                 if val_glob else None)
   log_dir = str(model_dir / "logs")

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 
 from hific_tf import images as images_lib
-from hific_tf.errors import HificError
+from hific_tf.errors import HificError, UsageError
 
 
 # Kernels of at least this many values are stored as int8 codes with one float32 scale per
@@ -23,30 +23,37 @@ from hific_tf.errors import HificError
 # value, so every machine rebuilds the same float32 weights and decoding stays deterministic.
 INT8_MIN_VALUES = 4096
 SCALE_SUFFIX = ".scale"
+# Codes may use fewer than 8 bits: with `bits=7` they span -63..63 with twice the step, and
+# the compressed .npz shrinks by 14% (the codes' entropy falls by about a bit); the loader
+# is the same (codes times scale). bench/weight_bits.py measures what it costs.
+DEFAULT_BITS = 8
 
 
 def _stored_as_int8(key, values):
   return values.ndim >= 2 and values.size >= INT8_MIN_VALUES and "DeepFactorized" not in key
 
 
-def quantize_int8(values):
+def quantize_int8(values, bits=DEFAULT_BITS):
   """(int8 codes, float32 scales) per last-axis slice; |error| <= scale / 2 per value."""
+  if not 2 <= bits <= 8:
+    raise UsageError(f"weights are stored with 2 to 8 bits, not {bits}")
+  levels = 2 ** (bits - 1) - 1
   values = np.asarray(values, np.float32)
-  scale = np.abs(values).max(axis=tuple(range(values.ndim - 1))) / 127.
+  scale = np.abs(values).max(axis=tuple(range(values.ndim - 1))) / levels
   scale = np.where(scale > 0, scale, 1.).astype(np.float32)
-  return np.clip(np.round(values / scale), -127, 127).astype(np.int8), scale
+  return np.clip(np.round(values / scale), -levels, levels).astype(np.int8), scale
 
 
 def dequantize_int8(codes, scale):
   return codes.astype(np.float32) * scale.astype(np.float32)
 
 
-def _save(named_variables, path):
+def _save(named_variables, path, bits=DEFAULT_BITS):
   arrays = {}
   for key, variable in named_variables:
     values = variable.numpy()
     if _stored_as_int8(key, values):
-      arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values)
+      arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values, bits)
     else:
       arrays[key] = values.astype(np.float16)
   buffer = io.BytesIO()
@@ -78,14 +85,14 @@ def discriminator_path(weights_path):
   return weights_path.with_name(weights_path.stem + ".discriminator.npz")
 
 
-def save_weights(model, path):
+def save_weights(model, path, bits=DEFAULT_BITS):
   """Writes the codec's variables (before build_coders adds coding tables) as a .npz.
 
   A model with a trained D also writes D beside it (`discriminator_path`): stage 2 can then
   resume from committed files without D starting over, which cost a few hundred CPU steps
-  each time it did.
+  each time it did. `bits` is the codec's large kernels' precision (D keeps 8).
   """
-  _save(model.codec_variables(), path)
+  _save(model.codec_variables(), path, bits)
   if model.discriminator is not None:
     _save(model.discriminator_state(), discriminator_path(path))
 
