@@ -345,3 +345,29 @@ def test_images_over_the_limit_are_refused_before_encoding(saved_model, tmp_path
   done = run_hific("compress", "--model", saved_model, tmp_path / "wide.png", check=False)
   assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
   assert "exceeds the limit" in done.stderr and not (tmp_path / "wide.hific").exists()
+
+
+def test_a_slow_generator_never_makes_a_valid_file_look_corrupt(saved_model, monkeypatch):
+  # The deadline bounds range decoding, the one step a crafted file can stretch; the
+  # generator's time is the machine's. Here G takes longer than the whole deadline.
+  import time
+  from hific_tf.serving import guard
+  codec = codec_lib.SavedModelCodec(saved_model)
+  image = random_image(64, 96, seed=3)
+  hific_file = codec.compress(image)
+  expected = codec.decompress(hific_file)
+  monkeypatch.setattr(guard, "BASE_SECONDS", 0.5)
+  module = codec.module
+
+  class SlowModule:
+    def __getattr__(self, name):
+      return getattr(module, name)
+
+    @staticmethod
+    def decompress(*args):
+      time.sleep(1.5)
+      return module.decompress(*args)
+
+  codec.module = SlowModule()
+  np.testing.assert_array_equal(codec.decompress(hific_file), expected)
+  assert not codec.poisoned

@@ -204,6 +204,11 @@ def _info_config(name):
 def info(args):
   if args.config:
     return _info_config(args.config)
+  if args.system:
+    from hific_tf import runtime
+    import tensorflow as tf
+    print(f"TensorFlow {tf.__version__}; training: {runtime.describe(*runtime.choose())}")
+    return None
   path = pathlib.Path(args.path)
   if path.is_dir():
     if not (path / "saved_model.pb").is_file():

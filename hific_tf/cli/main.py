@@ -135,6 +135,8 @@ def build_parser():
   p = _subcommand(sub, "info", "Describe a config, a .hific file or a SavedModel.")
   target = p.add_mutually_exclusive_group(required=True)
   target.add_argument("--config", help="Config name: parameters and loss weights.")
+  target.add_argument("--system", action="store_true",
+                      help="The kernels, precision and XLA choice hific_tf makes here.")
   target.add_argument("path", nargs="?", help="A .hific file or a SavedModel folder.")
 
   p = _subcommand(sub, "data", "Build the training and held-out photo set from Debian "

@@ -23,12 +23,11 @@ import tensorflow as tf
 from hific_tf.serving import bitstream
 
 # Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
-# tens of millions of symbols per second), plus PER_PIXEL when the same call also runs the
-# generator (whole-image decoding, at most 1 MP unless tiling is switched off; hific-lo's
-# generator takes about 4 us per pixel here in float32).
+# tens of millions of symbols per second). The deadline covers range decoding only, never the
+# generator: G's time depends on the machine (70 s for a 3 MP hific-lo decode with emulated
+# bfloat16), and a slow machine must not make a valid file look corrupt.
 BASE_SECONDS = 10.
 PER_SYMBOL_SECONDS = 1e-6
-PER_PIXEL_SECONDS = 20e-6
 
 
 class DecodeDeadlineError(bitstream.FormatError):
@@ -46,8 +45,8 @@ def rejected_payload_error():
                                "latent strings)")
 
 
-def deadline_for(symbols, pixels=0):
-  return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols + PER_PIXEL_SECONDS * pixels
+def deadline_for(symbols):
+  return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols
 
 
 def call_with_deadline(function, seconds):

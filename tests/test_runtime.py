@@ -1,0 +1,45 @@
+"""The machine-dependent choices: oneDNN before TensorFlow loads, bfloat16 only where native."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO, run_hific
+from hific_tf import runtime
+
+
+def test_bfloat16_only_where_the_cpu_computes_it():
+  assert runtime.native_bfloat16(frozenset({"avx2", "fma"})) is None
+  assert runtime.native_bfloat16(frozenset({"avx512f", "avx512_bf16"})) == "avx512_bf16"
+  assert runtime.native_bfloat16(frozenset({"amx_bf16", "amx_tile"})) == "amx_bf16"
+  precision, jit = runtime.choose()
+  assert jit is False  # No GPU here: XLA was 3x slower on CPUs.
+  expected = "mixed_bfloat16" if runtime.native_bfloat16() else "float32"
+  assert precision == expected
+  assert runtime.choose("float32", False) == ("float32", False)
+
+
+def _kernels(env):
+  code = ("import hific_tf, os; from hific_tf import runtime; "
+          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), '|', runtime.KERNELS)")
+  environment = {k: v for k, v in os.environ.items()
+                 if k not in ("TF_ENABLE_ONEDNN_OPTS", runtime.CHOSEN_MARK)}
+  environment.update(env)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env=environment, cwd=REPO, check=True)
+  return done.stdout.strip()
+
+
+def test_onednn_is_chosen_before_tensorflow_loads_unless_the_user_decided():
+  chosen = _kernels({})
+  assert chosen.startswith("1 |") and "set by the user" not in chosen
+  assert _kernels({"TF_ENABLE_ONEDNN_OPTS": "0"}).startswith("0 |")
+  assert "set by the user" in _kernels({"TF_ENABLE_ONEDNN_OPTS": "0"})
+  # A child of a process that chose (the ladder's trainers) reports the choice as hific_tf's.
+  assert "set by the user" not in _kernels({"TF_ENABLE_ONEDNN_OPTS": "1",
+                                            runtime.CHOSEN_MARK: "1"})
+
+
+def test_hific_info_system_names_the_choice():
+  out = run_hific("info", "--system").stdout
+  assert "precision" in out and "kernels" in out and "XLA" in out
