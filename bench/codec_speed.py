@@ -28,9 +28,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from hific_tf import geometry  # pylint: disable=g-import-not-at-top
+from hific_tf import geometry
 
 
 def peak_rss_mb():
@@ -54,8 +54,8 @@ def timed(function, repeats):
 
 
 def photo(width, height):
-  import skimage.data
   from PIL import Image
+  import skimage.data
   image = Image.fromarray(skimage.data.astronaut()).resize((width, height), Image.BICUBIC)
   return np.asarray(image)
 
@@ -130,10 +130,10 @@ def main():
                  None if tile == "auto" else int(tile))
 
   import tensorflow as tf
-  from hific_tf import configs, images
+
+  from hific_tf import configs, images, zoo
   from hific_tf.evaluation import classical
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf import zoo
   from hific_tf.serving import codec
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]

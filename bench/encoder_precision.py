@@ -15,7 +15,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
 HELD_OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "heldout"
 
@@ -24,10 +24,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="small-lo")
   args = parser.parse_args()
-  from hific_tf import images
+  from hific_tf import images, zoo
   from hific_tf.evaluation import metrics
   from hific_tf.perceptual.lpips import LPIPS
-  from hific_tf import zoo
   from hific_tf.serving import codec
   lpips = LPIPS("alex")
   photos = [images.load_rgb(path) for path in images.list_images(HELD_OUT)]

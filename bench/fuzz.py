@@ -41,7 +41,7 @@ def _header_layout(data):
   """Offsets of the fixed header fields of a valid file."""
   name_length = data[5]
   fixed = 6 + name_length + bitstream.FINGERPRINT_BYTES
-  return fixed, fixed + bitstream._FIXED.size  # pylint: disable=protected-access
+  return fixed, fixed + bitstream._FIXED.size
 
 
 def mutate(data, rng):
@@ -59,34 +59,34 @@ def mutate(data, rng):
     length = int(rng.integers(1, 33))
     body[start:start + length] = bytes([int(rng.integers(0, 256))]) * length
   elif kind == "header_field":
-    fields = list(bitstream._FIXED.unpack(bytes(body[fixed:payload])))  # pylint: disable=protected-access
+    fields = list(bitstream._FIXED.unpack(bytes(body[fixed:payload])))
     index = int(rng.integers(0, len(fields)))
     limit = 2 ** 32 - 1 if index in (0, 1, 6, 7) else 2 ** 16 - 1
     fields[index] = int(rng.choice([0, 1, fields[index] - 1, fields[index] + 1,
                                     fields[index] * 2, limit, limit - 1]))
     fields[index] = min(max(fields[index], 0), limit)
-    body[fixed:payload] = bitstream._FIXED.pack(*fields)  # pylint: disable=protected-access
+    body[fixed:payload] = bitstream._FIXED.pack(*fields)
   elif kind == "truncate":
     body = body[:int(rng.integers(payload, len(body)))]
   elif kind == "extend":
     body += rng.integers(0, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes()
   elif kind == "swap":
-    fields = bitstream._FIXED.unpack(bytes(body[fixed:payload]))  # pylint: disable=protected-access
+    fields = bitstream._FIXED.unpack(bytes(body[fixed:payload]))
     y_length, z_length = fields[6], fields[7]
     y, z = body[payload:payload + y_length], body[payload + y_length:payload + y_length +
                                                   z_length]
-    body[fixed:payload] = bitstream._FIXED.pack(*fields[:6], z_length, y_length)  # pylint: disable=protected-access
+    body[fixed:payload] = bitstream._FIXED.pack(*fields[:6], z_length, y_length)
     body[payload:] = z + y
   elif kind == "short_string":
     # A y or z string replaced by a few random bytes: the strings run out early, which is
     # what makes tfc's escape decoding spin (guard.py).
-    fields = list(bitstream._FIXED.unpack(bytes(body[fixed:payload])))  # pylint: disable=protected-access
+    fields = list(bitstream._FIXED.unpack(bytes(body[fixed:payload])))
     y = bytes(body[payload:payload + fields[6]])
     z = bytes(body[payload + fields[6]:payload + fields[6] + fields[7]])
     short = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
     y, z = (short, z) if rng.random() < 0.5 else (y, short)
     fields[6], fields[7] = len(y), len(z)
-    body[fixed:] = bitstream._FIXED.pack(*fields) + y + z  # pylint: disable=protected-access
+    body[fixed:] = bitstream._FIXED.pack(*fields) + y + z
   elif kind == "random_payload":
     body[payload:] = rng.integers(0, 256, len(body) - payload, dtype=np.uint8).tobytes()
   else:
@@ -97,8 +97,8 @@ def mutate(data, rng):
 def _worker(model_dir, max_pixels, tasks, results):
   """Decodes cases until told to stop; reports (case, outcome, detail) for each."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from hific_tf.errors import HificError  # pylint: disable=g-import-not-at-top
-  from hific_tf.serving import codec, guard  # pylint: disable=g-import-not-at-top
+  from hific_tf.errors import HificError
+  from hific_tf.serving import codec, guard
   model = codec.SavedModelCodec(model_dir, max_pixels=max_pixels)
   results.put(("ready", os.getpid(), ""))
   while True:
@@ -120,7 +120,7 @@ def _worker(model_dir, max_pixels, tasks, results):
       return  # This process now holds a spinning kernel: the harness starts a fresh one.
     except HificError as error:
       results.put(("done", case, f"refused:{error}"))
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:
       # TF errors (say, a range decoder refusing a string) are refusals too: one line, no
       # crash. They are reported separately so that a new kind shows up in the summary.
       results.put(("done", case, f"refused:{error.__class__.__name__}"))

@@ -18,13 +18,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# pylint: disable=g-import-not-at-top
 import fuzz  # bench/fuzz.py, beside this script.
 
 
 def seed_files(folder):
   """A SavedModel of the tiny config and valid .hific files of three photo crops."""
   import skimage.data
+
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec

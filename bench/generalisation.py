@@ -18,7 +18,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# pylint: disable=g-import-not-at-top
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import heldout_rate
 from hific_tf import images as images_lib

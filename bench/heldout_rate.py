@@ -22,10 +22,10 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
 
-from hific_tf import images as images_lib  # pylint: disable=g-import-not-at-top
+from hific_tf import images as images_lib
 
 
 def heldout_bpp(model, paths, against=None):
@@ -34,8 +34,8 @@ def heldout_bpp(model, paths, against=None):
   With `against` (a classical codec's name), {name: (bpp, LPIPS, codec's bpp, codec's LPIPS)}.
   """
   if against:
-    from hific_tf.evaluation import classical  # pylint: disable=g-import-not-at-top
-    from hific_tf.perceptual.lpips import LPIPS  # pylint: disable=g-import-not-at-top
+    from hific_tf.evaluation import classical
+    from hific_tf.perceptual.lpips import LPIPS
     codec, lpips = classical.get_codec(against), LPIPS("alex")
   rates = {}
   for path in paths:
@@ -65,10 +65,10 @@ def add_model_source(parser):
 def load_model(args):
   """(model, label, target bpp) from the flags of `add_model_source`."""
   if args.model_dir:
-    from hific_tf.training import train as train_lib  # pylint: disable=g-import-not-at-top
+    from hific_tf.training import train as train_lib
     return (train_lib.load_trained(args.model_dir), train_lib.latest_checkpoint(args.model_dir),
             train_lib.read_config(args.model_dir).target_bpp)
-  from hific_tf import zoo  # pylint: disable=g-import-not-at-top
+  from hific_tf import zoo
   return zoo.build_model(args.model), args.model, zoo.load_card(args.model)["target_bpp"]
 
 

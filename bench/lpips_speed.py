@@ -9,9 +9,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow as tf
 
-from hific_tf.perceptual.lpips import LPIPS  # pylint: disable=g-import-not-at-top
+from hific_tf.perceptual.lpips import LPIPS
 
 
 def measure(function, repeats):

@@ -16,10 +16,10 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow as tf
 
-from hific_tf import configs  # pylint: disable=g-import-not-at-top
-from hific_tf.training import train  # pylint: disable=g-import-not-at-top
+from hific_tf import configs
+from hific_tf.training import train
 
 
 class _Report(tf.keras.callbacks.Callback):
@@ -52,8 +52,8 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     photos = args.photos
     if photos is None:
-      import skimage.data
       from PIL import Image
+      import skimage.data
       folder = pathlib.Path(tmp) / "photos"
       folder.mkdir()
       for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",

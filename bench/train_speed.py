@@ -25,10 +25,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow as tf
 
-from hific_tf import configs  # pylint: disable=g-import-not-at-top
-from hific_tf.models.hific.model import HiFiC  # pylint: disable=g-import-not-at-top
+from hific_tf import configs
+from hific_tf.models.hific.model import HiFiC
 
 CASES = (("tiny-mselpips", 4, 128), ("tiny-hific", 4, 128), ("small-mselpips-lo", 8, 256),
          ("small-hific-lo", 8, 256), ("hific-lo", 2, 256))
@@ -39,6 +39,7 @@ def pipeline_images_per_second(crop, seconds=5.):
   the size the training set caches (1024 px short side), for comparison with the model's."""
   import numpy as np
   from PIL import Image
+
   from hific_tf.training import data
   with tempfile.TemporaryDirectory() as folder:
     rng = np.random.default_rng(0)
@@ -95,7 +96,7 @@ print(json.dumps(dict(trace=trace, times=times, precision=precision, jit=jit,
 
 def compare(steps):
   """Every CPU configuration in its own process; ratios to TensorFlow's default kernels."""
-  from hific_tf import runtime  # pylint: disable=g-import-not-at-top
+  from hific_tf import runtime
   print(f"small-hific-lo stage-2 step, 4 + 4 crops of 256², {steps} steps after tracing, "
         f"{os.cpu_count()} CPU threads, native bfloat16: {runtime.native_bfloat16() or 'no'}")
   print(f"{'configuration':<32}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}")

@@ -14,14 +14,18 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
 tf.get_logger().setLevel("ERROR")  # One tf.function per layer is the point here.
 
-from codec_speed import timed  # pylint: disable=g-import-not-at-top  (bench/ is sys.path[0])
-from hific_tf import configs  # pylint: disable=g-import-not-at-top
-from hific_tf.models.hific import layers  # pylint: disable=g-import-not-at-top
-from hific_tf.models.hific import networks  # pylint: disable=g-import-not-at-top
+from codec_speed import timed
+
+from hific_tf import configs
+from hific_tf.models.hific import (
+  layers,
+  networks,
+)
 
 CONFIGS = {"hific-lo": "hific-lo", "small-lo": "small-hific-lo"}
 

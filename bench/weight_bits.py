@@ -8,7 +8,8 @@ photos (bench/heldout_rate.py), so every row differs only in the stored precisio
 values, which adds at most half an 8-bit step to the error of direct quantization).
 
 Usage: python bench/weight_bits.py --model small-mi [--bits 8,7,6]
-       python bench/weight_bits.py --model_dir runs/ladder/small-hi [--bits 8,7,6]
+       python bench/weight_bits.py --model_dir runs/ladder/small-hi [--bits 32,8,7,6]
+(32: the float32 weights of a model_dir as trained; give it first.)
 """
 
 import argparse
@@ -19,7 +20,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# pylint: disable=g-import-not-at-top
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import heldout_rate
 from hific_tf import images as images_lib
@@ -37,12 +37,14 @@ def main():
   print(f"{'bits':>5}{'weights MB':>12}{'bpp':>9}{'LPIPS':>9}{'JPEG LPIPS':>12}")
   with tempfile.TemporaryDirectory() as folder:
     for bits in (int(b) for b in args.bits.split(",")):
-      path = pathlib.Path(folder) / f"w{bits}.npz"
-      stored_weights.save_weights(model, path, bits=bits)
-      stored_weights.load_weights(model, path)
+      size = float("nan")
+      if bits != 32:  # 32: the model's float32 weights as trained (first, before any store).
+        path = pathlib.Path(folder) / f"w{bits}.npz"
+        stored_weights.save_weights(model, path, bits=bits)
+        stored_weights.load_weights(model, path)
+        size = path.stat().st_size / 1e6
       bpp, lpips, _, jpeg_lpips = heldout_rate.mean_against(model, paths)
-      print(f"{bits:>5}{path.stat().st_size / 1e6:>12.2f}{bpp:>9.4f}{lpips:>9.4f}"
-            f"{jpeg_lpips:>12.4f}")
+      print(f"{bits:>5}{size:>12.2f}{bpp:>9.4f}{lpips:>9.4f}{jpeg_lpips:>12.4f}")
 
 
 if __name__ == "__main__":

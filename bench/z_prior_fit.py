@@ -20,7 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -35,10 +35,10 @@ def main():
   parser.add_argument("--steps", type=int, default=1000)
   args = parser.parse_args()
   import tensorflow as tf
+
   from hific_tf import configs, images
+  from hific_tf.models.hific import stored_weights
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf import zoo
-from hific_tf.models.hific import stored_weights
   model = HiFiC(configs.get_config(args.config)).build_all()
   stored_weights.load_weights(model, args.weights)
   hyperprior = model.hyperprior
@@ -57,7 +57,7 @@ from hific_tf.models.hific import stored_weights
   z_photo = hyperprior.analysis(model.analyze(tf.constant(photo)))
 
   def coded_bits():
-    return float(hyperprior._side_model()(z_photo, training=False)[1][0])  # pylint: disable=protected-access
+    return float(hyperprior._side_model()(z_photo, training=False)[1][0])
 
   start_values = [v.numpy() for v in hyperprior.side_prior.trainable_variables]
   print(f"{len(crops)} crops; {pathlib.Path(args.photo).name}: z {tuple(z_photo.shape[1:])}, "
@@ -71,7 +71,7 @@ from hific_tf.models.hific import stored_weights
     @tf.function
     def step(seed):
       with tf.GradientTape() as tape:
-        _, bits = hyperprior._noisy_bits(hyperprior.side_prior, z_train, seed)  # pylint: disable=protected-access
+        _, bits = hyperprior._noisy_bits(hyperprior.side_prior, z_train, seed)
         loss = tf.reduce_mean(bits)
       variables = hyperprior.side_prior.trainable_variables
       optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))

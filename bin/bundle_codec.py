@@ -21,18 +21,20 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# pylint: disable=g-import-not-at-top
 import numpy as np
 
 from hific_tf import images as images_lib
+from hific_tf import zoo
+from hific_tf.configs import Config
 from hific_tf.evaluation import metrics
+from hific_tf.models.hific import stored_weights
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.serving import codec as codec_lib
-from hific_tf import zoo
-from hific_tf.models.hific import stored_weights
+from hific_tf.training import ladder
 from hific_tf.training import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -69,8 +71,15 @@ def _write_resume_point(staging, weights_path):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model_dir", required=True)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--model_dir", help="A `hific train` model_dir (its latest checkpoint).")
+  source.add_argument("--restore", metavar="NAME",
+                      help="A bundled codec, stored again (e.g. with other --bits).")
   parser.add_argument("--name", required=True)
+  parser.add_argument("--bits", type=int, default=stored_weights.DEFAULT_BITS,
+                      help="Bits of the large kernels' codes (bench/weight_bits.py).")
+  parser.add_argument("--steps", type=int, help="Training steps behind the weights (default: "
+                      "a ladder run's origin plus its step, or the restored card's).")
   parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")
   parser.add_argument("--training", default="", help="One line: how it was trained.")
   parser.add_argument("--target_bpp", type=float, help="Default: the config's target.")
@@ -85,11 +94,23 @@ def main():
     target = zoo.BUNDLED_DIR / args.name
   if target.exists() and not args.force:
     sys.exit(f"bundle_codec: {target} exists (use --force)")
-  trained = train_lib.load_trained(args.model_dir)
-  config = trained.config
+  previous = zoo.load_card(args.name) if args.name in zoo.names() else {}
+  if args.restore:
+    restored = zoo.load_card(args.restore)
+    config = Config.from_json((zoo.BUNDLED_DIR / args.restore / "config.json").read_text())
+    trained = HiFiC(config).build_all()
+    stored_weights.load_weights(trained, zoo.weights_file(args.restore))
+    steps = args.steps or restored.get("steps")
+    args.training = args.training or restored.get("training", "")
+  else:
+    trained = train_lib.load_trained(args.model_dir)
+    config = trained.config
+    origin = pathlib.Path(args.model_dir) / "ladder.json"
+    steps = args.steps or (json.loads(origin.read_text())["base_steps"] +
+                           ladder.run_step(args.model_dir) if origin.is_file() else None)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".bundle-"))
   try:
-    stored_weights.save_weights(trained, staging / "weights.npz")
+    stored_weights.save_weights(trained, staging / "weights.npz", bits=args.bits)
     images_lib.write_atomic(staging / "config.json", config.to_json().encode())
     # The shipped model is the one widened from storage: fingerprint and figures come from it.
     model = HiFiC(config.replace(stage="mselpips")).build_all()
@@ -108,7 +129,11 @@ def main():
         "fingerprint": fingerprint,
         "parameters": parameters,
         "weights_bytes": (staging / "weights.npz").stat().st_size,
+        "version": int(previous.get("version", 0)) + 1,
+        "date": time.strftime("%Y-%m-%d"),
         "training": args.training,
+        "steps": steps,
+        "weights_bits": args.bits,
         "heldout": dict(means, images=len(rows)),
         "heldout_images": rows,
     }

@@ -40,8 +40,8 @@ def main():
   parser.add_argument("--out", default="demo_out")
   parser.add_argument("--model", default=None, help="Bundled codec name (default: default).")
   args = parser.parse_args()
-  # pylint: disable=g-import-not-at-top
   import numpy as np
+
   from hific_tf import images
   from hific_tf.evaluation import classical, metrics
   from hific_tf.perceptual import lpips

@@ -13,7 +13,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# pylint: disable=g-import-not-at-top
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 

@@ -34,7 +34,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hific_tf.training import ladder  # pylint: disable=g-import-not-at-top
+from hific_tf.training import ladder
 
 RUNS = REPO / "runs" / "ladder"
 PID_FILE = RUNS / "ladder.pid"

@@ -3,7 +3,7 @@
 `HiFiC` is imported lazily so that `import hific_tf.configs` does not load TensorFlow.
 """
 
-from hific_tf import runtime  # Chooses CPU kernels before anything imports TensorFlow.
+from hific_tf import runtime  # noqa: F401  (chooses CPU kernels before TensorFlow loads)
 
 __version__ = "0.1.0"
 

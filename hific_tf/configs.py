@@ -11,6 +11,7 @@ deliberate difference (lambda_b).
 import dataclasses
 import json
 import pathlib
+
 from hific_tf.errors import InputNotFoundError, UsageError
 
 _SEARCH_PATHS = (

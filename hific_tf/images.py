@@ -16,7 +16,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hific_tf.errors import HificError, OutputExistsError
 
-
 # The one list of readable photo suffixes: training, compress and evaluate all use it, and all
 # decode through `load_rgb` (Pillow), so whatever one accepts the others accept too.
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm",
@@ -35,7 +34,7 @@ class ImageError(HificError, ValueError):
 
 def list_images(pattern):
   """Sorted image files matching a glob, or every image in a folder (by SUFFIXES)."""
-  import glob  # pylint: disable=g-import-not-at-top
+  import glob
   if os.path.isdir(pattern):
     pattern = os.path.join(pattern, "*")
   files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f) and is_image_name(f))

@@ -66,7 +66,7 @@ KERNELS = configure_environment()
 
 
 def _gpu_capabilities():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
   found = []
   for gpu in tf.config.list_physical_devices("GPU"):
     details = tf.config.experimental.get_device_details(gpu)

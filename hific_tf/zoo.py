@@ -19,7 +19,6 @@ only to build a model. serving/resolve.py turns a name into a codec.
 """
 
 import json
-import os
 import pathlib
 
 from hific_tf.configs import Config
@@ -78,8 +77,8 @@ def weights_file(source):
 def build_model(name, generator_dtype=None, encoder_dtype=None):
   """The bundled codec `name` as a HiFiC Keras model with its weights (coders not built)."""
   # TensorFlow: only when a model is needed.
-  from hific_tf.models.hific import stored_weights  # pylint: disable=g-import-not-at-top
-  from hific_tf.models.hific.model import HiFiC  # pylint: disable=g-import-not-at-top
+  from hific_tf.models.hific import stored_weights
+  from hific_tf.models.hific.model import HiFiC
   load_card(name)
   config = Config.from_json((BUNDLED_DIR / name / "config.json").read_text())
   model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype,

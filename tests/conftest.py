@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REFERENCE_DIR = REPO / "tests" / "data" / "reference"  # Official implementations' values; see its README.

@@ -8,15 +8,15 @@ import sys
 import textwrap
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from conftest import sample_photos, REPO, random_image, run_hific
+from conftest import REPO, random_image, run_hific, sample_photos
+from hific_tf import images
+from hific_tf.models.hific import model as model_lib
 from hific_tf.serving import bitstream
 from hific_tf.serving import codec as codec_lib
-from hific_tf.models.hific import model as model_lib
-from hific_tf import images
 from hific_tf.training import train
 
 
@@ -351,6 +351,7 @@ def test_a_slow_generator_never_makes_a_valid_file_look_corrupt(saved_model, mon
   # The deadline bounds range decoding, the one step a crafted file can stretch; the
   # generator's time is the machine's. Here G takes longer than the whole deadline.
   import time
+
   from hific_tf.serving import guard
   codec = codec_lib.SavedModelCodec(saved_model)
   image = random_image(64, 96, seed=3)

@@ -5,13 +5,12 @@ import csv
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 import scipy.linalg
-from PIL import Image
 
 from conftest import REFERENCE_DIR, run_hific
-from hific_tf.evaluation import classical
-from hific_tf.evaluation import metrics
+from hific_tf.evaluation import classical, metrics
 
 
 @pytest.fixture(scope="module")

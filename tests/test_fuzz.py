@@ -11,8 +11,8 @@ pytestmark = pytest.mark.e2e  # Builds the bundled codec and runs worker process
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import fuzz_decode  # pylint: disable=g-import-not-at-top,wrong-import-position
-import fuzz  # pylint: disable=g-import-not-at-top,wrong-import-position
+import fuzz
+import fuzz_decode
 
 
 def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
@@ -74,6 +74,7 @@ print("none")
 
 def test_a_spinning_range_decode_is_cut_off_at_its_deadline(tmp_path):
   import subprocess
+
   from conftest import run_hific
   crafted = tmp_path / "spins.hific"
   done = subprocess.run([sys.executable, "-c", _FIND_SPINNING_FILE, str(crafted)],

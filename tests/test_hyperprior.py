@@ -26,7 +26,7 @@ def _latents(seed=0, shape=(2, 8, 12, CHANNELS), scale=3.):
 def test_quantized_z_rate_is_tfcs(hyperprior):
   y = _latents()
   z = hyperprior.analysis(y)
-  _, tfc_bits = hyperprior._side_model()(z, training=False)  # pylint: disable=protected-access
+  _, tfc_bits = hyperprior._side_model()(z, training=False)
   ours = hyperprior(y, training=False).z_bits_quantized
   np.testing.assert_allclose(ours.numpy(), tfc_bits.numpy(), rtol=1e-6)
   offset = hyperprior.side_quantization_offset()

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from conftest import REPO, run_hific
 from hific_tf import errors, images
@@ -141,9 +141,9 @@ def test_nothing_reads_outside_the_checkout():
 
 
 def test_every_user_facing_error_shares_one_base():
+  from hific_tf import zoo
   from hific_tf.evaluation import runner
   from hific_tf.perceptual import weights
-  from hific_tf import zoo
   from hific_tf.serving import bitstream
   from hific_tf.training import data, photos, train
   for error in (images.ImageError, data.DataError, train.TrainError, runner.EvaluationError,
@@ -155,13 +155,13 @@ def test_every_user_facing_error_shares_one_base():
 
 def _all_parsers():
   top = cli_main.build_parser()
-  subparsers = [a for a in top._actions if a.__class__.__name__ == "_SubParsersAction"][0]  # pylint: disable=protected-access
+  subparsers = [a for a in top._actions if a.__class__.__name__ == "_SubParsersAction"][0]
   return [("hific", top)] + list(subparsers.choices.items())
 
 
 def test_every_flag_has_help_and_the_help_shows_defaults():
   for name, parser in _all_parsers():
-    for action in parser._actions:  # pylint: disable=protected-access
+    for action in parser._actions:
       if action.__class__.__name__ in ("_HelpAction", "_SubParsersAction"):
         continue
       assert action.help, f"hific {name}: {action.option_strings or action.dest} has no help"
@@ -201,7 +201,15 @@ def test_one_image_rule_for_training_compress_and_evaluate(tmp_path):
 def test_model_dir_config_records_what_the_run_used(stage1_dir):
   """config.json holds the flags' values (steps 30 from --steps), not only the config's."""
   import json
+
   from conftest import TRAIN_STEPS
   recorded = json.loads((stage1_dir / "config.json").read_text())
   assert recorded["num_steps"] == TRAIN_STEPS
   assert recorded["batch_size"] == 4 and recorded["crop_size"] == 128
+
+
+def test_the_code_passes_its_lint():
+  """ruff.toml's rules (pyflakes, import order, bugbear) on the library, bin/, bench/, tests/."""
+  done = subprocess.run([sys.executable, "-m", "ruff", "check", "hific_tf", "bin", "bench",
+                         "tests"], capture_output=True, text=True, cwd=REPO)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

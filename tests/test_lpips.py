@@ -4,11 +4,11 @@ import json
 import re
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from conftest import REPO, REFERENCE_DIR
+from conftest import REFERENCE_DIR, REPO
 from hific_tf.perceptual import lpips as lpips_lib
 
 REFERENCE = REFERENCE_DIR / "lpips_reference.json"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hific_tf.cli import commands
 from hific_tf import configs
+from hific_tf.cli import commands
 from hific_tf.models.hific import networks
 from hific_tf.models.hific.layers import ChannelNorm, SpectralConv2D, SubpixelConv2DTranspose
 from hific_tf.models.hific.model import HiFiC

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from conftest import run_hific, sample_photos
 
@@ -114,6 +114,7 @@ def test_split_client_refuses_damaged_payloads_in_one_line(serving_model, tmp_pa
   """Damaged strings either fail tfc's exact-consumption check or decode to garbage of the
   declared size (a range coder cannot tell more; docs/SECURITY.md), never anything else."""
   import dataclasses
+
   from hific_tf.serving import bitstream
   from hific_tf.serving.split import SplitCodec
   client = SplitCodec(serving_model)

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from conftest import REPO, TRAIN_STEPS, run_hific
 from hific_tf import configs
-from hific_tf.training import data
 from hific_tf.models.hific.model import HiFiC, rate_weight, schedules
+from hific_tf.training import data
 
 
 def test_rate_weight_picks_lambda_a_above_target_and_lambda_b_below():
@@ -55,7 +55,7 @@ def test_stage2_steps_touch_only_their_own_variables():
   model.compile()
   images = tf.random.uniform([4, 64, 64, 3], 0, 255, tf.int32)
   images = tf.cast(images, tf.uint8)
-  g_images, d_images = images[0::2], images[1::2]
+  d_images = images[1::2]
   d_vars = model.discriminator.variables  # Includes the spectral-norm power iteration state.
   codec_vars = model.transform_variables + model.entropy_variables
 

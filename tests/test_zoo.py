@@ -2,14 +2,12 @@
 the CLI finds them by default, by name, by rate and by a file's fingerprint."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from conftest import REPO, run_hific
-from hific_tf import images
-from hific_tf import zoo
+from hific_tf import images, zoo
 from hific_tf.models.hific import stored_weights
 
 HELD_OUT = REPO / "tests" / "data" / "heldout"

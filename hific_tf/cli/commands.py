@@ -11,12 +11,11 @@ import tensorflow_compression as tfc
 
 tf.get_logger().setLevel("ERROR")
 
-# pylint: disable=g-import-not-at-top
-from hific_tf.serving import bitstream
 from hific_tf import configs
 from hific_tf import images as images_lib
 from hific_tf.errors import InputNotFoundError, OutputExistsError, UsageError
 from hific_tf.evaluation import metrics
+from hific_tf.serving import bitstream
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -205,8 +204,9 @@ def info(args):
   if args.config:
     return _info_config(args.config)
   if args.system:
-    from hific_tf import runtime
     import tensorflow as tf
+
+    from hific_tf import runtime
     print(f"TensorFlow {tf.__version__}; training: {runtime.describe(*runtime.choose())}")
     return None
   path = pathlib.Path(args.path)
@@ -252,7 +252,7 @@ def models(args):
     print("no bundled codecs in this installation")
     return
   print(f"{'name':<12}{'default':>8}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}"
-        f"{'LPIPS':>7}{'params':>9}  trained")
+        f"{'LPIPS':>7}{'params':>9}  version, trained")
   for name in available:
     card = zoo.load_card(name)
     figures = card.get("heldout", {})
@@ -260,6 +260,7 @@ def models(args):
           f"{figures.get('bpp', float('nan')):>8.3f}{figures.get('psnr', float('nan')):>7.2f}"
           f"{figures.get('ms_ssim', float('nan')):>9.4f}"
           f"{figures.get('lpips', float('nan')):>7.3f}{card['parameters'] / 1e6:>8.2f}M  "
+          f"v{card.get('version', 1)} ({card.get('date', '?')}, {card.get('steps', '?')} steps): "
           f"{card.get('training', '')}")
   print("figures: means over the held-out photos (docs/MODELS.md); "
         "`hific evaluate --model NAME --match` compares them with classical codecs")

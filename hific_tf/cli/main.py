@@ -13,11 +13,10 @@ import warnings
 # Quiet TensorFlow's C++ start-up chatter before it is imported (stderr is for our errors).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl.flags import argparse_flags  # pylint: disable=g-import-not-at-top
+from absl.flags import argparse_flags
 
-
-from hific_tf.errors import UsageError  # pylint: disable=g-import-not-at-top
-from hific_tf.serving import bitstream  # pylint: disable=g-import-not-at-top
+from hific_tf.errors import UsageError
+from hific_tf.serving import bitstream
 
 
 class _Parser(argparse_flags.ArgumentParser):
@@ -179,7 +178,7 @@ def run(argv=None):
   except KeyboardInterrupt:
     print("hific: error: interrupted", file=sys.stderr)
     return 1
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     if verbose:
       raise
     code = 2 if isinstance(error, UsageError) else 1

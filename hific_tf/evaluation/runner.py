@@ -14,11 +14,10 @@ import pathlib
 
 import numpy as np
 
-from hific_tf.serving import bitstream
-from hific_tf.evaluation import classical
 from hific_tf import images as images_lib
 from hific_tf.errors import UsageError
-from hific_tf.evaluation import metrics
+from hific_tf.evaluation import classical, metrics
+from hific_tf.serving import bitstream
 
 COLUMNS = ("image", "method", "setting", "target_bpp", "knob", "bpp", "psnr", "ms_ssim",
            "lpips", "in_range")
@@ -214,6 +213,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
   if model is None and not codecs:
     raise EvaluationError("nothing to evaluate: no model and no codecs")
   from tqdm import tqdm
+
   from hific_tf.perceptual.lpips import LPIPS
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from hific_tf.perceptual import weights
 from hific_tf.errors import InvalidModelError
+from hific_tf.perceptual import weights
 
 INPUT_SIZE = 299
 FEATURES = 2048

@@ -21,12 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf import geometry
-from hific_tf.models.hific import networks
-from hific_tf.serving import bitstream
-from hific_tf.serving import guard
-from hific_tf.serving import split
 from hific_tf.errors import InvalidModelError, UsageError
-
+from hific_tf.models.hific import networks
+from hific_tf.serving import bitstream, guard, split
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
@@ -152,7 +149,8 @@ class SavedModelCodec(guard.GuardedDecoder):
       self.module = tf.saved_model.load(str(directory))
       info = json.loads(self.module.model_info.numpy().decode())
     except (OSError, IOError, AttributeError, ValueError) as error:
-      raise InvalidModelError(f"{directory}: not a hific SavedModel ({error.__class__.__name__})")
+      raise InvalidModelError(
+          f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
     if tile is not None and (tile < 0 or tile % geometry.LATENT_DOWNSAMPLING):
       raise UsageError(f"tile must be 0 or a positive multiple of "

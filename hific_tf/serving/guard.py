@@ -57,7 +57,7 @@ def call_with_deadline(function, seconds):
   def run():
     try:
       outcome["value"] = function()
-    except BaseException as error:  # pylint: disable=broad-except
+    except BaseException as error:
       outcome["error"] = error
     finally:
       finished.set()

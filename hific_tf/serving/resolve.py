@@ -23,7 +23,7 @@ def saved_model_path(name, log=None):
   The export goes to a temporary folder and is renamed into place, so two processes that
   race each produce a complete SavedModel and one of them wins; neither sees a partial one.
   """
-  from hific_tf.serving import codec  # pylint: disable=g-import-not-at-top
+  from hific_tf.serving import codec
   card = zoo.load_card(name)
   target = cache_root() / f"{name}-{card['fingerprint']}-v{codec.EXPORT_VERSION}"
   if (target / "saved_model.pb").is_file():
@@ -41,7 +41,7 @@ def saved_model_path(name, log=None):
 
 def load_codec(source, max_pixels=None, log=None):
   """A codec from a SavedModel folder (full or `--serving`) or a bundled codec name."""
-  from hific_tf.serving import codec, split  # pylint: disable=g-import-not-at-top
+  from hific_tf.serving import codec, split
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(source)
   if path.is_dir():

@@ -103,7 +103,6 @@ class CodecService:
 
 def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
   """The FastAPI application around a `CodecService`."""
-  # pylint: disable=g-import-not-at-top
   from fastapi import FastAPI, Request
   from fastapi.responses import FileResponse, JSONResponse, Response
   from fastapi.staticfiles import StaticFiles
@@ -177,7 +176,7 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
 
 def serve(app, host="127.0.0.1", port=8000, log=print):
   """Runs the app with uvicorn until SIGINT or SIGTERM (then finishes requests and returns)."""
-  import uvicorn  # pylint: disable=g-import-not-at-top
+  import uvicorn
   config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                           timeout_graceful_shutdown=3)
   server = uvicorn.Server(config)

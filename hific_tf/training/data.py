@@ -102,7 +102,7 @@ def _examples_from_tfds(name, split, data_dir, start_example):
   import tensorflow_datasets as tfds  # Heavy import; only this path needs it.
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as error:  # pylint: disable=broad-except
+  except Exception as error:
     raise DataError(f"unknown TFDS dataset '{name}': {error}") from None
   if not tf.io.gfile.exists(builder.data_dir) or not builder.info.splits:
     raise DataError(

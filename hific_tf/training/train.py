@@ -18,15 +18,13 @@ import pathlib
 
 import tensorflow as tf
 
-from hific_tf.training import data as data_lib
 from hific_tf import images as images_lib
-from hific_tf import runtime
+from hific_tf import runtime, zoo
 from hific_tf.configs import Config
-from hific_tf import zoo
-from hific_tf.models.hific import networks
-from hific_tf.models.hific import stored_weights
-from hific_tf.models.hific.model import HiFiC
 from hific_tf.errors import HificError
+from hific_tf.models.hific import networks, stored_weights
+from hific_tf.models.hific.model import HiFiC
+from hific_tf.training import data as data_lib
 
 
 class TrainError(HificError, ValueError):

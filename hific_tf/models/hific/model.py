@@ -14,10 +14,10 @@ optimizer's step, so a run restored from a checkpoint continues exactly.
 import tensorflow as tf
 
 from hific_tf import geometry
-from hific_tf.models.hific import hyperprior as hyperprior_lib
-from hific_tf.evaluation import metrics
-from hific_tf.models.hific import networks
 from hific_tf.configs import Config
+from hific_tf.evaluation import metrics
+from hific_tf.models.hific import hyperprior as hyperprior_lib
+from hific_tf.models.hific import networks
 
 # The codec pads images to a multiple of the total downsampling (z is at 1/64).
 PAD_MULTIPLE = geometry.PAD_MULTIPLE

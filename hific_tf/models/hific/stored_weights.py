@@ -15,7 +15,6 @@ import numpy as np
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError, UsageError
 
-
 # Kernels of at least this many values are stored as int8 codes with one float32 scale per
 # slice of the last axis; everything else (biases, norms, the z prior) as float16. On
 # small-lo that halves the file (two rungs fit the 40 MB budget) for +0.2% bpp and +0.0015

@@ -1,0 +1,76 @@
+"""The ladder's rate-distortion-realism plot: every bundled rung beside the classical codecs.
+
+Reads the summary.json of `hific evaluate` runs on the held-out photos: one with
+`--model none` for the classical codecs' curves (several --bpp), and one per rung (its own
+point). Plots LPIPS and patch FID against bpp, one line per classical codec and one star per
+rung, and prints the table.
+
+  hific evaluate --model none --images tests/data/heldout --out eval/classical \
+      --bpp 0.1,0.14,0.2,0.3,0.4
+  hific evaluate --model small-hi --images tests/data/heldout --out eval/small-hi --bpp 0.3 --match
+  python bin/plot_ladder.py --classical eval/classical --rungs eval/small-lo,eval/small-mi,eval/small-hi \
+      --out docs/ladder
+"""
+
+import argparse
+import io
+import json
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt
+
+from hific_tf import images as images_lib
+
+PLOTTED = (("lpips", "LPIPS (alex), lower is better"),
+           ("patch_fid", "patch FID, lower is better"))
+
+
+def load(folder):
+  return json.loads((pathlib.Path(folder) / "summary.json").read_text())
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--classical", required=True, help="evaluate --model none output.")
+  parser.add_argument("--rungs", required=True, help="Comma-separated evaluate outputs.")
+  parser.add_argument("--out", required=True, help="Prefix of the PNGs (_lpips, _patch_fid).")
+  args = parser.parse_args()
+  classical = [e for e in load(args.classical).values() if e["method"] != "hific"]
+  rungs = []
+  for folder in args.rungs.split(","):
+    entries = [e for e in load(folder).values() if e["method"] == "hific"]
+    rungs += [(pathlib.Path(folder).name, e) for e in entries]
+  for column, label in PLOTTED:
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    for method in sorted({e["method"] for e in classical}):
+      points = sorted((e["bpp"], e[column]) for e in classical
+                      if e["method"] == method and column in e)
+      axis.plot(*zip(*points), "o-", label=method, markersize=4)
+    for name, entry in rungs:
+      axis.plot(entry["bpp"], entry[column], "*", markersize=14, label=f"HiFiC {name}")
+    axis.set_xlabel("bits per pixel (real files)")
+    axis.set_ylabel(label)
+    axis.set_title("held-out photos (9)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    path = f"{args.out}_{column}.png"
+    images_lib.write_atomic(path, buffer.getvalue(), force=True)
+    print(f"wrote {path}")
+  print(f"{'codec':<16}{'bpp':>8}{'LPIPS':>8}{'patch FID':>11}")
+  for name, entry in rungs:
+    print(f"{'HiFiC ' + name:<16}{entry['bpp']:>8.3f}{entry['lpips']:>8.3f}"
+          f"{entry.get('patch_fid', float('nan')):>11.1f}")
+  for entry in sorted(classical, key=lambda e: (e["method"], e["bpp"])):
+    print(f"{entry['method'] + ' ' + str(entry['setting']):<16}{entry['bpp']:>8.3f}"
+          f"{entry['lpips']:>8.3f}{entry.get('patch_fid', float('nan')):>11.1f}")
+
+
+if __name__ == "__main__":
+  main()
