@@ -72,16 +72,21 @@ print("none")
 """
 
 
-def test_a_spinning_range_decode_is_cut_off_at_its_deadline(tmp_path):
+@pytest.fixture(scope="module")
+def spinning_file(tmp_path_factory):
+  """(path of a crafted file that spins tfc's range decoder, the finder's verdict)."""
   import subprocess
-
-  from conftest import run_hific
-  crafted = tmp_path / "spins.hific"
+  crafted = tmp_path_factory.mktemp("spin") / "spins.hific"
   done = subprocess.run([sys.executable, "-c", _FIND_SPINNING_FILE, str(crafted)],
                         capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-2000:]
-  verdict = done.stdout.split()
-  assert verdict[0] == "spins", done.stdout
+  return crafted, done.stdout.split()
+
+
+def test_a_spinning_range_decode_is_cut_off_at_its_deadline(spinning_file, tmp_path):
+  from conftest import run_hific
+  crafted, verdict = spinning_file
+  assert verdict[0] == "spins", verdict
   assert 2. <= float(verdict[2]) < 4.
   assert len(crafted.read_bytes()) < 100
   # Through the CLI, with the default deadline and the codec found from the header: one
@@ -92,3 +97,29 @@ def test_a_spinning_range_decode_is_cut_off_at_its_deadline(tmp_path):
   assert done.stderr.strip().count("\n") == 0
   assert "range decoding did not finish within 10 s" in done.stderr
   assert time.monotonic() - start < 60
+
+
+def test_a_server_loses_one_request_to_a_spinning_file_not_its_health(spinning_file):
+  # `hific serve` range-decodes in a worker process first (serving/isolation.py): the
+  # spinning file costs that worker, which is killed and replaced; the server keeps decoding.
+  import numpy as np
+
+  from hific_tf import zoo
+  from hific_tf.serving import bitstream, guard, resolve, server
+  crafted, verdict = spinning_file
+  assert verdict[0] == "spins", verdict
+  codec = resolve.load_codec(zoo.DEFAULT_CODEC)
+  service = server.CodecService(codec, isolate=True)
+  good = codec.compress(np.full((64, 96, 3), 90, np.uint8)).to_bytes()
+  assert service.decompress(good)[:4] == b"\x89PNG"
+  start = time.monotonic()
+  with pytest.raises(guard.DecodeDeadlineError):
+    service.decompress(crafted.read_bytes())
+  assert time.monotonic() - start < guard.BASE_SECONDS + 5
+  assert service.health()["status"] == "ok"
+  assert service.health()["range_decoder_replacements"] == 1
+  assert service.decompress(good)[:4] == b"\x89PNG"  # After the replacement worker loads.
+  with pytest.raises(bitstream.FormatError):
+    service.decompress(good[:-1] + bytes([good[-1] ^ 1]))  # CRC: refused before decoding.
+  assert not codec.poisoned
+  codec.preflight.close()

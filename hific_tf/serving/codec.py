@@ -19,6 +19,7 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_compression  # noqa: F401  (registers the range-coding ops SavedModels use)
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
@@ -148,6 +149,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     try:
       self.module = tf.saved_model.load(str(directory))
       info = json.loads(self.module.model_info.numpy().decode())
+      self.directory = str(directory)
     except (OSError, IOError, AttributeError, ValueError) as error:
       raise InvalidModelError(
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
@@ -220,6 +222,16 @@ class SavedModelCodec(guard.GuardedDecoder):
       return hific_file, float(estimate)
     return hific_file
 
+  def _range_decoder(self, hific_file):
+    """A function that range-decodes `hific_file` to y_hat (hyper-synthesis included)."""
+    strings = (tf.constant(hific_file.y_string), tf.constant(hific_file.z_string))
+    shapes = (tf.constant(hific_file.y_shape, tf.int32),
+              tf.constant(hific_file.z_shape, tf.int32))
+    if not hasattr(self.module, "decompress_latents"):  # Exported before the tiled path.
+      image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+      return lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]
+    return lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]
+
   def decompress(self, hific_file):
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
     symbols = self._admit(hific_file)
@@ -232,11 +244,10 @@ class SavedModelCodec(guard.GuardedDecoder):
       # stretch, and it is deterministic, so a string that passes here cannot spin below.
       # Then the one call every earlier version decoded with (same pixels as always), with
       # no deadline: the generator's time depends on the machine, never on the file.
-      self._range_decode(lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"],
-                         guard.deadline_for(symbols))
+      self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
+                         hific_file)
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
       return self.module.decompress(*strings, image_shape, *shapes)["image"].numpy()
-    y_hat = self._range_decode(
-        lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"],
-        guard.deadline_for(symbols))
+    y_hat = self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
+                               hific_file)
     return self._synthesize_tiled(y_hat, hific_file, core)

@@ -75,6 +75,7 @@ class GuardedDecoder:
   """What both codec clients do before and around range decoding (mixed into each)."""
 
   poisoned = False  # Set once a range decode outlived its deadline.
+  preflight = None  # An isolation.IsolatedRangeDecoder: range decoding in a killable worker.
 
   def _read_info(self, info, max_pixels):
     """The limits and geometry a header is checked against, from a SavedModel's model_info."""
@@ -89,6 +90,18 @@ class GuardedDecoder:
     self.latent_channels = int(config.get("latent_channels", 0))
     self.hyper_channels = int(config.get("hyper_filters", 0))
 
+  def range_decode_unguarded(self, hific_file):
+    """The header checks and range decoding of `hific_file`, with no deadline of its own.
+
+    For the isolation worker (isolation.py), whose parent holds the deadline and kills the
+    whole process when it passes.
+    """
+    self._admit(hific_file)
+    try:
+      return self._range_decoder(hific_file)()
+    except tf.errors.InvalidArgumentError:
+      raise rejected_payload_error() from None
+
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""
     hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
@@ -100,8 +113,18 @@ class GuardedDecoder:
     return (hific_file.y_shape[0] * hific_file.y_shape[1] * self.latent_channels +
             hific_file.z_shape[0] * hific_file.z_shape[1] * self.hyper_channels)
 
-  def _range_decode(self, function, seconds):
-    """function() under the deadline; a rejected string becomes one FormatError line."""
+  def _range_decode(self, function, seconds, hific_file):
+    """function() under the deadline; a rejected string becomes one FormatError line.
+
+    With a `preflight` worker, the file's strings are range-decoded there first (a spinning
+    one costs the worker, not this process), and then function() runs here without a thread.
+    """
+    if self.preflight is not None:
+      self.preflight.check(hific_file, seconds)
+      try:
+        return function()
+      except tf.errors.InvalidArgumentError:
+        raise rejected_payload_error() from None
     try:
       return call_with_deadline(function, seconds)
     except DecodeDeadlineError:

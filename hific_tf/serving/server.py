@@ -4,8 +4,11 @@ One codec per server: a bundled codec, a full SavedModel or a `--serving` SavedM
 the range coding runs here and the transforms in the loaded stock-op model). The endpoints:
 
   GET  /                the comparison page (hific_tf/serving/web: plain HTML, CSS and JS)
-  GET  /health          {"status": "ok", "model": ..., "fingerprint": ...}; 503 "degraded"
-                        once a crafted file left a range decoder spinning (serving/guard.py)
+  GET  /health          {"status": "ok", "model": ..., "fingerprint": ...}; range decoding
+                        runs first in a worker process that a spinning file gets killed and
+                        replaced (serving/isolation.py), so the server stays "ok"; with
+                        --in_process_decoding, 503 "degraded" once a crafted file left a
+                        range decoder spinning (serving/guard.py)
   POST /compress        image bytes -> .hific bytes
   POST /decompress      .hific bytes -> PNG bytes
   POST /compare         image bytes -> JSON: HiFiC, JPEG and AVIF at the same file size,
@@ -49,8 +52,12 @@ class CodecService:
   """The work behind the endpoints, free of HTTP: one codec, LPIPS and a concurrency gate."""
 
   def __init__(self, codec, lpips_metric=None, workers=2,
-               compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS):
+               compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True):
     self.codec = codec
+    if isolate and getattr(codec, "directory", None):
+      # Range decoding first in a killable worker: a spinning file costs one request.
+      from hific_tf.serving import isolation
+      codec.preflight = isolation.IsolatedRangeDecoder(codec.directory, codec.max_pixels)
     self.lpips = lpips_metric
     self.gate = threading.BoundedSemaphore(workers)
     self.compare_max_pixels = compare_max_pixels
@@ -97,8 +104,11 @@ class CodecService:
     # "degraded": a crafted file left a range-decoding kernel spinning (guard.py); the codec
     # refuses to decode and the process should be replaced (503 tells a supervisor so).
     status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
-    return {"status": status, "model": self.codec.config_name,
-            "fingerprint": self.codec.fingerprint.hex()}
+    report = {"status": status, "model": self.codec.config_name,
+              "fingerprint": self.codec.fingerprint.hex()}
+    if self.codec.preflight is not None:
+      report["range_decoder_replacements"] = self.codec.preflight.replaced
+    return report
 
 
 def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):

@@ -167,6 +167,7 @@ class SplitCodec(guard.GuardedDecoder):
       info = json.loads(read_variable(directory, "model_info").decode())
       self.coder = RangeCoder({name: read_variable(directory, name) for name in TABLE_NAMES})
       self.module = tf.saved_model.load(str(directory))
+      self.directory = str(directory)
     except (OSError, ValueError, tf.errors.OpError) as error:
       raise InvalidModelError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
@@ -185,17 +186,21 @@ class SplitCodec(guard.GuardedDecoder):
                                      shapes["z_shape"], y_string, z_string)
     return (hific_file, None) if with_estimate else hific_file
 
-  def decompress(self, hific_file):
-    """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
-    symbols = self._admit(hific_file)
-
+  def _range_decoder(self, hific_file):
+    """A function that range-decodes `hific_file` to its z and y symbols."""
     def range_decode():
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
                                          self.hyper_channels)
       indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape))
       return z_symbols, self.coder.decode_latent(hific_file.y_string,
                                                  indexes["scale_indexes"])
-    z_symbols, y_symbols = self._range_decode(range_decode, guard.deadline_for(symbols))
+    return range_decode
+
+  def decompress(self, hific_file):
+    """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
+    symbols = self._admit(hific_file)
+    z_symbols, y_symbols = self._range_decode(self._range_decoder(hific_file),
+                                              guard.deadline_for(symbols), hific_file)
     out = self.module.synthesis(z_symbols, y_symbols,
                                 tf.constant([hific_file.height, hific_file.width], tf.int32))
     return out["image"].numpy()
