@@ -88,7 +88,8 @@ def server(saved_model, tmp_path_factory):
 
 def test_health_names_the_model(server, codec):
   assert server["health"] == {"status": "ok", "model": codec.config_name,
-                              "fingerprint": codec.fingerprint.hex()}
+                              "fingerprint": codec.fingerprint.hex(), "shed_requests": 0,
+                              "range_decoder_replacements": 0}
 
 
 def test_twenty_concurrent_requests_are_all_correct(server, codec):
@@ -202,3 +203,24 @@ def test_sigterm_stops_the_server_within_five_seconds(server):
   assert code == 0
   log = pathlib.Path(server["log"]).read_text()
   assert "Traceback" not in log and "stopped" in log
+
+
+def test_overload_is_shed_with_429_not_queued_without_bound(codec):
+  # Every codec slot busy (held here) for longer than the queueing limit: the request is
+  # refused at once with ServerBusy (HTTP 429 with Retry-After), and counted on /health.
+  import time
+
+  from hific_tf.serving import server as server_lib
+  service = server_lib.CodecService(codec, workers=1, isolate=False, queue_seconds=0.5)
+  photo = io.BytesIO()
+  Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(photo, format="PNG")
+  assert service.gate.acquire(timeout=1)
+  try:
+    start = time.monotonic()
+    with pytest.raises(server_lib.ServerBusy):
+      service.compress(photo.getvalue())
+    assert 0.4 < time.monotonic() - start < 5
+  finally:
+    service.gate.release()
+  assert service.health()["shed_requests"] == 1
+  assert len(service.compress(photo.getvalue())) > 0  # A free slot serves again.

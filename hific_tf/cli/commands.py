@@ -154,11 +154,14 @@ def _codec_for_file(hific_file):
 def serve(args):
   from hific_tf.perceptual.lpips import LPIPS
   from hific_tf.serving import server
-  if not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0:
-    raise UsageError("--port must be 1-65535, --workers and --max_upload_mb positive")
+  if (not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0 or
+      args.queue_seconds < 0):
+    raise UsageError("--port must be 1-65535, --workers and --max_upload_mb positive, "
+                     "--queue_seconds not negative")
   codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers,
-                                isolate=not args.in_process_decoding)
+                                isolate=not args.in_process_decoding,
+                                queue_seconds=args.queue_seconds)
   app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
   server.serve(app, args.host, args.port, log=_log)
 

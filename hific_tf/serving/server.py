@@ -23,6 +23,7 @@ The paper: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS
 """
 
 import base64
+import contextlib
 import io
 import pathlib
 import signal
@@ -44,6 +45,15 @@ class UploadTooLarge(HificError):
   """A request body over the server's limit."""
 
 
+class ServerBusy(HificError):
+  """Every codec slot stayed busy for the queueing limit: 429, retry later."""
+
+
+# How long a request may wait for a codec slot before it is shed with 429 (a queue without
+# bound only turns overload into timeouts and memory).
+DEFAULT_QUEUE_SECONDS = 10.
+
+
 def _png_data_url(image):
   return "data:image/png;base64," + base64.b64encode(images_lib.encode_png(image)).decode()
 
@@ -52,8 +62,11 @@ class CodecService:
   """The work behind the endpoints, free of HTTP: one codec, LPIPS and a concurrency gate."""
 
   def __init__(self, codec, lpips_metric=None, workers=2,
-               compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True):
+               compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True,
+               queue_seconds=DEFAULT_QUEUE_SECONDS):
     self.codec = codec
+    self.queue_seconds = queue_seconds
+    self.shed = 0  # Requests refused with 429 so far.
     if isolate and getattr(codec, "directory", None):
       # Range decoding first in a killable worker: a spinning file costs one request.
       from hific_tf.serving import isolation
@@ -62,17 +75,29 @@ class CodecService:
     self.gate = threading.BoundedSemaphore(workers)
     self.compare_max_pixels = compare_max_pixels
 
+  @contextlib.contextmanager
+  def _slot(self):
+    """One of the `workers` codec slots, or ServerBusy after `queue_seconds`."""
+    if not self.gate.acquire(timeout=self.queue_seconds):
+      self.shed += 1
+      raise ServerBusy(f"all codec workers stayed busy for {self.queue_seconds:.0f} s; "
+                       "retry later")
+    try:
+      yield
+    finally:
+      self.gate.release()
+
   def _image(self, data):
     return images_lib.load_rgb(io.BytesIO(data), name="upload")
 
   def compress(self, data):
     image = self._image(data)
-    with self.gate:
+    with self._slot():
       return self.codec.compress(image).to_bytes()
 
   def decompress(self, data):
     hific_file = bitstream.HificFile.from_bytes(data)
-    with self.gate:
+    with self._slot():
       return images_lib.encode_png(self.codec.decompress(hific_file))
 
   def compare(self, data):
@@ -82,7 +107,7 @@ class CodecService:
       raise images_lib.ImageError(
           f"upload: {width}x{height} is over the comparison limit of "
           f"{self.compare_max_pixels} pixels (use /compress for large images)")
-    with self.gate:
+    with self._slot():
       hific_file = self.codec.compress(image)
       hific_bytes = hific_file.to_bytes()
       candidates = {"HiFiC": (self.codec.decompress(hific_file), len(hific_bytes))}
@@ -106,6 +131,7 @@ class CodecService:
     status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
     report = {"status": status, "model": self.codec.config_name,
               "fingerprint": self.codec.fingerprint.hex()}
+    report["shed_requests"] = self.shed
     if self.codec.preflight is not None:
       report["range_decoder_replacements"] = self.codec.preflight.replaced
     return report
@@ -138,6 +164,10 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
   @app.exception_handler(UploadTooLarge)
   async def too_large(request, error):
     return JSONResponse({"error": str(error)}, status_code=413)
+
+  @app.exception_handler(ServerBusy)
+  async def busy(request, error):
+    return JSONResponse({"error": str(error)}, status_code=429, headers={"Retry-After": "5"})
 
   @app.exception_handler(guard.DecoderPoisonedError)
   async def poisoned(request, error):
