@@ -15,17 +15,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from fuzz import _rss_mb as rss_mb  # bench/fuzz.py, beside this script.
 from hific_tf import images as images_lib
 from hific_tf import zoo
 from hific_tf.serving import isolation, resolve
-
-
-def rss_mb(pid):
-  with open(f"/proc/{pid}/status", encoding="ascii") as status:
-    for line in status:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  return float("nan")
 
 
 def main():

@@ -65,7 +65,8 @@ def call_with_deadline(function, seconds):
   threading.Thread(target=run, name="hific-range-decode", daemon=True).start()
   if not finished.wait(seconds):
     raise DecodeDeadlineError(
-        f"corrupt .hific payload (range decoding did not finish within {seconds:.0f} s)")
+        f"range decoding did not finish within {seconds:.0f} s and was abandoned (its "
+        "strings keep tfc's range decoder looping)")
   if "error" in outcome:
     raise outcome["error"]
   return outcome["value"]

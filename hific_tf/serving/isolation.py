@@ -98,8 +98,8 @@ class IsolatedRangeDecoder:
       if outcome is None:
         self._replace()
         raise guard.DecodeDeadlineError(
-            f"corrupt .hific payload (range decoding did not finish within "
-            f"{time.monotonic() - start:.0f} s)")
+            f"range decoding did not finish within {time.monotonic() - start:.0f} s; its "
+            "worker was replaced (the strings keep tfc's range decoder looping)")
       status, message = outcome
       if status != "ok":
         raise bitstream.FormatError(message)
