@@ -10,6 +10,11 @@ rung, and prints the table.
   hific evaluate --model small-hi --images tests/data/heldout --out eval/small-hi --bpp 0.3 --match
   python bin/plot_ladder.py --classical eval/classical --rungs eval/small-lo,eval/small-mi,eval/small-hi \
       --out docs/ladder
+
+With --curve, the held-out curve of a ladder run instead (runs/ladder/NAME/heldout.jsonl,
+written by bin/train_ladder.py): bpp, LPIPS and JPEG's LPIPS at the same size against steps.
+
+  python bin/plot_ladder.py --curve runs/ladder/small-hi/heldout.jsonl --out docs/small-hi_heldout_curve.png
 """
 
 import argparse
@@ -32,12 +37,48 @@ def load(folder):
   return json.loads((pathlib.Path(folder) / "summary.json").read_text())
 
 
+def _save(figure, path):
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=110)
+  plt.close(figure)
+  images_lib.write_atomic(path, buffer.getvalue(), force=True)
+  print(f"wrote {path}")
+
+
+def plot_curve(jsonl, out):
+  """Held-out bpp and LPIPS (with JPEG's at the same size) against the run's total steps."""
+  rows = [json.loads(line) for line in pathlib.Path(jsonl).read_text().splitlines() if line]
+  steps = [r["base_steps"] + r["step"] for r in rows]
+  figure, (rate, quality) = plt.subplots(1, 2, figsize=(10, 3.8))
+  rate.plot(steps, [r["bpp"] for r in rows], "o-")
+  rate.set_ylabel("held-out bpp")
+  quality.plot(steps, [r["lpips"] for r in rows], "o-", label="HiFiC")
+  quality.plot(steps, [r["against_lpips"] for r in rows], "s--", label="JPEG, same size")
+  quality.set_ylabel("held-out LPIPS")
+  quality.legend()
+  for axis in (rate, quality):
+    axis.set_xlabel("steps behind the weights")
+    axis.grid(alpha=0.3)
+  figure.tight_layout()
+  _save(figure, out)
+  print(f"{'steps':>7}{'bpp':>8}{'LPIPS':>8}{'JPEG bpp':>10}{'JPEG LPIPS':>12}")
+  for step, r in zip(steps, rows):
+    print(f"{step:>7}{r['bpp']:>8.4f}{r['lpips']:>8.4f}{r['against_bpp']:>10.4f}"
+          f"{r['against_lpips']:>12.4f}")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--classical", required=True, help="evaluate --model none output.")
-  parser.add_argument("--rungs", required=True, help="Comma-separated evaluate outputs.")
+  parser.add_argument("--classical", help="evaluate --model none output.")
+  parser.add_argument("--rungs", help="Comma-separated evaluate outputs.")
+  parser.add_argument("--curve", help="A ladder run's heldout.jsonl (then --out is a PNG).")
   parser.add_argument("--out", required=True, help="Prefix of the PNGs (_lpips, _patch_fid).")
   args = parser.parse_args()
+  if args.curve:
+    plot_curve(args.curve, args.out)
+    return
+  if not (args.classical and args.rungs):
+    parser.error("give --classical and --rungs, or --curve")
   classical = [e for e in load(args.classical).values() if e["method"] != "hific"]
   rungs = []
   for folder in args.rungs.split(","):
@@ -57,12 +98,7 @@ def main():
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    path = f"{args.out}_{column}.png"
-    images_lib.write_atomic(path, buffer.getvalue(), force=True)
-    print(f"wrote {path}")
+    _save(figure, f"{args.out}_{column}.png")
   print(f"{'codec':<16}{'bpp':>8}{'LPIPS':>8}{'patch FID':>11}")
   for name, entry in rungs:
     print(f"{'HiFiC ' + name:<16}{entry['bpp']:>8.3f}{entry['lpips']:>8.3f}"

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from hific_tf.training import ladder
 
 RUNS = REPO / "runs" / "ladder"
+CHECKPOINTS = REPO / "checkpoints"  # Committed resume points of rungs still in training.
 PID_FILE = RUNS / "ladder.pid"
 LOG_FILE = RUNS / "ladder.log"
 PAUSE_FILE = RUNS / "PAUSE"  # While it exists the trainer is stopped (for clean benchmarks).
@@ -54,7 +55,7 @@ def train_command(rung_state, args):
   if args.precision:
     command += ["--precision", args.precision]
   if rung_state.run_steps == 0 and not (rung_state.model_dir / "backup").is_dir():
-    command += ["--init_from", rung_state.rung.grow_from]
+    command += ["--init_from", rung_state.start_from]
   return command
 
 
@@ -177,9 +178,9 @@ def run(args):
   signal.signal(signal.SIGTERM, _interrupt)
   try:
     while True:
-      rung_state = ladder.next_rung(RUNS, only)
+      rung_state = ladder.next_rung(RUNS, only, CHECKPOINTS)
       train_slice(rung_state, args)
-      measure(ladder.state(rung_state.rung, RUNS), args)
+      measure(ladder.state(rung_state.rung, RUNS, CHECKPOINTS), args)
   except KeyboardInterrupt:
     log("stopped")
 
@@ -226,16 +227,16 @@ def status():
   pid = running_pid()
   print(f"train_ladder: {'running, pid ' + str(pid) if pid else 'not running'}")
   for rung in ladder.LADDER:
-    s = ladder.state(rung, RUNS)
+    s = ladder.state(rung, RUNS, CHECKPOINTS)
     shipped = "not shipped" if s.bundled_steps is None else f"shipped at {s.bundled_steps}"
-    print(f"  {rung.name:9s} {shipped:18s} run step {s.run_steps:6d} (from {rung.grow_from}, "
+    print(f"  {rung.name:9s} {shipped:18s} run step {s.run_steps:6d} (from {s.start_from}, "
           f"{s.total_steps} steps behind it)")
     curve = s.model_dir / "heldout.jsonl"
     for line in curve.read_text().splitlines()[-5:] if curve.is_file() else []:
       row = json.loads(line)
       print(f"    step {row['step']:6d}: {row['bpp']:.4f} bpp LPIPS {row['lpips']:.4f} | JPEG "
             f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}")
-  print(f"next: {ladder.next_rung(RUNS).rung.name}")
+  print(f"next: {ladder.next_rung(RUNS, None, CHECKPOINTS).rung.name}")
   return 0
 
 

@@ -73,6 +73,22 @@ def bundled_steps(name):
   return int(zoo.load_card(name).get("steps", 0))
 
 
+def resume_point(rung, checkpoints_dir):
+  """(weights .npz, steps behind it) of `rung`'s committed resume point, or None.
+
+  A rung still in training is committed to checkpoints/ (bin/bundle_codec.py --resume_point)
+  so that a new machine continues it instead of growing it again from `grow_from`.
+  """
+  if checkpoints_dir is None:
+    return None
+  weights = pathlib.Path(checkpoints_dir) / f"{rung.name}.npz"
+  card = weights.with_suffix(".card.json")
+  if not weights.is_file():
+    return None
+  steps = json.loads(card.read_text()).get("steps", 0) if card.is_file() else 0
+  return weights, int(steps or 0)
+
+
 @dataclasses.dataclass
 class RungState:
   rung: Rung
@@ -80,21 +96,34 @@ class RungState:
   bundled_steps: int | None   # None: not shipped yet.
   base_steps: int             # Steps behind the weights the run started from.
   run_steps: int              # Steps of the run so far.
+  start_from: str             # What a new run of it initialises from (--init_from).
 
   @property
   def total_steps(self):
     return self.base_steps + self.run_steps
 
 
-def state(rung, runs_dir):
-  """Where `rung` stands: shipped steps, and its run's origin and progress."""
+def state(rung, runs_dir, checkpoints_dir=None):
+  """Where `rung` stands: shipped steps, and its run's origin and progress.
+
+  A new run starts from the rung's committed resume point when there is one, else from the
+  bundled rung itself, else from `grow_from`.
+  """
   model_dir = pathlib.Path(runs_dir) / rung.name
   meta = model_dir / "ladder.json"
-  if meta.is_file():
-    base = int(json.loads(meta.read_text())["base_steps"])
+  committed = resume_point(rung, checkpoints_dir)
+  shipped = bundled_steps(rung.name)
+  if committed:
+    start_from, base = str(committed[0]), committed[1]
+  elif shipped is not None:
+    start_from, base = rung.name, shipped
   else:
+    start_from = rung.grow_from
     base = bundled_steps(rung.grow_from) if rung.grow_from in zoo.names() else 0
-  return RungState(rung, model_dir, bundled_steps(rung.name), base or 0, run_step(model_dir))
+  if meta.is_file():
+    recorded = json.loads(meta.read_text())
+    start_from, base = recorded.get("grow_from", start_from), int(recorded["base_steps"])
+  return RungState(rung, model_dir, shipped, base or 0, run_step(model_dir), start_from)
 
 
 def record_origin(rung_state):
@@ -102,13 +131,14 @@ def record_origin(rung_state):
   meta = rung_state.model_dir / "ladder.json"
   if not meta.is_file():
     rung_state.model_dir.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"grow_from": rung_state.rung.grow_from,
+    meta.write_text(json.dumps({"grow_from": rung_state.start_from,
                                 "base_steps": rung_state.base_steps}) + "\n")
 
 
-def next_rung(runs_dir, only=None):
+def next_rung(runs_dir, only=None, checkpoints_dir=None):
   """The RungState to train next: unshipped rungs first, then the fewest steps behind it."""
-  states = [state(r, runs_dir) for r in LADDER if only is None or r.name in only]
+  states = [state(r, runs_dir, checkpoints_dir) for r in LADDER
+            if only is None or r.name in only]
   if not states:
     raise UsageError(f"no rung among {only}")
   return min(states, key=lambda s: (s.bundled_steps is not None, s.total_steps))
