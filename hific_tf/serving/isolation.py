@@ -17,6 +17,7 @@ import os
 import threading
 import time
 
+from hific_tf.errors import HificError
 from hific_tf.serving import bitstream, guard
 
 # Loading TensorFlow and the SavedModel in a new worker: not counted against any file.
@@ -29,7 +30,6 @@ class WorkerDiedError(bitstream.FormatError):
 
 def _worker(directory, max_pixels, connection):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from hific_tf.errors import HificError
   from hific_tf.serving import resolve
   codec = resolve.load_codec(directory, max_pixels)
   connection.send(("ready", None))
@@ -71,7 +71,8 @@ class IsolatedRangeDecoder:
     if self.ready:
       return
     if not self.connection.poll(STARTUP_SECONDS):
-      raise RuntimeError("the range-decoding worker did not start")
+      raise HificError(f"the range-decoding worker did not start within "
+                       f"{STARTUP_SECONDS:.0f} s")
     message, _ = self.connection.recv()
     self.ready = message == "ready"
 
