@@ -95,6 +95,7 @@ def test_classical_codecs_land_on_the_requested_rate(name):
   assert metrics.psnr(image, decoded) > 22
 
 
+@pytest.mark.e2e  # A whole `hific evaluate` run: rate search, LPIPS, FID, plots.
 def test_evaluate_classical_codecs(photo_dir, tmp_path):
   # The six photos at most 384 px on a side: the same work per row, half of the pixels.
   small = tmp_path / "small"
