@@ -4,12 +4,13 @@ A HiFiC training step (Mentzer et al., NeurIPS 2020) is a few hundred convolutio
 kernels run them decides its cost more than anything in the model. Measured side by side on
 the project's machines (bench/train_speed.py --compare, docs/PERFORMANCE.md):
 - oneDNN was faster than TensorFlow's own CPU kernels on every x86 CPU tried (1.33x on an
-  AVX2-only EPYC, about 3x on an AVX-512 EPYC), but TensorFlow only turns it on by itself on
+  AVX2-only EPYC, 1.8x on an AVX-512 EPYC), but TensorFlow only turns it on by itself on
   CPUs with AVX512-VNNI, AVX512-BF16 or AMX. So hific_tf turns it on, unless the user set
   TF_ENABLE_ONEDNN_OPTS.
-- bfloat16 pays only where the CPU computes it natively (AVX512-BF16 or AMX-BF16: 1.3x over
-  float32 on the AVX-512 EPYC, ~6x on a Xeon with AMX); elsewhere TensorFlow emulates it about
-  5x slower than float32, and oneDNN's fused convolutions have no bfloat16 kernel there.
+- bfloat16 pays only where the CPU computes it natively (AVX512-BF16 or AMX-BF16: 1.23x over
+  float32 on the AVX-512 EPYC, about 1.7x on a Xeon with AMX); elsewhere TensorFlow emulates
+  it about 5x slower than float32, and oneDNN's fused convolutions have no bfloat16 kernel
+  there.
 - On GPUs: float16 with loss scaling on Volta and Turing (V100, T4), bfloat16 from Ampere on.
 - XLA (jit_compile) made the CPU step about 3x slower (its CPU convolutions are not oneDNN's),
   so it is on for GPUs only.

@@ -39,16 +39,18 @@ def ms_ssim(original, reconstruction):
                               tf.constant(reconstruction, tf.uint8)))
 
 
-def measure(original, reconstruction, num_bytes, lpips=None, with_ms_ssim=True):
+def measure(original, reconstruction, num_bytes=None, lpips=None, with_ms_ssim=True):
   """What a decoded image is worth: {bpp, psnr, ms_ssim, lpips} against its original.
 
   The one place a row of rate and distortion is made (evaluation, bundled codecs' cards, the
   demo, the server, benchmarks), so every figure hific_tf prints is computed the same way.
-  `num_bytes` is the whole file's size; `lpips` an `LPIPS` instance, or None to skip it (and
-  `with_ms_ssim=False` skips MS-SSIM, for interactive use).
+  `num_bytes` is the whole file's size (None: no bpp, for callers that know the rate
+  already); `lpips` an `LPIPS` instance, or None to skip it (and `with_ms_ssim=False` skips
+  MS-SSIM, for interactive use).
   """
   return {
-      "bpp": images.bits_per_pixel(num_bytes, *original.shape[:2]),
+      "bpp": (images.bits_per_pixel(num_bytes, *original.shape[:2]) if num_bytes is not None
+              else None),
       "psnr": psnr(original, reconstruction),
       "ms_ssim": ms_ssim(original, reconstruction) if with_ms_ssim else float("nan"),
       "lpips": (lpips.image_distance(original, reconstruction) if lpips is not None

@@ -248,7 +248,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
           hific_bytes = round(float(hific_row["bpp"]) * image.shape[0] * image.shape[1] / 8)
         reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes)
         features.compute(task.key, stem, reconstruction)
-        measured = metrics.measure(image, reconstruction, 0, lpips)
+        measured = metrics.measure(image, reconstruction, lpips=lpips)
         rows[key] = {
             "image": stem, "method": task.method, "setting": task.setting,
             "target_bpp": _format(task.target_bpp), "knob": _format(knob),

@@ -240,12 +240,10 @@ class SavedModelCodec(guard.GuardedDecoder):
     shapes = (tf.constant(hific_file.y_shape, tf.int32),
               tf.constant(hific_file.z_shape, tf.int32))
     if core is None:
-      # Range decoding alone first, under the deadline: it is the only step a file can
-      # stretch, and it is deterministic, so a string that passes here cannot spin below.
-      # Then the one call every earlier version decoded with (same pixels as always), with
-      # no deadline: the generator's time depends on the machine, never on the file.
-      self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
-                         hific_file)
+      # Range decoding is the only step a file can stretch: it is proven to end first, under
+      # the deadline. Then the one call every earlier version decoded with (same pixels as
+      # always), with no deadline: the generator's time is the machine's, never the file's.
+      self._ensure_range_decoding_ends(hific_file, guard.deadline_for(symbols))
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
       return self.module.decompress(*strings, image_shape, *shapes)["image"].numpy()
     y_hat = self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),

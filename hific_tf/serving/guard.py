@@ -45,6 +45,14 @@ def rejected_payload_error():
                                "latent strings)")
 
 
+def _decoded_or_rejected(function):
+  """function(), with tfc's rejection of a string (InvalidArgumentError) as one FormatError."""
+  try:
+    return function()
+  except tf.errors.InvalidArgumentError:
+    raise rejected_payload_error() from None
+
+
 def deadline_for(symbols):
   return BASE_SECONDS + PER_SYMBOL_SECONDS * symbols
 
@@ -98,10 +106,7 @@ class GuardedDecoder:
     whole process when it passes.
     """
     self._admit(hific_file)
-    try:
-      return self._range_decoder(hific_file)()
-    except tf.errors.InvalidArgumentError:
-      raise rejected_payload_error() from None
+    return _decoded_or_rejected(self._range_decoder(hific_file))
 
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""
@@ -122,14 +127,20 @@ class GuardedDecoder:
     """
     if self.preflight is not None:
       self.preflight.check(hific_file, seconds)
-      try:
-        return function()
-      except tf.errors.InvalidArgumentError:
-        raise rejected_payload_error() from None
+      return _decoded_or_rejected(function)
     try:
-      return call_with_deadline(function, seconds)
+      return call_with_deadline(lambda: _decoded_or_rejected(function), seconds)
     except DecodeDeadlineError:
       self.poisoned = True
       raise
-    except tf.errors.InvalidArgumentError:
-      raise rejected_payload_error() from None
+
+  def _ensure_range_decoding_ends(self, hific_file, seconds):
+    """Returns once `hific_file`'s strings are known to range-decode within `seconds`.
+
+    The preflight worker proves it when there is one; else they are decoded here, under the
+    deadline. Range decoding is deterministic, so a later decode of the same strings ends too.
+    """
+    if self.preflight is not None:
+      self.preflight.check(hific_file, seconds)
+    else:
+      self._range_decode(self._range_decoder(hific_file), seconds, hific_file)

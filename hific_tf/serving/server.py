@@ -130,8 +130,7 @@ class CodecService:
     # refuses to decode and the process should be replaced (503 tells a supervisor so).
     status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
     report = {"status": status, "model": self.codec.config_name,
-              "fingerprint": self.codec.fingerprint.hex()}
-    report["shed_requests"] = self.shed
+              "fingerprint": self.codec.fingerprint.hex(), "shed_requests": self.shed}
     if self.codec.preflight is not None:
       report["range_decoder_replacements"] = self.codec.preflight.replaced
     return report
