@@ -37,6 +37,32 @@ class Config:
   photos on `target_bpp` trains against a lower crop target. `random_flip` mirrors half of
   the training crops (the paper's recipe has no flips; on a few dozen photos they widen the
   set: bench/generalisation.py).
+
+  The layout fields say how the transforms and the entropy model compute, with the official
+  code's behaviour as the default. The PyTorch port (Justin-Tan/high-fidelity-generative-
+  compression) computes differently in each of them, and `hific import` sets them so that the
+  port's trained weights compute the port's functions (docs/ARCHITECTURE.md, "where we
+  differ"):
+    conv_padding            "zeros": Keras' same padding; "reflect": E's and G's stride-1
+                            convs reflect-pad, E's stride-2 convs reflect-pad one row at the
+                            top and one column at the right.
+    transposed_alignment    "keras": G's transposed convs as Conv2DTranspose(padding="same");
+                            "torch": as torch's (padding=1, output_padding=1), one pixel earlier.
+    input_range             "unit": E sees [0, 1], G's output is the image; "signed": E sees
+                            [-1, 1] and the image is (tanh(G) + 1) / 2.
+    hyper_padding           "zeros"; "reflect": the hyper-analysis' two stride-2 convs
+                            reflect-pad (its first conv pads with zeros either way).
+    scale_parameterization  "log_index": the scale synthesis predicts a continuous index into
+                            the scale table; "sigma": it predicts the scale itself, bounded
+                            below by scale_min and coded with the first table entry at or above.
+    side_prior_filters, side_prior_last_factor
+                            the factorized prior on z: hidden widths, and whether its last
+                            layer has a tanh factor too (tfc's has none).
+    side_quantization       "median": z is rounded around tfc's offsets (the prior's medians);
+                            "round": around integers.
+    likelihood              "gaussian" or "logistic": the conditional distribution of y.
+    image_pad_multiple      64: images are reflect-padded to whole z cells; 16: images are
+                            reflect-padded to whole y cells and y to whole z cells.
   """
   name: str
   stage: str
@@ -69,6 +95,21 @@ class Config:
   entropy_learning_rate: float | None = None
   crop_target_bpp: float | None = None
   random_flip: bool = False
+  conv_padding: str = "zeros"
+  transposed_alignment: str = "keras"
+  input_range: str = "unit"
+  hyper_padding: str = "zeros"
+  scale_parameterization: str = "log_index"
+  side_prior_filters: tuple = (3, 3)
+  side_prior_last_factor: bool = False
+  side_quantization: str = "median"
+  likelihood: str = "gaussian"
+  image_pad_multiple: int = 64
+  source: dict | None = None
+
+  def __post_init__(self):
+    # JSON has lists; a frozen config keeps a tuple (hashable, equal to the default).
+    object.__setattr__(self, "side_prior_filters", tuple(self.side_prior_filters))
 
   @property
   def training_target_bpp(self):
@@ -88,6 +129,33 @@ class Config:
   @classmethod
   def from_json(cls, text):
     return cls(**json.loads(text))
+
+  def check(self):
+    """Raises UsageError naming the first field whose value is not one the code computes."""
+    for field, allowed in LAYOUT_CHOICES.items():
+      if getattr(self, field) not in allowed:
+        raise UsageError(f"config '{self.name}': {field} must be one of "
+                         f"{', '.join(map(str, allowed))}, got {getattr(self, field)!r}")
+    if self.stage not in STAGES:
+      raise UsageError(f"config '{self.name}': stage must be one of {STAGES}, got "
+                       f"'{self.stage}'")
+    if not self.lambda_a > self.lambda_b:
+      raise UsageError(f"config '{self.name}': lambda_a must exceed lambda_b "
+                       "(the rate must cost more above the target than below)")
+    return self
+
+
+# The values each layout field may take; the first is the official code's (the default).
+LAYOUT_CHOICES = {
+    "conv_padding": ("zeros", "reflect"),
+    "transposed_alignment": ("keras", "torch"),
+    "input_range": ("unit", "signed"),
+    "hyper_padding": ("zeros", "reflect"),
+    "scale_parameterization": ("log_index", "sigma"),
+    "side_quantization": ("median", "round"),
+    "likelihood": ("gaussian", "logistic"),
+    "image_pad_multiple": (64, 16),
+}
 
 
 def _config_dir():
@@ -127,10 +195,4 @@ def get_config(name):
   unknown = set(raw) - fields
   if unknown:
     raise UsageError(f"config '{name}' has unknown keys: {', '.join(sorted(unknown))}")
-  config = Config(**raw)
-  if config.stage not in STAGES:
-    raise UsageError(f"config '{name}': stage must be one of {STAGES}, got '{config.stage}'")
-  if not config.lambda_a > config.lambda_b:
-    raise UsageError(f"config '{name}': lambda_a must exceed lambda_b "
-                     "(the rate must cost more above the target than below)")
-  return config
+  return Config(**raw).check()

@@ -13,19 +13,28 @@ paper's topology trained with its own recipe (docs/MODELS.md). Each lives in
                 stage 2's D in the same format (not part of the codec): with it,
                 `hific train --init_from NAME` continues the GAN instead of restarting D
 
+A codec directory is any folder with these files: `hific import` writes one from the PyTorch
+port's checkpoints (weights stored as float32, exactly as imported), and every command that
+takes a bundled name takes such a folder's path too. Placed in `bundled/`, it is listed by
+`hific models` like the codecs that ship.
+
 The storage format is models/hific/stored_weights.py's. This module is the catalogue: names,
 cards, the weights a name stands for and the Keras model built from them; it loads TensorFlow
 only to build a model. serving/resolve.py turns a name into a codec.
 """
 
+import datetime
 import json
 import pathlib
+import shutil
+import tempfile
 
 from hific_tf.configs import Config
-from hific_tf.errors import HificError, UsageError
+from hific_tf.errors import HificError, OutputExistsError, UsageError
 
 BUNDLED_DIR = pathlib.Path(__file__).parent / "bundled"
 DEFAULT_CODEC = "small-lo"
+CARD, CONFIG, WEIGHTS = "card.json", "config.json", "weights.npz"
 
 
 class UnknownCodecError(UsageError):
@@ -39,12 +48,35 @@ def names():
   return [c["name"] for c in sorted(cards, key=lambda c: c["target_bpp"])]
 
 
-def load_card(name):
-  path = BUNDLED_DIR / name / "card.json"
-  if not path.is_file():
-    known = ", ".join(names()) or "none"
-    raise UnknownCodecError(f"no bundled codec '{name}' (bundled: {known})")
-  return json.loads(path.read_text())
+def is_codec_dir(path):
+  """True if `path` is a folder holding a codec's card, config and weights."""
+  path = pathlib.Path(path)
+  return all((path / part).is_file() for part in (CARD, CONFIG, WEIGHTS))
+
+
+def codec_dir(source):
+  """The folder a bundled codec name or a codec directory's path stands for."""
+  if is_codec_dir(source):
+    return pathlib.Path(source)
+  if "/" not in str(source) and is_codec_dir(BUNDLED_DIR / str(source)):
+    return BUNDLED_DIR / str(source)
+  known = ", ".join(names()) or "none"
+  raise UnknownCodecError(f"no bundled codec or codec folder '{source}' (bundled: {known})")
+
+
+def load_card(source):
+  try:
+    return json.loads((codec_dir(source) / CARD).read_text())
+  except (ValueError, OSError) as error:
+    raise HificError(f"{source}: unreadable {CARD} ({error.__class__.__name__})") from None
+
+
+def load_config(source):
+  """The Config a bundled codec or codec directory was trained (or imported) with."""
+  try:
+    return Config.from_json((codec_dir(source) / CONFIG).read_text()).check()
+  except (ValueError, TypeError, OSError) as error:
+    raise HificError(f"{source}: unreadable {CONFIG} ({error.__class__.__name__})") from None
 
 
 def closest_to_rate(target_bpp):
@@ -66,22 +98,53 @@ def by_fingerprint(fingerprint_hex):
 
 
 def weights_file(source):
-  """The weights .npz that `source` names (a bundled codec or a .npz file), or None."""
+  """The weights .npz that `source` names (a bundled codec, a codec folder or a .npz file),
+  or None."""
   if str(source).endswith(".npz") and pathlib.Path(source).is_file():
     return pathlib.Path(source)
-  if source in names():
-    return BUNDLED_DIR / source / "weights.npz"
+  if is_codec_dir(source) or source in names():
+    return codec_dir(source) / WEIGHTS
   return None
 
 
-def build_model(name, generator_dtype=None, encoder_dtype=None):
-  """The bundled codec `name` as a HiFiC Keras model with its weights (coders not built)."""
+def build_model(source, generator_dtype=None, encoder_dtype=None):
+  """A bundled codec or codec folder as a HiFiC Keras model with its weights (no coders)."""
   # TensorFlow: only when a model is needed.
   from hific_tf.models.hific import stored_weights
   from hific_tf.models.hific.model import HiFiC
-  load_card(name)
-  config = Config.from_json((BUNDLED_DIR / name / "config.json").read_text())
+  config = load_config(source)
   model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype,
                 encoder_dtype=encoder_dtype).build_all()
-  stored_weights.load_weights(model, BUNDLED_DIR / name / "weights.npz")
+  stored_weights.load_weights(model, codec_dir(source) / WEIGHTS)
   return model
+
+
+def write_codec_dir(model, directory, card, bits=None, force=False):
+  """Writes `model` as a codec folder (card, config, weights), all at once or not at all.
+
+  The files are written into a staging folder beside `directory` and renamed into place, so
+  no reader ever sees a partial codec. `bits` None stores every weight as float32 (lossless);
+  2 to 8 store large kernels as integer codes (models/hific/stored_weights.py). The card gets
+  the weights' fingerprint, parameter count and today's date.
+  """
+  from hific_tf.models.hific import stored_weights
+  from hific_tf.serving import codec
+  directory = pathlib.Path(directory)
+  if directory.exists() and not force:
+    raise OutputExistsError(f"{directory} exists (use --force to replace it)")
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+  try:
+    card = dict(card, config=model.config.name,
+                fingerprint=codec.weights_fingerprint(model).hex(),
+                parameters=sum(int(v.shape.num_elements()) for _, v in model.codec_variables()),
+                weights_bits=bits or 32, date=card.get("date") or str(datetime.date.today()))
+    stored_weights.save_weights(model, staging / WEIGHTS, bits=bits)
+    (staging / CONFIG).write_text(model.config.to_json())
+    (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+    if directory.exists():
+      shutil.rmtree(directory)
+    staging.rename(directory)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return card

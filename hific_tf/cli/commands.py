@@ -40,8 +40,16 @@ def _progress(items, description):
 # --- train / export ------------------------------------------------------------------------
 
 def train(args):
+  from hific_tf import zoo
   from hific_tf.training import train as train_lib
-  config = _config(args.config)
+  if args.config:
+    config = _config(args.config)
+  elif args.init_from and (zoo.is_codec_dir(args.init_from) or args.init_from in zoo.names()):
+    # Fine-tuning a codec: its own layout and loss weights, with the GAN.
+    config = zoo.load_config(args.init_from).replace(stage="hific")
+  else:
+    raise UsageError("--config is required unless --init_from is a codec folder or a "
+                     "bundled codec")
   train_lib.train(
       config, args.model_dir, train_glob=args.train_glob, tfds_name=args.tfds,
       steps=args.steps, init_from=args.init_from, batch_size=args.batch_size,
@@ -49,6 +57,35 @@ def train(args):
       val_glob=args.val_glob, seed=args.seed, precision=args.precision,
       jit_compile=args.jit_compile, tfds_data_dir=args.tfds_data_dir)
   print(f"trained {config.name} into {args.model_dir}")
+
+
+def import_checkpoint(args):
+  from hific_tf import zoo
+  from hific_tf.models.hific import port_checkpoint
+  from hific_tf.models.hific.model import HiFiC
+  out = pathlib.Path(args.out)
+  if out.exists() and not args.force:
+    raise OutputExistsError(f"{out} exists (use --force to replace it)")
+  state, port_args, metadata = port_checkpoint.load(args.checkpoint)
+  name = args.name or out.name
+  config = port_checkpoint.config_for(state, port_args, metadata, name)
+  model = HiFiC(config.replace(stage="mselpips")).build_all()
+  left_out = port_checkpoint.assign_weights(model, state)
+  model.config = config
+  card = {"name": name, "target_bpp": config.target_bpp, "version": 1,
+          "steps": metadata["steps"],
+          "training": f"imported from {metadata['file']} (PyTorch port, third-party training)",
+          "source": {"file": metadata["file"], "sha256": metadata["sha256"],
+                     "left_out": {group: {"tensors": count,
+                                          "why": port_checkpoint.LEFT_OUT[group]}
+                                  for group, count in left_out.items()}}}
+  card = zoo.write_codec_dir(model, out, card, force=args.force)
+  for group, count in left_out.items():
+    print(f"hific: not imported: {count} tensors of {group}* "
+          f"({port_checkpoint.LEFT_OUT[group]})", file=sys.stderr)
+  print(f"imported {metadata['file']} as codec '{name}' (weights {card['fingerprint']}, "
+        f"{card['parameters'] / 1e6:.2f}M parameters, {config.likelihood}, inputs "
+        f"{'[-1, 1]' if config.input_range == 'signed' else '[0, 1]'}) into {out}")
 
 
 def export(args):

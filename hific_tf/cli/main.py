@@ -39,7 +39,7 @@ def _subcommand(sub, name, help_text):
 
 
 COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "serve", "models", "info",
-            "data", "weights")
+            "import", "data", "weights")
 
 
 def build_parser():
@@ -50,7 +50,8 @@ def build_parser():
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
   p = _subcommand(sub, "train", "Train a config (stage 1 or 2) into --model_dir.")
-  p.add_argument("--config", required=True, help="Config name (see `hific info --config`).")
+  p.add_argument("--config", help="Config name (see `hific info --config`). Default, with "
+                 "--init_from a codec folder or bundled codec: its own config, as stage 2.")
   p.add_argument("--model_dir", required=True,
                  help="Where checkpoints, logs and config.json go; rerun to resume.")
   data = p.add_mutually_exclusive_group(required=True)
@@ -60,7 +61,8 @@ def build_parser():
   p.add_argument("--val_glob", help="Photos for validation after each checkpoint.")
   p.add_argument("--steps", type=int, help="Generator steps (default: the config's).")
   p.add_argument("--init_from",
-                 help="Stage-1 model_dir, a bundled codec name or a weights .npz to start from.")
+                 help="Stage-1 model_dir, a bundled codec name, a codec folder (`hific import`) "
+                 "or a weights .npz to start from.")
   p.add_argument("--batch_size", type=int, help="Global batch (default: the config's).")
   p.add_argument("--crop_size", type=int, help="Crop side in pixels (default: the config's).")
   p.add_argument("--checkpoint_every", type=int, default=1000,
@@ -87,8 +89,8 @@ def build_parser():
                  "runs in the client; docs/SERVING.md) instead of the full codec.")
   p.add_argument("--force", action="store_true", help="Replace an existing --out.")
 
-  model_help = ("A bundled codec name (`hific models`) or a SavedModel folder from "
-                "`hific export`.")
+  model_help = ("A bundled codec name (`hific models`), a codec folder from `hific import` "
+                "or a SavedModel folder from `hific export`.")
   p = _subcommand(sub, "compress", "Image (or folder of images) -> .hific.")
   p.add_argument("--model", help=model_help + " Default: the bundled default codec.")
   p.add_argument("--target_bpp", type=float,
@@ -144,6 +146,13 @@ def build_parser():
                       help="The kernels, precision and XLA choice hific_tf makes here.")
   target.add_argument("path", nargs="?", help="A .hific file or a SavedModel folder.")
 
+  p = _subcommand(sub, "import", "A checkpoint of the PyTorch port "
+                  "(Justin-Tan/high-fidelity-generative-compression) -> a codec folder.")
+  p.add_argument("checkpoint", help="The port's .pt file (hific-low/med/high or your own).")
+  p.add_argument("--out", required=True, help="Codec folder to write; --model takes it.")
+  p.add_argument("--name", help="The codec's name (default: the folder's name).")
+  p.add_argument("--force", action="store_true", help="Replace an existing --out.")
+
   p = _subcommand(sub, "data", "Build the training and held-out photo set from Debian "
                   "packages (apt-get download).")
   p.add_argument("--out", required=True, help="Folder for train/, heldout/ and SOURCES.tsv.")
@@ -164,7 +173,8 @@ def parse_args(argv):
 
 def main(args):
   from hific_tf.cli import commands  # Imports TensorFlow: after argument checks.
-  return getattr(commands, args.command)(args)
+  # `import` is a Python keyword: its function is import_checkpoint.
+  return getattr(commands, {"import": "import_checkpoint"}.get(args.command, args.command))(args)
 
 
 def run(argv=None):

@@ -1,10 +1,12 @@
-"""From what a user types to a codec: a bundled name, a SavedModel folder or a serving one.
+"""From what a user types to a codec: a bundled name, a codec folder (`hific import`'s), a
+SavedModel folder or a serving one.
 
-One resolver for the command line, the server and the benchmarks. A bundled codec's
-SavedModel is exported into the user cache on first use (keyed by its weights' fingerprint)
-and reused afterwards.
+One resolver for the command line, the server and the benchmarks. The SavedModel of a bundled
+codec or codec folder is exported into the user cache on first use (keyed by its weights'
+fingerprint) and reused afterwards.
 """
 
+import hashlib
 import os
 import pathlib
 
@@ -18,18 +20,22 @@ def cache_root():
 
 
 def saved_model_path(name, log=None):
-  """The SavedModel folder of bundled codec `name`, exported into the cache on first use.
+  """The SavedModel folder of bundled codec (or codec folder) `name`, exported into the
+  cache on first use.
 
   The export goes to a temporary folder and is renamed into place, so two processes that
   race each produce a complete SavedModel and one of them wins; neither sees a partial one.
   """
   from hific_tf.serving import codec
   card = zoo.load_card(name)
-  target = cache_root() / f"{name}-{card['fingerprint']}-v{codec.EXPORT_VERSION}"
+  label = card.get("name") or pathlib.Path(name).name
+  # The config too: the same weights under another layout are another codec.
+  layout = hashlib.sha256((zoo.codec_dir(name) / zoo.CONFIG).read_bytes()).hexdigest()[:8]
+  target = cache_root() / f"{label}-{card['fingerprint']}-{layout}-v{codec.EXPORT_VERSION}"
   if (target / "saved_model.pb").is_file():
     return target
   if log:
-    log(f"building the SavedModel of '{name}' (first use, a few seconds)")
+    log(f"building the SavedModel of '{name}' (first use, seconds to a minute)")
   model = zoo.build_model(name)
   fingerprint = codec.weights_fingerprint(model).hex()
   if fingerprint != card["fingerprint"]:
@@ -44,14 +50,17 @@ def load_codec(source, max_pixels=None, log=None):
   from hific_tf.serving import codec, split
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(source)
+  if zoo.is_codec_dir(path):
+    return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
   if path.is_dir():
     if split.is_serving_model(path):
       return split.SplitCodec(path, **limits)
     return codec.SavedModelCodec(path, **limits)
   if source in zoo.names():
     return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
-  raise zoo.UnknownCodecError(f"--model {source}: neither a SavedModel folder nor a bundled "
-                              f"codec (bundled: {', '.join(zoo.names()) or 'none'})")
+  raise zoo.UnknownCodecError(f"--model {source}: neither a SavedModel folder, a codec folder "
+                              f"nor a bundled codec (bundled: "
+                              f"{', '.join(zoo.names()) or 'none'})")
 
 
 def codec_name(model=None, target_bpp=None):

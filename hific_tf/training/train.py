@@ -63,11 +63,13 @@ def restore_codec(model, source):
   or NAME.discriminator.npz beside the weights), D is restored as well: a freshly initialised
   D took about 700 CPU steps to tell real from fake again. Returns whether D was restored.
   """
-  if not pathlib.Path(source).is_dir():
-    weights = zoo.weights_file(source)  # A bundled rung or a checkpoints/*.npz resume point.
+  if not pathlib.Path(source).is_dir() or zoo.is_codec_dir(source):
+    # A bundled rung, a codec folder (`hific import`) or a checkpoints/*.npz resume point.
+    weights = zoo.weights_file(source)
     if weights is not None:
       return stored_weights.load_weights(model, weights)
-    raise TrainError(f"--init_from {source}: not a model_dir, a weights .npz or a bundled codec "
+    raise TrainError(f"--init_from {source}: not a model_dir, a codec folder, a weights .npz "
+                     f"or a bundled codec "
                      f"({', '.join(zoo.names()) or 'none bundled'})")
   checkpoint_path = latest_checkpoint(source)
   with_discriminator = model.discriminator is not None and any(

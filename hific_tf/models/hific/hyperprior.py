@@ -18,10 +18,12 @@ desynchronises.
 import collections
 import logging
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
 from hific_tf import geometry
+from hific_tf.models.hific.layers import MirrorPad
 
 
 class _OffsetHeuristicNotice(logging.Filter):
@@ -51,22 +53,71 @@ Compressed = collections.namedtuple(
 DOWNSAMPLING_FACTOR = geometry.SIDE_DOWNSAMPLING
 
 
-def _signal_conv(filters, kernel, corr, stride, activation, name, **kwargs):
+def _signal_conv(filters, kernel, corr, stride, activation, name, padding="same_zeros",
+                 **kwargs):
   """The SignalConv2D flavour of the official hyperprior (same_zeros padding, bias)."""
   direction = dict(strides_down=stride) if corr else dict(strides_up=stride)
-  return tfc.SignalConv2D(filters, (kernel, kernel), corr=corr, padding="same_zeros",
+  return tfc.SignalConv2D(filters, (kernel, kernel), corr=corr, padding=padding,
                           use_bias=True, activation=activation, name=name, dtype="float32",
                           **direction, **kwargs)
 
 
-class HyperAnalysis(tf.keras.Sequential):
-  """y -> z: 3x3 ReLU, 5x5/2 ReLU, 5x5/2 (z at 1/64 of the image)."""
+class DeepFactorizedWithLastFactor(tfc.DeepFactorized):
+  """tfc's DeepFactorized with a tanh factor on its last layer as well.
 
-  def __init__(self, filters, name="hyper_analysis"):
+  Ballé et al.'s density (ICLR 2018, appendix 6.1) as the PyTorch port of HiFiC implements it:
+  every layer, the last included, adds factor * tanh(logits). tfc's leaves the last layer
+  linear. Same variables otherwise (matrices, biases, factors), so weights map one to one.
+  """
+
+  def _make_variables(self):
+    super()._make_variables()
+    channels = self.batch_shape.num_elements()
+    self._factors.append(tf.Variable(tf.zeros((channels, 1, 1), dtype=self.dtype),
+                                     name=f"factor_{len(self.num_filters)}"))
+
+  def _logits_cumulative(self, inputs):
+    shape = tf.shape(inputs)
+    logits = tf.transpose(tf.reshape(inputs, (-1, 1, self.batch_shape.num_elements())),
+                          (2, 1, 0))
+    for matrix, bias, factor in zip(self._matrices, self._biases, self._factors):
+      logits = tf.linalg.matmul(tf.nn.softplus(matrix), logits) + bias
+      logits += tf.math.tanh(factor) * tf.math.tanh(logits)
+    return tf.reshape(tf.transpose(logits, (2, 1, 0)), shape)
+
+
+def side_prior(channels, filters=(3, 3), last_factor=False):
+  """The factorized prior on z, convolved with U(-1/2, 1/2): tfc's, or the port's variant."""
+  if not last_factor:
+    return tfc.NoisyDeepFactorized(batch_shape=(channels,), num_filters=tuple(filters))
+  return tfc.UniformNoiseAdapter(
+      DeepFactorizedWithLastFactor(batch_shape=(channels,), num_filters=tuple(filters)),
+      name="NoisyDeepFactorized")
+
+
+LIKELIHOODS = {"gaussian": tfc.NoisyNormal, "logistic": tfc.NoisyLogistic}
+
+
+class HyperAnalysis(tf.keras.Sequential):
+  """y -> z: 3x3 ReLU, 5x5/2 ReLU, 5x5/2 (z at 1/64 of the image).
+
+  `padding` "reflect" reflect-pads the two stride-2 convs (the PyTorch port's); the first
+  pads with zeros either way. The reflection is `layers.MirrorPad` before a valid conv rather
+  than tfc's "same_reflect", which fails on sides of 2 or less (small images).
+  """
+
+  def __init__(self, filters, padding="zeros", name="hyper_analysis"):
+    if padding == "reflect":
+      strided = lambda name, activation: [
+          MirrorPad(2, dtype="float32"),
+          _signal_conv(filters, 5, True, 2, activation, name, padding="valid")]
+    else:
+      strided = lambda name, activation: [
+          _signal_conv(filters, 5, True, 2, activation, name)]
     super().__init__([
         _signal_conv(filters, 3, True, 1, tf.nn.relu, "layer_0"),
-        _signal_conv(filters, 5, True, 2, tf.nn.relu, "layer_1"),
-        _signal_conv(filters, 5, True, 2, None, "layer_2"),
+        *strided("layer_1", tf.nn.relu),
+        *strided("layer_2", None),
     ], name=name)
 
 
@@ -109,31 +160,55 @@ class Hyperprior(tf.keras.layers.Layer):
   """
 
   def __init__(self, latent_channels, hyper_filters, num_scales=64, scale_min=0.11,
-               scale_max=256., name="hyperprior", **kwargs):
+               scale_max=256., hyper_padding="zeros", scale_parameterization="log_index",
+               side_prior_filters=(3, 3), side_prior_last_factor=False,
+               side_quantization="median", likelihood="gaussian", name="hyperprior",
+               **kwargs):
     super().__init__(name=name, dtype="float32", **kwargs)
     self.latent_channels = latent_channels
     self.num_scales = num_scales
+    self.scale_min = float(scale_min)
+    self.scale_parameterization = scale_parameterization
+    self.side_quantization = side_quantization
+    self.likelihood = LIKELIHOODS[likelihood]
     self._log_scale_min = float(tf.math.log(float(scale_min)))
     self._log_scale_step = float(
         (tf.math.log(float(scale_max)) - tf.math.log(float(scale_min))) / (num_scales - 1.))
-    self.analysis = HyperAnalysis(hyper_filters)
+    # The table a predicted sigma is looked up in: float64 log-spacing rounded to float32,
+    # as the port builds it, so that both pick the same entry.
+    self._scale_table = tf.constant(np.exp(np.linspace(
+        np.log(scale_min), np.log(scale_max), num_scales)).astype(np.float32))
+    self.analysis = HyperAnalysis(hyper_filters, padding=hyper_padding)
     self.synthesis_mean = HyperSynthesis(hyper_filters, latent_channels, "hyper_synthesis_mean")
     self.synthesis_scale = HyperSynthesis(hyper_filters, latent_channels,
                                           "hyper_synthesis_scale")
-    self.side_prior = tfc.NoisyDeepFactorized(batch_shape=(hyper_filters,))
+    self.side_prior = side_prior(hyper_filters, side_prior_filters, side_prior_last_factor)
     self.side_coder = None
     self.latent_coder = None
 
   def scale_fn(self, index):
     return tf.math.exp(self._log_scale_min + self._log_scale_step * index)
 
+  def coding_index(self, scale_output):
+    """The scale table index y is coded with, as a float, from the scale synthesis' output.
+
+    "log_index": the output rounded to the nearest entry; "sigma": the first entry at or
+    above the predicted scale (the port's rule). Clipped to the table either way.
+    """
+    if self.scale_parameterization == "sigma":
+      flat = tf.reshape(scale_output, [1, -1])
+      below = tf.searchsorted(self._scale_table[None, :-1], flat, side="left")
+      return tf.cast(tf.reshape(below, tf.shape(scale_output)), tf.float32)
+    return tf.clip_by_value(tf.round(scale_output), 0., self.num_scales - 1.)
+
   def _side_model(self, compression=False):
     return tfc.ContinuousBatchedEntropyModel(
-        self.side_prior, coding_rank=3, compression=compression, bottleneck_dtype=tf.float32)
+        self.side_prior, coding_rank=3, compression=compression, bottleneck_dtype=tf.float32,
+        offset_heuristic=self.side_quantization == "median")
 
   def _latent_model(self, compression=False):
     return tfc.LocationScaleIndexedEntropyModel(
-        tfc.NoisyNormal, self.num_scales, self.scale_fn, coding_rank=3,
+        self.likelihood, self.num_scales, self.scale_fn, coding_rank=3,
         compression=compression, bottleneck_dtype=tf.float32)
 
   def build_coders(self):
@@ -163,7 +238,10 @@ class Hyperprior(tf.keras.layers.Layer):
 
     tfc finds it with a while loop over the prior's CDF (tens of ms here); a training step
     computes it once, outside the gradient tape, and hands it to both of its forward passes.
+    Zero with side_quantization "round".
     """
+    if self.side_quantization == "round":
+      return tf.zeros([self.side_prior.batch_shape.num_elements()])
     return tf.stop_gradient(self._side_model().quantization_offset)
 
   def call(self, y, training=False, noise_seed=None, z_offset=None):
@@ -194,13 +272,18 @@ class Hyperprior(tf.keras.layers.Layer):
     z_bits_quantized = tf.reduce_sum(self.side_prior.log_prob(z_rounded),
                                      axis=[1, 2, 3]) / -tf.math.log(2.)
     z_hat = z_noisy if training else z_rounded
-    loc, scale_index = self._parameters(z_hat, tf.shape(y)[1:3])
-    if not training:
-      scale_index = tf.round(scale_index)
-    # The index clipping of tfc's indexed models, with gradients that push back into range.
-    scale_index = tfc.upper_bound(tfc.lower_bound(scale_index, 0.), self.num_scales - 1.)
-    scale = self.scale_fn(scale_index)
-    _, y_bits_noisy = self._noisy_bits(tfc.NoisyNormal(loc=0., scale=scale), y - loc, y_seed)
+    loc, scale_output = self._parameters(z_hat, tf.shape(y)[1:3])
+    if self.scale_parameterization == "sigma":
+      # The port's rate: the predicted scale itself, bounded below (gradient pushes back up).
+      scale = tfc.lower_bound(scale_output, self.scale_min)
+      scale_index = tf.stop_gradient(self.coding_index(scale_output))
+    else:
+      if not training:
+        scale_output = tf.round(scale_output)
+      # The index clipping of tfc's indexed models, with gradients that push back into range.
+      scale_index = tfc.upper_bound(tfc.lower_bound(scale_output, 0.), self.num_scales - 1.)
+      scale = self.scale_fn(scale_index)
+    _, y_bits_noisy = self._noisy_bits(self.likelihood(loc=0., scale=scale), y - loc, y_seed)
     _, y_bits_quantized = latent_model(y, scale_index, loc=loc, training=False)
     y_hat = latent_model.quantize(y, loc=loc)
     return HyperpriorOutput(y_hat, y_bits_noisy, z_bits_noisy, y_bits_quantized,
@@ -212,16 +295,18 @@ class Hyperprior(tf.keras.layers.Layer):
 
   def latent_coding_parameters(self, z_hat, y_shape):
     """(loc, int32 scale indexes) of y, clipped to the table as tfc's indexed model clips."""
-    loc, scale_index = self._parameters(z_hat, y_shape)
-    scale_index = tf.clip_by_value(tf.round(scale_index), 0., self.num_scales - 1.)
-    return loc, tf.cast(scale_index, tf.int32)
+    loc, scale_output = self._parameters(z_hat, y_shape)
+    return loc, tf.cast(self.coding_index(scale_output), tf.int32)
 
   def coding_tables(self):
     """The range coder's tables, numpy, by name: all a client needs beside the symbols."""
     self._require_coders()
     side, latent = self.side_coder, self.latent_coder
+    offset = side.quantization_offset  # None when z is rounded around integers.
+    if offset is None:
+      offset = tf.zeros([self.side_prior.batch_shape.num_elements()])
     return {"z_cdf": side.cdf, "z_cdf_offset": side.cdf_offset,
-            "z_quantization_offset": side.quantization_offset,
+            "z_quantization_offset": offset,
             "y_cdf": latent.cdf, "y_cdf_offset": latent.cdf_offset}
 
   def _require_coders(self):
@@ -236,9 +321,8 @@ class Hyperprior(tf.keras.layers.Layer):
     y_shape, z_shape = tf.shape(y)[1:3], tf.shape(z)[1:3]
     z_strings = self.side_coder.compress(z)
     z_hat = self.side_coder.quantize(z)
-    loc, scale_index = self._parameters(z_hat, y_shape)
-    scale_index = tf.round(scale_index)
-    y_strings = self.latent_coder.compress(y, scale_index, loc=loc)
+    loc, scale_output = self._parameters(z_hat, y_shape)
+    y_strings = self.latent_coder.compress(y, self.coding_index(scale_output), loc=loc)
     y_hat = self.latent_coder.quantize(y, loc=loc)
     return Compressed(y_strings, z_strings, y_shape, z_shape), y_hat
 
@@ -251,8 +335,8 @@ class Hyperprior(tf.keras.layers.Layer):
     self._require_coders()
     y = tf.cast(y, tf.float32)
     z = self.analysis(y)
-    loc, scale_index = self._parameters(self.side_coder.quantize(z), tf.shape(y)[1:3])
-    _, y_bits = self.latent_coder(y, tf.round(scale_index), loc=loc, training=False)
+    loc, scale_output = self._parameters(self.side_coder.quantize(z), tf.shape(y)[1:3])
+    _, y_bits = self.latent_coder(y, self.coding_index(scale_output), loc=loc, training=False)
     _, z_bits = self.side_coder(z, training=False)
     return y_bits + z_bits
 
@@ -260,6 +344,5 @@ class Hyperprior(tf.keras.layers.Layer):
     """Inverse of `compress`: strings and latent shapes -> y_hat."""
     self._require_coders()
     z_hat = self.side_coder.decompress(z_strings, z_shape)
-    loc, scale_index = self._parameters(z_hat, y_shape)
-    scale_index = tf.round(scale_index)
-    return self.latent_coder.decompress(y_strings, scale_index, loc=loc)
+    loc, scale_output = self._parameters(z_hat, y_shape)
+    return self.latent_coder.decompress(y_strings, self.coding_index(scale_output), loc=loc)

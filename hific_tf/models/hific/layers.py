@@ -44,9 +44,84 @@ class ChannelNorm(tf.keras.layers.Layer):
     return dict(super().get_config(), epsilon=self.epsilon)
 
 
-def conv(filters, kernel_size, strides=1, **kwargs):
-  """A same-padded Conv2D, the only kind the encoder and generator use."""
+def mirror_pad(inputs, top, bottom, left, right):
+  """Reflection padding of [B, H, W, C] (torch's "reflect": the edge row is not repeated).
+
+  tf.pad's REFLECT needs every pad to be smaller than the side; gathering with mirrored
+  indexes gives the same values wherever it works and still pads a side of 1 (by repeating
+  it), so a tiny image goes through a reflect-padded network instead of failing.
+  """
+  def indexes(size, before, after):
+    period = tf.maximum(2 * (size - 1), 1)
+    position = tf.math.floormod(tf.range(-before, size + after), period)
+    return tf.where(position < size, position, period - position)
+
+  shape = tf.shape(inputs)
+  padded = tf.gather(inputs, indexes(shape[1], top, bottom), axis=1)
+  return tf.gather(padded, indexes(shape[2], left, right), axis=2)
+
+
+class MirrorPad(tf.keras.layers.Layer):
+  """`mirror_pad` by `margin` on every side, as a layer (no variables)."""
+
+  def __init__(self, margin, **kwargs):
+    super().__init__(**kwargs)
+    self.margin = margin
+
+  def call(self, inputs):
+    return mirror_pad(inputs, *(self.margin,) * 4)
+
+  def get_config(self):
+    return dict(super().get_config(), margin=self.margin)
+
+
+class ReflectConv2D(tf.keras.layers.Conv2D):
+  """A Conv2D on a reflect-padded input, as the PyTorch port of HiFiC pads E and G.
+
+  Stride 1 pads (k - 1) / 2 on every side; stride 2 (E's 3x3 downsampling convs) pads one row
+  at the top and one column at the right, where Keras' "same" pads zeros at the bottom and
+  right. The variables are a Conv2D's, so weights and fingerprints do not depend on padding.
+  """
+
+  def __init__(self, filters, kernel_size, strides=1, **kwargs):
+    super().__init__(filters, kernel_size, strides=strides, padding="valid", **kwargs)
+
+  def call(self, inputs):
+    if self.strides[0] == 1:
+      margin = (self.kernel_size[0] - 1) // 2
+      padded = mirror_pad(inputs, margin, margin, margin, margin)
+    else:
+      padded = mirror_pad(inputs, 1, 0, 0, 1)
+    return super().call(padded)
+
+
+def conv(filters, kernel_size, strides=1, padding="zeros", **kwargs):
+  """The one conv of the encoder and generator: Keras' same padding, or `ReflectConv2D`."""
+  if padding == "reflect":
+    return ReflectConv2D(filters, kernel_size, strides=strides, **kwargs)
   return tf.keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", **kwargs)
+
+
+class TorchAlignedConv2DTranspose(tf.keras.layers.Conv2DTranspose):
+  """A 3x3 stride-2 transposed conv placed as torch's (padding=1, output_padding=1).
+
+  Input i reaches outputs 2i - 1 .. 2i + 1 there, and 2i .. 2i + 2 in Keras' "same": the
+  "valid" transposed conv (2n + 1 outputs, input i at 2i .. 2i + 2) without its first row and
+  column is torch's. Same kernel variable ([3, 3, out, in]) as Conv2DTranspose.
+  """
+
+  def __init__(self, filters, **kwargs):
+    super().__init__(filters, 3, strides=2, padding="valid", **kwargs)
+
+  def call(self, inputs):
+    return super().call(inputs)[:, 1:, 1:, :]
+
+
+def transposed_conv(filters, alignment="keras", **kwargs):
+  """G's 3x3 stride-2 upsampling conv, aligned as Keras' "same" or as torch's."""
+  if alignment == "torch":
+    return TorchAlignedConv2DTranspose(filters, **kwargs)
+  return tf.keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", **kwargs)
 
 
 class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
@@ -105,20 +180,22 @@ class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
 class ResidualBlock(tf.keras.layers.Layer):
   """Conv-ChannelNorm-ReLU-Conv-ChannelNorm plus identity, at constant width."""
 
-  def __init__(self, filters, **kwargs):
+  def __init__(self, filters, padding="zeros", **kwargs):
     super().__init__(**kwargs)
     self.filters = filters
+    self.padding = padding
     policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
     self.body = tf.keras.Sequential([
-        conv(filters, 3, **policy), ChannelNorm(**policy), tf.keras.layers.ReLU(**policy),
-        conv(filters, 3, **policy), ChannelNorm(**policy),
+        conv(filters, 3, padding=padding, **policy), ChannelNorm(**policy),
+        tf.keras.layers.ReLU(**policy),
+        conv(filters, 3, padding=padding, **policy), ChannelNorm(**policy),
     ], name="body")
 
   def call(self, inputs):
     return inputs + self.body(inputs)
 
   def get_config(self):
-    return dict(super().get_config(), filters=self.filters)
+    return dict(super().get_config(), filters=self.filters, padding=self.padding)
 
 
 class SpectralConv2D(tf.keras.layers.Conv2D):

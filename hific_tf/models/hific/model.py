@@ -112,12 +112,18 @@ class HiFiC(tf.keras.Model):
     self.seed = seed
     self.lpips_weights = lpips_weights
     self.encoder = networks.Encoder(config.num_filters_base, config.latent_channels,
-                                    dtype=encoder_dtype)
+                                    padding=config.conv_padding, dtype=encoder_dtype)
     self.generator = networks.Generator(config.num_filters_base, config.num_residual_blocks,
+                                        padding=config.conv_padding,
+                                        alignment=config.transposed_alignment,
                                         dtype=generator_dtype)
     self.hyperprior = hyperprior_lib.Hyperprior(
         config.latent_channels, config.hyper_filters, config.num_scales, config.scale_min,
-        config.scale_max)
+        config.scale_max, hyper_padding=config.hyper_padding,
+        scale_parameterization=config.scale_parameterization,
+        side_prior_filters=config.side_prior_filters,
+        side_prior_last_factor=config.side_prior_last_factor,
+        side_quantization=config.side_quantization, likelihood=config.likelihood)
     self.discriminator = (networks.Discriminator(config.disc_filters_base,
                                                  config.disc_latent_channels)
                           if config.use_gan else None)
@@ -172,12 +178,23 @@ class HiFiC(tf.keras.Model):
 
   # --- Forward pass. ------------------------------------------------------------------------
 
+  def _encoder_input(self, x):
+    """E's input from an image in [0, 1]: as is, or in [-1, 1] (input_range "signed")."""
+    return x * 2. - 1. if self.config.input_range == "signed" else x
+
+  def _image_from(self, generator_output):
+    """The image in [0, 1] scale from G's output: as is, or (tanh + 1) / 2 ("signed")."""
+    output = tf.cast(generator_output, tf.float32)
+    if self.config.input_range == "signed":
+      return (tf.math.tanh(output) + 1.) / 2.
+    return output
+
   def call(self, images, training=False, noise_seed=None, z_offset=None):
     """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training)."""
     x = tf.cast(images, tf.float32) / 255.
-    y = self.encoder(x)
+    y = self.encoder(self._encoder_input(x))
     hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset)
-    reconstruction = tf.cast(self.generator(hp.y_hat), tf.float32)
+    reconstruction = self._image_from(self.generator(hp.y_hat))
     pixels = _image_pixels(images)
     return {
         "image": x,
@@ -324,7 +341,7 @@ class HiFiC(tf.keras.Model):
     return self._compress_latents(self.analyze(image), tf.shape(image)[:2])
 
   def _compress_latents(self, y, shape):
-    compressed, _ = self.hyperprior.compress(y)
+    compressed, _ = self.hyperprior.compress(self._pad_latent(y))
     return {
         "y_string": compressed.y_strings[0],
         "z_string": compressed.z_strings[0],
@@ -354,7 +371,7 @@ class HiFiC(tf.keras.Model):
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def pad_image(self, image):
     """The padded image the encoder sees (windows of it go to `analysis_window`)."""
-    return {"padded": reflect_pad(image, PAD_MULTIPLE)}
+    return {"padded": reflect_pad(image, self.config.image_pad_multiple)}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def analysis_window(self, window):
@@ -383,19 +400,26 @@ class HiFiC(tf.keras.Model):
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
   def synthesis_window(self, features):
     """G's full-resolution tail on a window of the trunk's output -> uint8 pixels."""
-    reconstruction = tf.cast(self.generator.upsample(features), tf.float32)[0]
+    reconstruction = self._image_from(self.generator.upsample(features))[0]
     return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
 
   def _encode(self, padded):
     x = tf.cast(padded, tf.float32)[None] / 255.
-    return tf.cast(self.encoder(x), tf.float32)
+    return tf.cast(self.encoder(self._encoder_input(x)), tf.float32)
+
+  def _pad_latent(self, y):
+    """y reflect-padded to whole z cells (a no-op unless images are padded to 16 only)."""
+    if self.config.image_pad_multiple == PAD_MULTIPLE:
+      return y
+    return reflect_pad(y[0], geometry.SIDE_DOWNSAMPLING)[None]
 
   def analyze(self, image):
-    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to PAD_MULTIPLE."""
-    return self._encode(reflect_pad(image, PAD_MULTIPLE))
+    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to the config's
+    image_pad_multiple, with y padded to whole z cells (what `compress` codes)."""
+    return self._pad_latent(self._encode(reflect_pad(image, self.config.image_pad_multiple)))
 
   def synthesize(self, y_hat, image_shape):
     """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""
-    reconstruction = tf.cast(self.generator(y_hat), tf.float32)[0]
+    reconstruction = self._image_from(self.generator(y_hat))[0]
     reconstruction = reconstruction[:image_shape[0], :image_shape[1], :]
     return tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)

@@ -8,7 +8,8 @@ keep the topology; see docs/ARCHITECTURE.md for the numbers.
 import tensorflow as tf
 
 from hific_tf import geometry
-from hific_tf.models.hific.layers import ChannelNorm, ResidualBlock, SpectralConv2D, conv
+from hific_tf.models.hific.layers import (ChannelNorm, ResidualBlock, SpectralConv2D, conv,
+                                          transposed_conv)
 
 NUM_DOWNSAMPLINGS = geometry.NUM_DOWNSAMPLINGS  # y lives at 1/16 of the image.
 DOWNSAMPLING_FACTOR = geometry.LATENT_DOWNSAMPLING
@@ -23,17 +24,22 @@ ENCODER_HALO = 4
 
 
 class Encoder(tf.keras.Sequential):
-  """E: image in [0, 1] -> latent y at 1/16 resolution (no norm on the output)."""
+  """E: image in [0, 1] (or [-1, 1]) -> latent y at 1/16 resolution (no norm on the output).
 
-  def __init__(self, num_filters_base, latent_channels, name="encoder", dtype=None, **kwargs):
+  `padding` is the config's conv_padding ("zeros" or the PyTorch port's "reflect").
+  """
+
+  def __init__(self, num_filters_base, latent_channels, padding="zeros", name="encoder",
+               dtype=None, **kwargs):
     # A bfloat16 encoder (dtype="mixed_bfloat16") only changes which latents are chosen;
     # the bits it writes decode deterministically like any others.
-    policy = {} if dtype is None else dict(dtype=dtype)
-    layers = [conv(num_filters_base, 7, **policy), ChannelNorm(**policy),
-              tf.keras.layers.ReLU(**policy)]
+    policy = dict(padding=padding) if dtype is None else dict(dtype=dtype, padding=padding)
+    norm = {} if dtype is None else dict(dtype=dtype)
+    layers = [conv(num_filters_base, 7, **policy), ChannelNorm(**norm),
+              tf.keras.layers.ReLU(**norm)]
     for i in range(NUM_DOWNSAMPLINGS):
       layers += [conv(num_filters_base * 2 ** (i + 1), 3, strides=2, **policy),
-                 ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
+                 ChannelNorm(**norm), tf.keras.layers.ReLU(**norm)]
     layers.append(conv(latent_channels, 3, **policy))
     super().__init__(layers, name=name, **kwargs)
 
@@ -41,25 +47,28 @@ class Encoder(tf.keras.Sequential):
 class Generator(tf.keras.layers.Layer):
   """G: quantized latent y_hat -> image in [0, 1] scale (no output activation, as in the paper).
 
+  `padding` and `alignment` are the config's conv_padding and transposed_alignment.
+
   Nearly all of HiFiC's parameters and FLOPs are in the residual blocks at 1/16 resolution;
   they are the part worth running in bfloat16 (pass `dtype="mixed_bfloat16"`).
   """
 
-  def __init__(self, num_filters_base, num_residual_blocks, name="generator", **kwargs):
+  def __init__(self, num_filters_base, num_residual_blocks, padding="zeros",
+               alignment="keras", name="generator", **kwargs):
     super().__init__(name=name, **kwargs)
     policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
     width = num_filters_base * 2 ** NUM_DOWNSAMPLINGS
     self.head = tf.keras.Sequential(
-        [ChannelNorm(**policy), conv(width, 3, **policy), ChannelNorm(**policy)], name="head")
+        [ChannelNorm(**policy), conv(width, 3, padding=padding, **policy),
+         ChannelNorm(**policy)], name="head")
     self.blocks = tf.keras.Sequential(
-        [ResidualBlock(width, name=f"block_{i}", **policy) for i in range(num_residual_blocks)],
-        name="residual_blocks")
+        [ResidualBlock(width, padding=padding, name=f"block_{i}", **policy)
+         for i in range(num_residual_blocks)], name="residual_blocks")
     tail = []
     for i in reversed(range(NUM_DOWNSAMPLINGS)):
-      tail += [tf.keras.layers.Conv2DTranspose(num_filters_base * 2 ** i, 3, strides=2,
-                                               padding="same", **policy),
+      tail += [transposed_conv(num_filters_base * 2 ** i, alignment, **policy),
                ChannelNorm(**policy), tf.keras.layers.ReLU(**policy)]
-    tail.append(conv(3, 7, **policy))
+    tail.append(conv(3, 7, padding=padding, **policy))
     self.tail = tf.keras.Sequential(tail, name="tail")
 
   def trunk(self, latent):

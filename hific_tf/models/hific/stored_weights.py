@@ -48,10 +48,13 @@ def dequantize_int8(codes, scale):
 
 
 def _save(named_variables, path, bits=DEFAULT_BITS):
+  """`bits` None stores every value as float32, exactly (imported codecs)."""
   arrays = {}
   for key, variable in named_variables:
     values = variable.numpy()
-    if _stored_as_int8(key, values):
+    if bits is None:
+      arrays[key] = values.astype(np.float32)
+    elif _stored_as_int8(key, values):
       arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values, bits)
     else:
       arrays[key] = values.astype(np.float16)
@@ -93,7 +96,8 @@ def save_weights(model, path, bits=DEFAULT_BITS):
   """
   _save(model.codec_variables(), path, bits)
   if model.discriminator is not None:
-    _save(model.discriminator_state(), discriminator_path(path))
+    _save(model.discriminator_state(), discriminator_path(path),
+          DEFAULT_BITS if bits is not None else None)
 
 
 def load_weights(model, path):
