@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WEIGHTS_STAMP := $(VENV)/.weights
+TORCH_STAMP := $(VENV)/.torch
 DEMO_DIR ?= demo_out
 
-.PHONY: all install weights browser data test check train-ladder demo demo-train bench clean
+.PHONY: all install weights torch browser data test check train-ladder demo demo-train bench clean
 
 all: test
 
@@ -26,6 +27,13 @@ $(WEIGHTS_STAMP): $(STAMP)
 
 weights: $(WEIGHTS_STAMP)
 
+# PyTorch only reads the port's checkpoints in `hific import` (and its tests): the CPU build.
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0
+	@touch $(TORCH_STAMP)
+
+torch: $(TORCH_STAMP)
+
 # The web-page test drives Debian's chromium and chromedriver: installed here when missing
 # and make runs as root (as in CI); otherwise that one test is skipped with the reason.
 browser:
@@ -34,11 +42,11 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "make: no chromium; the web-page test will be skipped"
 
-test: $(WEIGHTS_STAMP) browser
+test: $(WEIGHTS_STAMP) $(TORCH_STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 # The fast unit tier for the inner loop (no trained model, no subprocess): under 3 minutes.
-check: $(WEIGHTS_STAMP)
+check: $(WEIGHTS_STAMP) $(TORCH_STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" tests
 
 # The bundled codec against JPEG and AVIF on the held-out photos (no training).

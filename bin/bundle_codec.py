@@ -115,7 +115,7 @@ def main():
     # The shipped model is the one widened from storage: fingerprint and figures come from it.
     model = HiFiC(config.replace(stage="mselpips")).build_all()
     stored_weights.load_weights(model, staging / "weights.npz")
-    fingerprint = codec_lib.weights_fingerprint(model).hex()
+    fingerprint = stored_weights.fingerprint(model).hex()
     parameters = sum(int(np.prod(v.shape)) for _, v in model.codec_variables())
     info = codec_lib.export(model, staging / "saved_model")
     assert info["fingerprint"] == fingerprint

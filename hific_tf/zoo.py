@@ -128,7 +128,6 @@ def write_codec_dir(model, directory, card, bits=None, force=False):
   the weights' fingerprint, parameter count and today's date.
   """
   from hific_tf.models.hific import stored_weights
-  from hific_tf.serving import codec
   directory = pathlib.Path(directory)
   if directory.exists() and not force:
     raise OutputExistsError(f"{directory} exists (use --force to replace it)")
@@ -136,7 +135,7 @@ def write_codec_dir(model, directory, card, bits=None, force=False):
   staging = pathlib.Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
   try:
     card = dict(card, config=model.config.name,
-                fingerprint=codec.weights_fingerprint(model).hex(),
+                fingerprint=stored_weights.fingerprint(model).hex(),
                 parameters=sum(int(v.shape.num_elements()) for _, v in model.codec_variables()),
                 weights_bits=bits or 32, date=card.get("date") or str(datetime.date.today()))
     stored_weights.save_weights(model, staging / WEIGHTS, bits=bits)

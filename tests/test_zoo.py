@@ -93,14 +93,13 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   a step of their per-channel scale, the rest as float16; the fingerprint follows."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import codec
   config = configs.get_config("tiny-mselpips")
   first = HiFiC(config).build_all()
   stored_weights.save_weights(first, tmp_path / "w.npz")
   second = HiFiC(config).build_all()
   for variable in second.encoder.variables:
     variable.assign(variable + 0.5)
-  assert codec.weights_fingerprint(first) != codec.weights_fingerprint(second)
+  assert stored_weights.fingerprint(first) != stored_weights.fingerprint(second)
   stored_weights.load_weights(second, tmp_path / "w.npz")
   narrow = 0
   with np.load(tmp_path / "w.npz") as stored:
@@ -117,7 +116,7 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   third = HiFiC(config).build_all()
   from hific_tf.training import train
   train.restore_codec(third, str(tmp_path / "w.npz"))  # --init_from a weights file.
-  assert codec.weights_fingerprint(second) == codec.weights_fingerprint(third)
+  assert stored_weights.fingerprint(second) == stored_weights.fingerprint(third)
 
 
 def test_quantize_int8_against_float64_reference():
@@ -149,10 +148,9 @@ def test_committed_weights_load_into_their_config_with_their_d(card, weights):
   brings its D, so `--init_from` it continues the GAN (checkpoints/README.md)."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import codec
   model = HiFiC(configs.get_config(card["config"])).build_all()
   restored_discriminator = stored_weights.load_weights(model, weights)
-  assert codec.weights_fingerprint(model).hex() == card["fingerprint"]
+  assert stored_weights.fingerprint(model).hex() == card["fingerprint"]
   assert restored_discriminator == stored_weights.discriminator_path(weights).is_file()
   if card["stage"] == "hific" and "checkpoints" not in weights.parts:
     assert restored_discriminator, f"{card['name']} ships without its D"

@@ -10,7 +10,6 @@ Any image size works: HiFiC.compress reflect-pads to a multiple of the total dow
 generator runs in bfloat16, so both sides derive identical scale indexes from z_hat.
 """
 
-import hashlib
 import json
 import os
 import pathlib
@@ -23,27 +22,13 @@ import tensorflow_compression  # noqa: F401  (registers the range-coding ops Sav
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
-from hific_tf.models.hific import networks
+from hific_tf.models.hific import networks, stored_weights
 from hific_tf.serving import bitstream, guard, split
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
 # estimate_bits apart from compress.
 EXPORT_VERSION = 2
-
-
-def weights_fingerprint(model):
-  """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values.
-
-  Positions ("encoder/007") rather than Keras names, which depend on how many layers the
-  process created before: the same weights give the same fingerprint in any process.
-  """
-  digest = hashlib.sha256()
-  for key, variable in model.codec_variables():
-    position = "/".join(key.split("/")[:2])
-    digest.update(f"{position}:{tuple(variable.shape)}".encode())
-    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
-  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 
 
 class CodecModule(tf.Module):
@@ -78,7 +63,7 @@ def export(model, directory, serving=False):
       "container_version": bitstream.VERSION,
       "export_version": EXPORT_VERSION,
       "config_name": model.config.name,
-      "fingerprint": weights_fingerprint(model).hex(),
+      "fingerprint": stored_weights.fingerprint(model).hex(),
       # As built: a bfloat16 generator decodes faster; a bfloat16 encoder encodes faster.
       "generator_dtype": model.generator.dtype_policy.name,
       "encoder_dtype": model.encoder.layers[0].dtype_policy.name,

@@ -12,6 +12,7 @@ import pathlib
 
 from hific_tf import zoo
 from hific_tf.errors import HificError, UsageError
+from hific_tf.models.hific import stored_weights
 
 
 def cache_root():
@@ -37,7 +38,7 @@ def saved_model_path(name, log=None):
   if log:
     log(f"building the SavedModel of '{name}' (first use, seconds to a minute)")
   model = zoo.build_model(name)
-  fingerprint = codec.weights_fingerprint(model).hex()
+  fingerprint = stored_weights.fingerprint(model).hex()
   if fingerprint != card["fingerprint"]:
     raise HificError(f"bundled codec '{name}': weights fingerprint {fingerprint} "
                      f"does not match its card ({card['fingerprint']})")

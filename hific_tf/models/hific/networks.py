@@ -8,8 +8,13 @@ keep the topology; see docs/ARCHITECTURE.md for the numbers.
 import tensorflow as tf
 
 from hific_tf import geometry
-from hific_tf.models.hific.layers import (ChannelNorm, ResidualBlock, SpectralConv2D, conv,
-                                          transposed_conv)
+from hific_tf.models.hific.layers import (
+  ChannelNorm,
+  ResidualBlock,
+  SpectralConv2D,
+  conv,
+  transposed_conv,
+)
 
 NUM_DOWNSAMPLINGS = geometry.NUM_DOWNSAMPLINGS  # y lives at 1/16 of the image.
 DOWNSAMPLING_FACTOR = geometry.LATENT_DOWNSAMPLING

@@ -7,6 +7,7 @@ rebuilds the same model and the same fingerprint, and decoding stays determinist
 A stage-2 model's D goes beside its weights (NAME.discriminator.npz), never in the codec.
 """
 
+import hashlib
 import io
 import pathlib
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError, UsageError
+from hific_tf.serving import bitstream
 
 # Kernels of at least this many values are stored as int8 codes with one float32 scale per
 # slice of the last axis; everything else (biases, norms, the z prior) as float16. On
@@ -112,3 +114,17 @@ def load_weights(model, path):
     return False
   _load(model.discriminator_state(), d_path)
   return True
+
+
+def fingerprint(model):
+  """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values.
+
+  Positions ("encoder/007") rather than Keras names, which depend on how many layers the
+  process created before: the same weights give the same fingerprint in any process.
+  """
+  digest = hashlib.sha256()
+  for key, variable in model.codec_variables():
+    position = "/".join(key.split("/")[:2])
+    digest.update(f"{position}:{tuple(variable.shape)}".encode())
+    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
