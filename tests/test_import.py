@@ -123,6 +123,9 @@ def test_imported_codec_decodes_to_the_ports_reconstruction(imported, tmp_path):
   assert config["source"]["args"]["normalize_input_image"] is True
   assert config["num_residual_blocks"] == 2 and config["image_pad_multiple"] == 16
   assert "not imported: 3 tensors of Discriminator." in imported["stderr"]
+  described = json.loads(run_hific("info", imported["codec"]).stdout)
+  assert described["layout"]["scale_parameterization"] == "sigma"
+  assert described["card"]["fingerprint"] == card["fingerprint"]
 
 
 def _fresh_codec_cache(tmp_path):

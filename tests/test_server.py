@@ -224,3 +224,54 @@ def test_overload_is_shed_with_429_not_queued_without_bound(codec):
     service.gate.release()
   assert service.health()["shed_requests"] == 1
   assert len(service.compress(photo.getvalue())) > 0  # A free slot serves again.
+
+
+def _asgi_post(app, path, body):
+  """(status, body) of a POST sent through the ASGI interface of `app` (no network)."""
+  import asyncio
+  incoming = [{"type": "http.request", "body": body, "more_body": False}]
+  sent = []
+
+  async def receive():
+    return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+  async def send(message):
+    sent.append(message)
+
+  scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+           "headers": [(b"content-length", str(len(body)).encode())], "query_string": b"",
+           "http_version": "1.1", "scheme": "http", "server": ("test", 80),
+           "client": ("test", 1), "root_path": "", "asgi": {"version": "3.0"}}
+  asyncio.run(app(scope, receive, send))
+  status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+  return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_compress_has_its_own_pixel_limit_and_requests_a_deadline(codec):
+  from hific_tf.serving import server as server_lib
+  service = server_lib.CodecService(codec, isolate=False, compress_max_pixels=4000)
+  app = server_lib.create_app(service, request_seconds=60)
+  status, body = _asgi_post(app, "/compress", _png(np.full((100, 100, 3), 90, np.uint8)))
+  assert status == 400 and "over the /compress limit of 4000 pixels" in json.loads(body)["error"]
+  status, body = _asgi_post(app, "/compress", _png(np.full((60, 60, 3), 90, np.uint8)))
+  from hific_tf.serving import bitstream
+  assert status == 200 and bitstream.HificFile.from_bytes(body).width == 60
+  # A real compress cannot finish in a millisecond: 503 with Retry-After, server unharmed.
+  hurried = server_lib.create_app(server_lib.CodecService(codec, isolate=False),
+                                  request_seconds=0.001)
+  status, body = _asgi_post(hurried, "/compress", _png(sample_photos()["coffee"]))
+  assert status == 503 and "took longer than" in json.loads(body)["error"]
+
+
+def test_a_short_soak_has_no_failures_and_bounded_memory():
+  # bench/serve_soak.py against a real `hific serve` with the default codec: good answers
+  # checked, hostile requests refused with 4xx, no other 5xx, /health ok at the end.
+  done = subprocess.run(
+      [sys.executable, str(pathlib.Path(__file__).parent.parent / "bench" / "serve_soak.py"),
+       "--seconds", "25", "--clients", "3", "--json", "-"], capture_output=True, text=True,
+      timeout=900)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+  figures = json.loads(done.stdout[done.stdout.index("{\n"):])
+  assert figures["failures"] == 0 and figures["health_at_end"]["status"] == "ok"
+  assert figures["requests"] > 20
+  assert figures["rss_peak_mb"] < 3000  # docs/SERVING.md's bound for 2 workers.

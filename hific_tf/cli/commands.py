@@ -192,14 +192,18 @@ def serve(args):
   from hific_tf.perceptual.lpips import LPIPS
   from hific_tf.serving import server
   if (not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0 or
-      args.queue_seconds < 0):
-    raise UsageError("--port must be 1-65535, --workers and --max_upload_mb positive, "
-                     "--queue_seconds not negative")
+      args.queue_seconds < 0 or args.request_seconds <= 0 or args.max_pixels < 1 or
+      args.compress_max_pixels < 1):
+    raise UsageError("--port must be 1-65535, --workers, --max_upload_mb, --request_seconds "
+                     "and the pixel limits positive, --queue_seconds not negative")
+  server.limit_malloc_arenas()  # Before the worker threads exist.
   codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers,
                                 isolate=not args.in_process_decoding,
-                                queue_seconds=args.queue_seconds)
-  app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+                                queue_seconds=args.queue_seconds,
+                                compress_max_pixels=args.compress_max_pixels, log=_log)
+  app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+                          request_seconds=args.request_seconds)
   server.serve(app, args.host, args.port, log=_log)
 
 
@@ -251,6 +255,14 @@ def info(args):
     print(f"TensorFlow {tf.__version__}; training: {runtime.describe(*runtime.choose())}")
     return None
   path = pathlib.Path(args.path)
+  from hific_tf import configs, zoo
+  if zoo.is_codec_dir(path):
+    card, config = zoo.load_card(path), zoo.load_config(path)
+    layout = {field: getattr(config, field) for field in configs.LAYOUT_CHOICES}
+    layout.update(side_prior_filters=config.side_prior_filters,
+                  side_prior_last_factor=config.side_prior_last_factor)
+    print(json.dumps({"card": card, "layout": layout}, indent=2, default=str))
+    return None
   if path.is_dir():
     if not (path / "saved_model.pb").is_file():
       raise InputNotFoundError(f"{path} is not a SavedModel folder")

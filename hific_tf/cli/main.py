@@ -126,8 +126,13 @@ def build_parser():
   p.add_argument("--port", type=int, default=8000, help="Port to listen on.")
   p.add_argument("--max_upload_mb", type=float, default=32,
                  help="Refuse request bodies larger than this (HTTP 413).")
-  p.add_argument("--max_pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
-                 help="Largest image to compress or decompress (memory bound).")
+  p.add_argument("--max_pixels", type=int, default=4_000_000,
+                 help="Largest image /decompress decodes (from the file's header): bounds a "
+                 "request's time and memory (docs/SERVING.md).")
+  p.add_argument("--compress_max_pixels", type=int, default=4_000_000,
+                 help="Largest image /compress accepts.")
+  p.add_argument("--request_seconds", type=float, default=60.,
+                 help="A request still running after this is answered 503.")
   p.add_argument("--workers", type=int, default=2,
                  help="Requests that may run the codec at the same time.")
   p.add_argument("--queue_seconds", type=float, default=10.,
@@ -144,7 +149,8 @@ def build_parser():
   target.add_argument("--config", help="Config name: parameters and loss weights.")
   target.add_argument("--system", action="store_true",
                       help="The kernels, precision and XLA choice hific_tf makes here.")
-  target.add_argument("path", nargs="?", help="A .hific file or a SavedModel folder.")
+  target.add_argument("path", nargs="?",
+                      help="A .hific file, a SavedModel folder or a codec folder.")
 
   p = _subcommand(sub, "import", "A checkpoint of the PyTorch port "
                   "(Justin-Tan/high-fidelity-generative-compression) -> a codec folder.")

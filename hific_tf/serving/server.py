@@ -15,18 +15,26 @@ the range coding runs here and the transforms in the loaded stock-op model). The
                         each with bytes, bpp, PSNR, LPIPS and the decoded PNG (base64)
 
 Uploads are read in chunks and refused past `max_upload_bytes` (413) before they are held
-whole; images and .hific headers go through the same limits as the CLI (one-line 400s).
-The codec runs in worker threads, at most `workers` at a time, so that memory stays bounded
-by the decoding-limit formula (docs/FORMAT.md) times `workers`.
+whole; images and .hific headers go through the same checks as the CLI (one-line 400s), with
+per-endpoint pixel limits (4 MP by default: a couple of seconds per request on 2 cores).
+The codec runs in worker threads, at most `workers` at a time; a request that waits
+`queue_seconds` for one is shed (429, Retry-After), and one that takes longer than
+`request_seconds` is answered 503. Memory is bounded by a formula of `workers` and the pixel
+limits (docs/SERVING.md): glibc's malloc is held to a few arenas and trimmed after each
+request, or freed activations of the convolutions stay resident.
 
 The paper: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
 """
 
+import asyncio
 import base64
 import contextlib
+import ctypes
+import ctypes.util
 import io
 import pathlib
 import signal
+import sys
 import threading
 
 from hific_tf import images as images_lib
@@ -38,6 +46,15 @@ WEB_DIR = pathlib.Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_BYTES = 32 << 20
 # /compare runs LPIPS and two rate searches per request: about 4 s per megapixel here.
 DEFAULT_COMPARE_MAX_PIXELS = 4_000_000
+# /compress and /decompress: 4 MP takes 1.3 s and 2.6 s with small-lo on one idle 2-core
+# machine (AMD EPYC, 2026), so a request stays within seconds with a neighbour running.
+DEFAULT_MAX_PIXELS = 4_000_000
+# A request that has not finished in this time is answered 503 (its worker finishes and
+# frees its slot; the pixel limits keep that rare).
+DEFAULT_REQUEST_SECONDS = 60.
+# glibc malloc arenas: one per thread by default (up to 8 per core), each keeping freed
+# megabytes of activations resident; two suffice for two codec workers.
+MALLOC_ARENAS = 2
 COMPARED_CODECS = ("jpeg", "avif")
 
 
@@ -47,6 +64,34 @@ class UploadTooLarge(HificError):
 
 class ServerBusy(HificError):
   """Every codec slot stayed busy for the queueing limit: 429, retry later."""
+
+
+class RequestTimeout(HificError):
+  """A request outlived the request deadline: 503, retry later."""
+
+
+def _glibc():
+  name = ctypes.util.find_library("c")
+  try:
+    libc = ctypes.CDLL(name) if name else None
+  except OSError:
+    return None
+  return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def limit_malloc_arenas(arenas=MALLOC_ARENAS):
+  """Caps glibc's malloc arenas (M_ARENA_MAX) for threads that start from now on."""
+  if _LIBC is not None:
+    _LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+def release_memory():
+  """Returns freed heap pages to the system (glibc's malloc_trim); a no-op elsewhere."""
+  if _LIBC is not None:
+    _LIBC.malloc_trim(0)
 
 
 # How long a request may wait for a codec slot before it is shed with 429 (a queue without
@@ -63,9 +108,12 @@ class CodecService:
 
   def __init__(self, codec, lpips_metric=None, workers=2,
                compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True,
-               queue_seconds=DEFAULT_QUEUE_SECONDS):
+               queue_seconds=DEFAULT_QUEUE_SECONDS, compress_max_pixels=DEFAULT_MAX_PIXELS,
+               log=None):
     self.codec = codec
     self.queue_seconds = queue_seconds
+    self.compress_max_pixels = compress_max_pixels
+    self.log = log or (lambda line: print(f"hific serve: {line}", file=sys.stderr, flush=True))
     self.shed = 0  # Requests refused with 429 so far.
     if isolate and getattr(codec, "directory", None):
       # Range decoding first in a killable worker: a spinning file costs one request.
@@ -80,18 +128,26 @@ class CodecService:
     """One of the `workers` codec slots, or ServerBusy after `queue_seconds`."""
     if not self.gate.acquire(timeout=self.queue_seconds):
       self.shed += 1
+      self.log(f"shed a request (429) after {self.queue_seconds:.0f} s in the "
+               f"queue ({self.shed} so far)")
       raise ServerBusy(f"all codec workers stayed busy for {self.queue_seconds:.0f} s; "
                        "retry later")
     try:
       yield
     finally:
       self.gate.release()
+      release_memory()
 
-  def _image(self, data):
-    return images_lib.load_rgb(io.BytesIO(data), name="upload")
+  def _image(self, data, max_pixels, endpoint):
+    image = images_lib.load_rgb(io.BytesIO(data), name="upload")
+    height, width = image.shape[:2]
+    if height * width > max_pixels:
+      raise images_lib.ImageError(
+          f"upload: {width}x{height} is over the {endpoint} limit of {max_pixels} pixels")
+    return image
 
   def compress(self, data):
-    image = self._image(data)
+    image = self._image(data, self.compress_max_pixels, "/compress")
     with self._slot():
       return self.codec.compress(image).to_bytes()
 
@@ -101,12 +157,8 @@ class CodecService:
       return images_lib.encode_png(self.codec.decompress(hific_file))
 
   def compare(self, data):
-    image = self._image(data)
+    image = self._image(data, self.compare_max_pixels, "/compare")
     height, width = image.shape[:2]
-    if height * width > self.compare_max_pixels:
-      raise images_lib.ImageError(
-          f"upload: {width}x{height} is over the comparison limit of "
-          f"{self.compare_max_pixels} pixels (use /compress for large images)")
     with self._slot():
       hific_file = self.codec.compress(image)
       hific_bytes = hific_file.to_bytes()
@@ -136,7 +188,8 @@ class CodecService:
     return report
 
 
-def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
+def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
+               request_seconds=DEFAULT_REQUEST_SECONDS):
   """The FastAPI application around a `CodecService`."""
   from fastapi import FastAPI, Request
   from fastapi.responses import FileResponse, JSONResponse, Response
@@ -168,6 +221,19 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
   async def busy(request, error):
     return JSONResponse({"error": str(error)}, status_code=429, headers={"Retry-After": "5"})
 
+  @app.exception_handler(RequestTimeout)
+  async def timed_out(request, error):
+    return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": "5"})
+
+  async def run(work, body):
+    """`work(body)` in a worker thread, under the request deadline."""
+    try:
+      return await asyncio.wait_for(run_in_threadpool(work, body), request_seconds)
+    except asyncio.TimeoutError:
+      service.log(f"a request outlived the {request_seconds:.0f} s deadline (503)")
+      raise RequestTimeout(f"the request took longer than {request_seconds:.0f} s; "
+                           "retry later") from None
+
   @app.exception_handler(guard.DecoderPoisonedError)
   async def poisoned(request, error):
     return JSONResponse({"error": str(error)}, status_code=503)
@@ -184,18 +250,18 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
 
   @app.post("/compress")
   async def compress(request: Request):
-    data = await run_in_threadpool(service.compress, await read_body(request))
+    data = await run(service.compress, await read_body(request))
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": 'attachment; filename="image.hific"'})
 
   @app.post("/decompress")
   async def decompress(request: Request):
-    data = await run_in_threadpool(service.decompress, await read_body(request))
+    data = await run(service.decompress, await read_body(request))
     return Response(data, media_type="image/png")
 
   @app.post("/compare")
   async def compare(request: Request):
-    return await run_in_threadpool(service.compare, await read_body(request))
+    return await run(service.compare, await read_body(request))
 
   @app.get("/")
   def page():
