@@ -259,3 +259,16 @@ def test_without_torch_it_says_how_to_install_it(tmp_path):
                    env={"PYTHONPATH": str(blocker)})
   assert done.returncode == 1 and "pip install torch==2.13.0" in done.stderr
   assert not (tmp_path / "codec").exists()
+
+
+def test_imported_codec_exports_for_stock_tf_serving(narrow_codec, tmp_path):
+  # The stock-op split (no tfc ops in the SavedModel; the client range-codes): same bytes as
+  # the codec folder's own SavedModel, with every layout setting of the port in the graph.
+  Image.fromarray(PHOTO).save(tmp_path / "photo.png")
+  env = _fresh_codec_cache(tmp_path)
+  run_hific("export", "--model_dir", narrow_codec, "--out", tmp_path / "serving", "--serving")
+  run_hific("compress", "--model", tmp_path / "serving", tmp_path / "photo.png",
+            tmp_path / "split.hific", env=env)
+  run_hific("compress", "--model", narrow_codec, tmp_path / "photo.png",
+            tmp_path / "full.hific", env=env)
+  assert (tmp_path / "split.hific").read_bytes() == (tmp_path / "full.hific").read_bytes()
