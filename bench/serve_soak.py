@@ -7,7 +7,7 @@ Starts a real `hific serve` process, then K client threads send for N seconds a 
            writes; decompress: the same pixels as it decodes)
   hostile  mutated .hific files with re-sealed CRCs (bench/fuzz.py), random bytes, truncated
            PNGs, PNG headers that declare 40000x40000 pixels, and, with --spinning, a crafted
-           file that spins tfc's range decoder
+           file that spins tfc's range decoder, sent in a loop by one more client
 
 and samples the resident memory of the server and its range-decoding worker every half second.
 Answers by design: 200 for good requests, 4xx for hostile ones, 429/503 when the server sheds
@@ -17,7 +17,8 @@ load. Anything else (another 5xx, a dropped connection, a wrong answer) is a fai
   python bench/serve_soak.py --seconds 30 --clients 3 --json -    # quick look
 
 Prints the figures (requests by kind and status, RSS after warm-up, at the end and at peak,
-growth) and exits 1 on any failure.
+growth, the CPU the server's processes use in the 5 s after the load stops: a range decoder
+left spinning would show there) and exits 1 on any failure.
 """
 
 import argparse
@@ -117,9 +118,23 @@ def _requests(codec, rng, spinning):
   hostile.append(("noise", "/compress", rng.bytes(5000), None))
   hostile.append(("png_bomb", "/compress", _bomb_png(), None))
   hostile.append(("png_bomb", "/compare", _bomb_png(), None))
-  if spinning:
-    hostile.append(("spinning_hific", "/decompress", pathlib.Path(spinning).read_bytes(), None))
   return good, hostile
+
+
+def _cpu_seconds(pid):
+  """User + system CPU seconds of a process and its children (from /proc)."""
+  total = 0.
+  try:
+    children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+  except OSError:
+    children = []
+  for process in [pid, *map(int, children)]:
+    try:
+      fields = pathlib.Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+      pass
+  return total
 
 
 def main():
@@ -172,11 +187,14 @@ def main():
       samples.append((time.monotonic() - start, *_rss_tree_mb(server.pid)))
       stop.wait(0.5)
 
-  def client(seed):
+  spinning = (("spinning_hific", "/decompress", pathlib.Path(args.spinning).read_bytes(),
+               None),) if args.spinning else ()
+
+  def client(seed, only=None):
     local = np.random.default_rng(seed)
     while time.monotonic() - start < args.seconds:
-      is_hostile = local.random() < args.hostile_share
-      pool = hostile if is_hostile else good
+      is_hostile = only is not None or local.random() < args.hostile_share
+      pool = only or (hostile if is_hostile else good)
       kind, path, body, check = pool[int(local.integers(len(pool)))]
       try:
         status, answer = _post(url + path, body)
@@ -196,12 +214,17 @@ def main():
   sampler.start()
   threads = [threading.Thread(target=client, args=(args.seed + 1 + i,))
              for i in range(args.clients)]
+  if spinning:
+    threads.append(threading.Thread(target=client, args=(args.seed, spinning)))
   for thread in threads:
     thread.start()
   for thread in threads:
     thread.join()
   with urllib.request.urlopen(url + "/health", timeout=30) as response:
     health = json.loads(response.read())
+  before = _cpu_seconds(server.pid)
+  time.sleep(5)
+  idle_cpu = (_cpu_seconds(server.pid) - before) / 5
   stop.set()
   sampler.join()
   server.terminate()
@@ -227,6 +250,7 @@ def main():
       "growth_after_warmup": round(float(served[-1] / warm[0] - 1), 4) if len(warm) else None,
       "worker_rss_peak_mb": round(float(worker.max()), 1),
       "health_at_end": health,
+      "idle_cpu_cores_after": round(idle_cpu, 3),
   }
   print(f"serve_soak: {figures['requests']} requests from {args.clients} clients in "
         f"{args.seconds:.0f} s, {len(failures)} failures")
@@ -236,7 +260,8 @@ def main():
         f"{figures['rss_end_mb']} MB at the end ({figures['growth_after_warmup']:+.1%}), "
         f"peak {figures['rss_peak_mb']} MB; range-decoding worker peak "
         f"{figures['worker_rss_peak_mb']} MB")
-  print(f"  /health at the end: {health}")
+  print(f"  /health at the end: {health}; CPU in the 5 s after the load: "
+        f"{idle_cpu:.2f} cores")
   for failure in failures[:10]:
     print(f"  FAILURE {failure}")
   if args.json:
@@ -245,7 +270,7 @@ def main():
       print(text)
     else:
       pathlib.Path(args.json).write_text(text)
-  return 1 if failures or health.get("status") != "ok" else 0
+  return 1 if failures or health.get("status") != "ok" or idle_cpu > 0.5 else 0
 
 
 if __name__ == "__main__":

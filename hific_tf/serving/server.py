@@ -153,6 +153,8 @@ class CodecService:
 
   def decompress(self, data):
     hific_file = bitstream.HificFile.from_bytes(data)
+    # Before a slot: a file that spins holds the range-decoding worker, never a codec slot.
+    self.codec.prove_range_decoding(hific_file)
     with self._slot():
       return images_lib.encode_png(self.codec.decompress(hific_file))
 
