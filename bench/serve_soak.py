@@ -182,9 +182,17 @@ def main():
   stop = threading.Event()
   start = time.monotonic()
 
+  health_checks = collections.Counter()
+
   def sample():
     while not stop.is_set():
       samples.append((time.monotonic() - start, *_rss_tree_mb(server.pid)))
+      if len(samples) % 4 == 0:  # /health every 2 s, throughout.
+        try:
+          with urllib.request.urlopen(url + "/health", timeout=10) as response:
+            health_checks[json.loads(response.read())["status"]] += 1
+        except (OSError, ValueError) as error:
+          health_checks[f"failed ({error.__class__.__name__})"] += 1
       stop.wait(0.5)
 
   spinning = (("spinning_hific", "/decompress", pathlib.Path(args.spinning).read_bytes(),
@@ -251,6 +259,7 @@ def main():
       "worker_rss_peak_mb": round(float(worker.max()), 1),
       "health_at_end": health,
       "idle_cpu_cores_after": round(idle_cpu, 3),
+      "health_during": dict(health_checks),
   }
   print(f"serve_soak: {figures['requests']} requests from {args.clients} clients in "
         f"{args.seconds:.0f} s, {len(failures)} failures")
@@ -260,8 +269,8 @@ def main():
         f"{figures['rss_end_mb']} MB at the end ({figures['growth_after_warmup']:+.1%}), "
         f"peak {figures['rss_peak_mb']} MB; range-decoding worker peak "
         f"{figures['worker_rss_peak_mb']} MB")
-  print(f"  /health at the end: {health}; CPU in the 5 s after the load: "
-        f"{idle_cpu:.2f} cores")
+  print(f"  /health during the run: {dict(health_checks)}; at the end: {health}; CPU in "
+        f"the 5 s after the load: {idle_cpu:.2f} cores")
   for failure in failures[:10]:
     print(f"  FAILURE {failure}")
   if args.json:
@@ -270,7 +279,8 @@ def main():
       print(text)
     else:
       pathlib.Path(args.json).write_text(text)
-  return 1 if failures or health.get("status") != "ok" or idle_cpu > 0.5 else 0
+  unhealthy = set(health_checks) - {"ok"}
+  return 1 if failures or unhealthy or health.get("status") != "ok" or idle_cpu > 0.5 else 0
 
 
 if __name__ == "__main__":
