@@ -193,15 +193,17 @@ def serve(args):
   from hific_tf.serving import server
   if (not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0 or
       args.queue_seconds < 0 or args.request_seconds <= 0 or args.max_pixels < 1 or
-      args.compress_max_pixels < 1):
+      args.compress_max_pixels < 1 or args.malloc_arenas < 0):
     raise UsageError("--port must be 1-65535, --workers, --max_upload_mb, --request_seconds "
                      "and the pixel limits positive, --queue_seconds not negative")
-  server.limit_malloc_arenas()  # Before the worker threads exist.
+  if args.malloc_arenas:
+    server.limit_malloc_arenas(args.malloc_arenas)  # Before the worker threads exist.
   codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers,
                                 isolate=not args.in_process_decoding,
                                 queue_seconds=args.queue_seconds,
-                                compress_max_pixels=args.compress_max_pixels, log=_log)
+                                compress_max_pixels=args.compress_max_pixels, log=_log,
+                                trim_memory=args.malloc_arenas > 0)
   app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                           request_seconds=args.request_seconds)
   server.serve(app, args.host, args.port, log=_log)

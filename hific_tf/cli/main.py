@@ -137,6 +137,9 @@ def build_parser():
                  help="Requests that may run the codec at the same time.")
   p.add_argument("--queue_seconds", type=float, default=10.,
                  help="How long a request may wait for a codec worker before it gets 429.")
+  p.add_argument("--malloc_arenas", type=int, default=2,
+                 help="glibc malloc arenas for the codec threads, and the heap trimmed after "
+                 "each request; 0 leaves glibc's defaults (more memory, docs/SERVING.md).")
   p.add_argument("--in_process_decoding", action="store_true",
                  help="Range-decode in the server process (no worker): saves the worker's "
                  "memory, but a crafted file that spins the decoder then disables decoding "

@@ -109,10 +109,11 @@ class CodecService:
   def __init__(self, codec, lpips_metric=None, workers=2,
                compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True,
                queue_seconds=DEFAULT_QUEUE_SECONDS, compress_max_pixels=DEFAULT_MAX_PIXELS,
-               log=None):
+               log=None, trim_memory=True):
     self.codec = codec
     self.queue_seconds = queue_seconds
     self.compress_max_pixels = compress_max_pixels
+    self.trim_memory = trim_memory
     self.log = log or (lambda line: print(f"hific serve: {line}", file=sys.stderr, flush=True))
     self.shed = 0  # Requests refused with 429 so far.
     if isolate and getattr(codec, "directory", None):
@@ -136,7 +137,8 @@ class CodecService:
       yield
     finally:
       self.gate.release()
-      release_memory()
+      if self.trim_memory:
+        release_memory()
 
   def _image(self, data, max_pixels, endpoint):
     image = images_lib.load_rgb(io.BytesIO(data), name="upload")
