@@ -22,6 +22,7 @@ import tensorflow_compression  # noqa: F401  (registers the range-coding ops Sav
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
+from hific_tf.models.hific import model as model_lib
 from hific_tf.models.hific import networks, stored_weights
 from hific_tf.serving import bitstream, guard, split
 
@@ -32,7 +33,15 @@ EXPORT_VERSION = 2
 
 
 class CodecModule(tf.Module):
-  """What `hific export` saves: the codec parts of a trained HiFiC and two signatures."""
+  """What `hific export` saves: the codec parts of a trained HiFiC, its signatures, and the
+  pieces of the tiled path.
+
+  The codec contract (compress, decompress, estimate_bits) is the model's own tf.functions;
+  this module chooses what is saved (no discriminator, no LPIPS, no optimizer state) and
+  adds the tiled path's pieces: images larger than one window go through the encoder and
+  the generator's tail window by window, so that memory grows with the window, not with
+  the image. Channel counts are left open in the signatures; the layers are built.
+  """
 
   def __init__(self, model, info):
     super().__init__(name="hific_codec")
@@ -41,15 +50,48 @@ class CodecModule(tf.Module):
     self.hyperprior = model.hyperprior
     self.hyperprior.build_coders()
     self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
-
-    # The model's own tf.functions: the codec contract lives on the model, this module only
-    # chooses what is saved (no discriminator, no LPIPS, no optimizer state).
     self.compress = model.compress
     self.decompress = model.decompress
-    # The same in pieces, for the tiled path of large images, and the rate estimate.
-    for name in ("estimate_bits", "pad_image", "analysis_window", "compress_latents",
-                 "decompress_latents", "synthesis_trunk", "synthesis_window"):
-      setattr(self, name, getattr(model, name))
+    self.estimate_bits = model.estimate_bits
+    # Bound methods are not tracked: the SavedModel holds the parts above, not the model.
+    self._encode, self._compress_y, self._image_from = (
+        model.encode, model.compress_y, model.image_from)
+    self._pad_multiple = model.config.image_pad_multiple
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def pad_image(self, image):
+    """The padded image the encoder sees (windows of it go to `analysis_window`)."""
+    return {"padded": model_lib.reflect_pad(image, self._pad_multiple)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def analysis_window(self, window):
+    """E on a window of the padded image, at offsets and sides that are multiples of 16."""
+    return {"y": self._encode(window)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                                tf.TensorSpec([2], tf.int32)])
+  def compress_latents(self, y, image_shape):
+    """`compress` from y on: range-codes a y assembled from windows."""
+    return self._compress_y(y, image_shape)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([2], tf.int32)])
+  def decompress_latents(self, y_string, z_string, y_shape, z_shape):
+    """`decompress` up to y_hat."""
+    return {"y_hat": self.hyperprior.decompress(y_string[None], z_string[None], y_shape,
+                                                z_shape)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
+  def synthesis_trunk(self, y_hat):
+    """G's 1/16-resolution trunk (float32 out; a bfloat16 trunk's values convert exactly)."""
+    return {"features": tf.cast(self.generator.trunk(y_hat), tf.float32)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
+  def synthesis_window(self, features):
+    """G's full-resolution tail on a window of the trunk's output -> uint8 pixels."""
+    reconstruction = self._image_from(self.generator.upsample(features))[0]
+    return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
 
 
 def export(model, directory, serving=False):

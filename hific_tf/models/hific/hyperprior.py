@@ -159,8 +159,8 @@ class Hyperprior(tf.keras.layers.Layer):
   and decoder use identical tables.
   """
 
-  def __init__(self, latent_channels, hyper_filters, num_scales=64, scale_min=0.11,
-               scale_max=256., hyper_padding="zeros", scale_parameterization="log_index",
+  def __init__(self, latent_channels, hyper_filters, num_scales, scale_min, scale_max,
+               hyper_padding="zeros", scale_parameterization="log_index",
                side_prior_filters=(3, 3), side_prior_last_factor=False,
                side_quantization="median", likelihood="gaussian", name="hyperprior",
                **kwargs):

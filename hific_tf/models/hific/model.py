@@ -182,7 +182,7 @@ class HiFiC(tf.keras.Model):
     """E's input from an image in [0, 1]: as is, or in [-1, 1] (input_range "signed")."""
     return x * 2. - 1. if self.config.input_range == "signed" else x
 
-  def _image_from(self, generator_output):
+  def image_from(self, generator_output):
     """The image in [0, 1] scale from G's output: as is, or (tanh + 1) / 2 ("signed")."""
     output = tf.cast(generator_output, tf.float32)
     if self.config.input_range == "signed":
@@ -194,7 +194,7 @@ class HiFiC(tf.keras.Model):
     x = tf.cast(images, tf.float32) / 255.
     y = self.encoder(self._encoder_input(x))
     hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset)
-    reconstruction = self._image_from(self.generator(hp.y_hat))
+    reconstruction = self.image_from(self.generator(hp.y_hat))
     pixels = _image_pixels(images)
     return {
         "image": x,
@@ -338,9 +338,10 @@ class HiFiC(tf.keras.Model):
     The image is reflect-padded to PAD_MULTIPLE and the decoder crops back to image_shape.
     Needs `hyperprior.build_coders()` first.
     """
-    return self._compress_latents(self.analyze(image), tf.shape(image)[:2])
+    return self.compress_y(self.analyze(image), tf.shape(image)[:2])
 
-  def _compress_latents(self, y, shape):
+  def compress_y(self, y, shape):
+    """Range-codes y of an image of `shape` (y padded to whole z cells here if needed)."""
     compressed, _ = self.hyperprior.compress(self._pad_latent(y))
     return {
         "y_string": compressed.y_strings[0],
@@ -363,47 +364,10 @@ class HiFiC(tf.keras.Model):
     y_hat = self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape)
     return {"image": self.synthesize(y_hat, image_shape)}
 
-  # --- The same contract in pieces, for the tiled codec (serving/codec.py): images larger
-  # than one window go through the encoder and the generator's tail window by window, so that
-  # memory grows with the window, not with the image. Channel counts are left open in the
-  # signatures; the layers are built.
+  # --- Pieces of the contract, which the tiled codec (serving/codec.py) composes. ----------
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  def pad_image(self, image):
-    """The padded image the encoder sees (windows of it go to `analysis_window`)."""
-    return {"padded": reflect_pad(image, self.config.image_pad_multiple)}
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  def analysis_window(self, window):
-    """E on a window of the padded image, at offsets and sides that are multiples of 16."""
-    return {"y": self._encode(window)}
-
-  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
-                                tf.TensorSpec([2], tf.int32)])
-  def compress_latents(self, y, image_shape):
-    """`compress` from y on: range-codes a y assembled from windows."""
-    return self._compress_latents(y, image_shape)
-
-  @tf.function(input_signature=[
-      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
-      tf.TensorSpec([2], tf.int32)])
-  def decompress_latents(self, y_string, z_string, y_shape, z_shape):
-    """`decompress` up to y_hat."""
-    return {"y_hat": self.hyperprior.decompress(y_string[None], z_string[None], y_shape,
-                                                z_shape)}
-
-  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
-  def synthesis_trunk(self, y_hat):
-    """G's 1/16-resolution trunk (float32 out; a bfloat16 trunk's values convert exactly)."""
-    return {"features": tf.cast(self.generator.trunk(y_hat), tf.float32)}
-
-  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
-  def synthesis_window(self, features):
-    """G's full-resolution tail on a window of the trunk's output -> uint8 pixels."""
-    reconstruction = self._image_from(self.generator.upsample(features))[0]
-    return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
-
-  def _encode(self, padded):
+  def encode(self, padded):
+    """E on an already padded uint8 image (or a window of one) -> float32 y [1, h, w, C]."""
     x = tf.cast(padded, tf.float32)[None] / 255.
     return tf.cast(self.encoder(self._encoder_input(x)), tf.float32)
 
@@ -416,10 +380,10 @@ class HiFiC(tf.keras.Model):
   def analyze(self, image):
     """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to the config's
     image_pad_multiple, with y padded to whole z cells (what `compress` codes)."""
-    return self._pad_latent(self._encode(reflect_pad(image, self.config.image_pad_multiple)))
+    return self._pad_latent(self.encode(reflect_pad(image, self.config.image_pad_multiple)))
 
   def synthesize(self, y_hat, image_shape):
     """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""
-    reconstruction = self._image_from(self.generator(y_hat))[0]
+    reconstruction = self.image_from(self.generator(y_hat))[0]
     reconstruction = reconstruction[:image_shape[0], :image_shape[1], :]
     return tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)
