@@ -367,3 +367,32 @@ def test_random_flip_mirrors_some_crops_and_keeps_the_rest():
     same += int(np.array_equal(plain, flipped))
     mirrored += int(np.array_equal(plain[:, ::-1], flipped))
   assert same + mirrored == 16 and 2 <= mirrored <= 14
+
+
+def test_a_collapsed_epoch_rolls_the_codec_back_to_its_checkpoint(tmp_path):
+  # A real model and a real checkpoint; then weights as a collapsed step leaves them.
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.training import train
+  model = HiFiC(configs.get_config("tiny-hific")).build_all()
+  manager = tf.train.CheckpointManager(train.codec_checkpoint(model),
+                                       str(tmp_path / "checkpoints"), max_to_keep=3)
+  manager.save(checkpoint_number=50)
+  good = [v.numpy().copy() for _, v in model.codec_variables()]
+  good_d = [v.numpy().copy() for _, v in model.discriminator_state()]
+  model.compile()
+  lines = []
+  guard = train.DivergenceGuard(tmp_path, log=lines.append)
+  guard.set_model(model)
+  for psnr in (27.8, 28.1, 27.9):
+    guard.on_epoch_end(0, {"psnr": psnr})
+  for _, variable in list(model.codec_variables()) + list(model.discriminator_state()):
+    variable.assign(variable + 1.)
+  guard.on_epoch_end(3, {"psnr": 26.0})  # Within 3 dB of the median: no rollback.
+  assert guard.rollbacks == 0
+  guard.on_epoch_end(4, {"psnr": 20.8})
+  assert guard.rollbacks == 1 and "rolled back to ckpt-50" in lines[0]
+  for before, (_, variable) in zip(good, model.codec_variables()):
+    np.testing.assert_array_equal(variable.numpy(), before)
+  for before, (_, variable) in zip(good_d, model.discriminator_state()):
+    np.testing.assert_array_equal(variable.numpy(), before)
