@@ -5,6 +5,7 @@ JPEGs must all arrive as the RGB pixels a viewer would show, and no output is ev
 half-written (a crash leaves the old file or nothing).
 """
 
+import hashlib
 import io
 import os
 import pathlib
@@ -116,3 +117,12 @@ def write_atomic(path, data, force=False):
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def sha256_of(path):
+  """Hex SHA-256 of a file, read in 1 MB blocks (weights and checkpoints are large)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as stream:
+    for block in iter(lambda: stream.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()

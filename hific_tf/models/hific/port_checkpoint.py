@@ -18,13 +18,12 @@ ours; its LPIPS network; entropy-coding tables, which hific_tf rebuilds from the
 anything else is refused with its name. torch is needed only here, and only to unpickle.
 """
 
-import hashlib
 import pathlib
 import zipfile
 
 import numpy as np
 
-from hific_tf import configs
+from hific_tf import configs, images
 from hific_tf.errors import HificError, InputNotFoundError
 
 TORCH_HINT = ("hific import needs PyTorch to read the checkpoint: "
@@ -83,18 +82,10 @@ def load(path):
       raise PortCheckpointError(f"{path}: model_state_dict[{key!r}] is not a tensor")
     state[key] = value.detach().to(torch.float32).numpy() if value.is_floating_point() \
         else value.numpy()
-  metadata = {"file": path.name, "sha256": _sha256(path),
+  metadata = {"file": path.name, "sha256": images.sha256_of(path),
               "steps": _plain(checkpoint.get("steps")), "epoch": _plain(checkpoint.get("epoch")),
               "has_discriminator_state": "discriminator_state_dict" in checkpoint}
   return state, args, metadata
-
-
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as stream:
-    for block in iter(lambda: stream.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _plain(value):
