@@ -205,6 +205,8 @@ def start(args, argv):
                                start_new_session=True)
   PID_FILE.write_text(f"{process.pid}\n")
   print(f"train_ladder: started (pid {process.pid}); log {LOG_FILE}")
+  if PAUSE_FILE.exists():
+    print("train_ladder: held by an earlier `pause`: it trains after `train_ladder.py resume`")
   return 0
 
 
@@ -225,7 +227,8 @@ def stop():
 
 def status():
   pid = running_pid()
-  print(f"train_ladder: {'running, pid ' + str(pid) if pid else 'not running'}")
+  held = " (held by `pause`: `train_ladder.py resume` continues)" if PAUSE_FILE.exists() else ""
+  print(f"train_ladder: {'running, pid ' + str(pid) if pid else 'not running'}{held}")
   for rung in ladder.LADDER:
     s = ladder.state(rung, RUNS, CHECKPOINTS)
     shipped = "not shipped" if s.bundled_steps is None else f"shipped at {s.bundled_steps}"
