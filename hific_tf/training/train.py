@@ -71,7 +71,14 @@ def restore_codec(model, source):
     raise TrainError(f"--init_from {source}: not a model_dir, a codec folder, a weights .npz "
                      f"or a bundled codec "
                      f"({', '.join(zoo.names()) or 'none bundled'})")
-  checkpoint_path = latest_checkpoint(source)
+  return restore_checkpoint(model, latest_checkpoint(source))
+
+
+def restore_checkpoint(model, checkpoint_path):
+  """Loads E, G, the hyperprior and, when both have one, D from a codec checkpoint.
+
+  Returns whether D was restored.
+  """
   with_discriminator = model.discriminator is not None and any(
       name.startswith("discriminator/") for name, _ in tf.train.list_variables(checkpoint_path))
   codec_checkpoint(model, with_discriminator=with_discriminator).restore(
@@ -129,9 +136,7 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
     median = recent[len(recent) // 2] if recent else None
     latest = tf.train.latest_checkpoint(self.directory)
     if len(recent) >= 3 and psnr < median - self.drop_db and latest:
-      with_discriminator = self.model.discriminator is not None and any(
-          name.startswith("discriminator/") for name, _ in tf.train.list_variables(latest))
-      codec_checkpoint(self.model, with_discriminator).restore(latest).expect_partial()
+      restore_checkpoint(self.model, latest)
       self.rollbacks += 1
       self.log(f"hific train: step {int(self.model.step.numpy())}: training PSNR fell to "
                f"{psnr:.1f} dB from {median:.1f}; E, G, hyperprior and D rolled back to "

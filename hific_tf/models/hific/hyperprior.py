@@ -302,9 +302,9 @@ class Hyperprior(tf.keras.layers.Layer):
     """The range coder's tables, numpy, by name: all a client needs beside the symbols."""
     self._require_coders()
     side, latent = self.side_coder, self.latent_coder
-    offset = side.quantization_offset  # None when z is rounded around integers.
-    if offset is None:
-      offset = tf.zeros([self.side_prior.batch_shape.num_elements()])
+    offset = side.quantization_offset
+    if offset is None:  # z is rounded around integers: the zeros of side_quantization_offset.
+      offset = self.side_quantization_offset()
     return {"z_cdf": side.cdf, "z_cdf_offset": side.cdf_offset,
             "z_quantization_offset": offset,
             "y_cdf": latent.cdf, "y_cdf_offset": latent.cdf_offset}

@@ -284,11 +284,10 @@ def assign_weights(model, state):
       raise PortCheckpointError(f"model_state_dict[{key!r}] has no place in hific_tf's HiFiC "
                                 "(refusing rather than dropping it)")
     left_out[group] = left_out.get(group, 0) + 1
+  missing = [key for key in wanted if key not in state]
+  if missing:
+    raise PortCheckpointError(f"model_state_dict has no {sorted(missing)[0]} (not a checkpoint "
+                              "of the port's HiFiC, or one with another layout)")
   for key, target, convert in pairs:
-    _assign(target, convert(state[key]) if key in state else _missing(key), key)
+    _assign(target, convert(state[key]), key)
   return left_out
-
-
-def _missing(key):
-  raise PortCheckpointError(f"model_state_dict has no {key} (not a checkpoint of the port's "
-                            "HiFiC, or one with another layout)")
