@@ -11,12 +11,15 @@ def _checkpoint(folder, step):
       f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n')
 
 
-def test_unshipped_rungs_first_then_the_fewest_steps(tmp_path, monkeypatch):
+def test_a_new_rung_first_then_the_fewest_steps(tmp_path, monkeypatch):
   shipped = {"small-lo": 5500, "small-mi": 6700}
   monkeypatch.setattr(ladder, "bundled_steps", shipped.get)
   monkeypatch.setattr(ladder.zoo, "names", lambda: list(shipped))
   assert ladder.next_rung(tmp_path).rung.name == "small-hi"
-  # Once every rung ships, the one with the fewest steps behind it gains most from the next.
+  # Once it has trained, small-hi counts small-mi's steps too and waits for the others.
+  _checkpoint(tmp_path / "small-hi", 100)
+  assert ladder.state(ladder.by_name("small-hi"), tmp_path).total_steps == 6800
+  assert ladder.next_rung(tmp_path).rung.name == "small-lo"
   shipped["small-hi"] = 8350
   assert ladder.next_rung(tmp_path).rung.name == "small-lo"
   _checkpoint(tmp_path / "small-lo", 2000)

@@ -6,10 +6,11 @@ shows in their rate-distortion-realism figures. A ladder run keeps one model_dir
 (`runs/ladder/NAME`) that `hific train` resumes from its BackupAndRestore state, and trains
 the rung that gains most from the next steps.
 
-Which rung gains most: a rung that is not bundled yet comes first (a missing rate is the
-largest loss a user sees). Among bundled rungs, held-out LPIPS has fallen roughly linearly in
-log(steps) in every run so far (docs/MODELS.md), so the gain of one more step is about
-1/steps: the rung with the fewest stage-1 + stage-2 steps behind it goes next.
+Which rung gains most: held-out LPIPS has fallen roughly linearly in log(steps) in every run
+so far (docs/MODELS.md), so the gain of one more step is about 1/steps: the rung with the
+fewest stage-1 + stage-2 steps behind it goes next. A rung that has never trained counts as
+none (a missing rate is the largest loss a user sees); once it has trained, the steps of the
+rung it grew from count too, so a rung that is not shipped yet cannot starve the others.
 
 Nothing here imports TensorFlow: the ladder's driver (bin/train_ladder.py) only reads the
 model_dirs' checkpoint indexes and starts `hific train` processes.
@@ -136,9 +137,13 @@ def record_origin(rung_state):
 
 
 def next_rung(runs_dir, only=None, checkpoints_dir=None):
-  """The RungState to train next: unshipped rungs first, then the fewest steps behind it."""
+  """The RungState to train next: the fewest steps behind it, a rung never trained first."""
   states = [state(r, runs_dir, checkpoints_dir) for r in LADDER
             if only is None or r.name in only]
   if not states:
     raise UsageError(f"no rung among {only}")
-  return min(states, key=lambda s: (s.bundled_steps is not None, s.total_steps))
+  def steps_behind(rung_state):
+    never_trained = (rung_state.bundled_steps is None and rung_state.run_steps == 0
+                     and rung_state.start_from == rung_state.rung.grow_from)
+    return 0 if never_trained else rung_state.total_steps
+  return min(states, key=steps_behind)
