@@ -1,13 +1,21 @@
-"""Codec speed and memory: HiFiC against its conv floor and classical codecs, in one run.
+"""Codec speed and memory: HiFiC against its floors and classical codecs, in one run.
 
 For each model (the paper's hific-lo with untrained weights, since speed does not depend on
 them, and each bundled codec) and precision of E and G (float32, bfloat16):
 
 - encode and decode through the SavedModel exactly as `hific compress/decompress` run them
-  (range coding included), best of --repeats, whole-image and tiled paths;
-- the floor: the generator's convolutions alone, as bfloat16 (or float32) convs with constant
-  weights at the same shapes, in one tf.function; decode / floor is the ratio to watch;
+  (range coding included), best of --repeats, whole-image and tiled paths; in float32 also
+  through the TFLite codec (`hific export --tflite`, XNNPACK), with how far its pixels are
+  from the SavedModel's;
+- the FLOP floor: E's and G's FLOPs (counted by TensorFlow's profiler on the graph at that
+  size) over the best dense float32 matmul throughput measured in this run (numpy's BLAS or
+  TensorFlow's, whichever is faster): what the machine could not beat at full efficiency.
+  encode / FLOP floor and decode / FLOP floor are the ratios to watch;
+- the conv floor: the generator's convolutions alone, as bfloat16 (or float32) convs with
+  constant weights at the same shapes, in one tf.function;
 - peak RSS of a fresh child process that loads the codec and encodes (or decodes) one image.
+
+The header states the kernels hific_tf chose on this machine (hific_tf/runtime.py).
 
 JPEG, WebP and AVIF run on the same images. `--json FILE` writes every figure (decode_ms,
 encode_ms, floor_ms, peak_rss_mb per model, size, precision and path) for tracking.
@@ -78,6 +86,40 @@ def child(mode, directory, width, height, tile):
   print(json.dumps({"peak_rss_mb": peak_rss_mb(), "before_mb": before}))
 
 
+def matmul_gflops(repeats=5, n=2048):
+  """(numpy, TensorFlow) float32 GFLOP/s of an n x n matmul, best of `repeats`."""
+  import tensorflow as tf
+  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+  numpy_s = timed(lambda: a @ a, repeats)
+  t = tf.constant(a)
+  tf_s = timed(lambda: tf.linalg.matmul(t, t).numpy(), repeats)
+  return 2 * n ** 3 / numpy_s / 1e9, 2 * n ** 3 / tf_s / 1e9
+
+
+def graph_flops(function, spec):
+  """Floating-point operations of `function` at the static shape `spec` (TF's profiler:
+  2 x multiply-adds for convs and transposed convs)."""
+  import tensorflow as tf
+  from tensorflow.python.framework import convert_to_constants
+  concrete = tf.function(function).get_concrete_function(spec)
+  frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options["output"] = "none"
+  return tf.compat.v1.profiler.profile(frozen.graph, options=options).total_float_ops
+
+
+def codec_flops(model, height, width):
+  """(E's, G's) FLOPs for an image of this size, padded as the codec pads it."""
+  import tensorflow as tf
+  rows, cols = geometry.latent_shapes(height, width)[0]
+  channels = int(model.generator.head.layers[0].gamma.shape[0])
+  encoder = graph_flops(lambda x: model.encoder(x),
+                        tf.TensorSpec([1, rows * 16, cols * 16, 3], tf.float32))
+  generator = graph_flops(lambda y: model.generator(y),
+                          tf.TensorSpec([1, rows, cols, channels], tf.float32))
+  return encoder, generator
+
+
 def conv_floor(model, y_shape, dtype, repeats):
   """ms of the generator's convs alone: constant weights, random inputs, one tf.function."""
   import tensorflow as tf
@@ -113,6 +155,34 @@ def conv_floor(model, y_shape, dtype, repeats):
   return timed(lambda: run().numpy(), repeats)
 
 
+def compare_with_peer(args, sizes, rows):
+  """The PyTorch port's compress and decompress at each size (its own process and Python),
+  with the ratio of its decompress to hific_tf's hific-lo decode from the rows above."""
+  peer = pathlib.Path(__file__).with_name("port_peer.py")
+  for width, height in sizes:
+    done = subprocess.run(
+        [args.peer_python or sys.executable, str(peer), "--src", args.peer_src,
+         "--width", str(width), "--height", str(height), "--repeats", str(args.repeats)],
+        capture_output=True, text=True, cwd=args.peer_src)
+    if done.returncode:
+      print(f"PyTorch port {width}x{height}: failed: "
+            f"{(done.stderr.strip().splitlines() or ['?'])[-1][:100]}")
+      continue
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows.append(dict(model="pytorch-port", size=f"{width}x{height}", **result))
+    print(f"PyTorch port (torch {result['torch']}, {result['threads']} threads, hific-lo "
+          f"architecture) {width}x{height}: compress {result['compress_ms']:.0f} ms, "
+          f"decompress {result['decompress_ms']:.0f} ms (generator "
+          f"{result['generator_ms']:.0f} ms)")
+    for row in rows:
+      if row.get("model") == "hific-lo" and row.get("size") == f"{width}x{height}" and (
+          "decode_ms" in row):
+        print(f"  hific_tf hific-lo {row['generator'].replace('mixed_', '')} {row['path']}: "
+              f"decode {row['decode_ms']:.0f} ms = {result['decompress_ms'] / row['decode_ms']:.2f}x "
+              f"faster than the port; encode {row['encode_ms']:.0f} ms = "
+              f"{result['compress_ms'] / row['encode_ms']:.2f}x")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="hific-lo,small-lo",
@@ -122,6 +192,12 @@ def main():
                       help="Sizes for the fresh-process peak-RSS runs (bfloat16, auto tiling).")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--json", help="Write all figures to this JSON file.")
+  parser.add_argument("--tflite", action=argparse.BooleanOptionalAction, default=True,
+                      help="Also time the TFLite codec (float32 rows).")
+  parser.add_argument("--peer_src", help="A checkout of the PyTorch HiFiC port: its compress "
+                      "and decompress of the same sizes run beside ours (bench/port_peer.py).")
+  parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
+                      "numpy<2, autograd, scipy, scikit-image, tqdm); default: this one.")
   parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -131,16 +207,22 @@ def main():
 
   import tensorflow as tf
 
-  from hific_tf import configs, images, zoo
+  from hific_tf import configs, images, runtime, zoo
   from hific_tf.evaluation import classical
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import codec
+  from hific_tf.serving import codec, tflite
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
-  print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; times are the best of "
-        f"{args.repeats}; floor = the generator's convs alone with constant weights")
-  print(f"{'model':<12}{'E+G':<6}{'path':<7}{'size':>10}{'enc ms':>9}{'+est ms':>9}"
-        f"{'dec ms':>9}{'floor ms':>9}{'dec/floor':>10}{'bpp':>7}")
+  numpy_gflops, tf_gflops = matmul_gflops()
+  best_gflops = max(numpy_gflops, tf_gflops)
+  print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}, kernels: {runtime.KERNELS}; "
+        f"native bfloat16: {runtime.native_bfloat16() or 'no'}")
+  print(f"dense float32 matmul 2048²: numpy {numpy_gflops:.0f} GFLOP/s, TensorFlow "
+        f"{tf_gflops:.0f} GFLOP/s; FLOP floor = FLOPs / {best_gflops:.0f} GFLOP/s")
+  print(f"times are the best of {args.repeats}; conv floor = the generator's convs alone "
+        "with constant weights; x = ms over the FLOP floor")
+  print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP E/G':>12}{'enc ms':>8}"
+        f"{'x':>6}{'dec ms':>8}{'x':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
@@ -154,16 +236,25 @@ def main():
         directory = pathlib.Path(tmp) / f"{name}_{dtype}"
         codec.export(model, directory)
         floor_dtype = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32
-        for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE)):
-          runner = codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40)
+        runners = [(path, codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40))
+                   for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE))]
+        if dtype == "float32" and args.tflite:
+          tflite_dir = pathlib.Path(tmp) / f"{name}_tflite"
+          codec.export(model, tflite_dir, kind="tflite")
+          runners += [(f"tflite-{path}", tflite.TfliteCodec(tflite_dir, tile=tile,
+                                                           max_pixels=1 << 40))
+                      for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE))]
+        references = {}
+        for path, runner in runners:
           for width, height in sizes:
-            if path == "tiled" and width * height <= codec.AUTO_TILE_PIXELS:
+            if path.endswith("tiled") and width * height <= codec.AUTO_TILE_PIXELS:
               continue
             image = photo(width, height)
             hific_file = runner.compress(image)
             if path == "whole":
               (pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific").write_bytes(
                   hific_file.to_bytes())
+              references[width, height] = hific_file, runner.decompress(hific_file)
             encode = timed(lambda: runner.compress(image), args.repeats)
             decode = timed(lambda: runner.decompress(hific_file), args.repeats)
             # What `compress` cost before the estimate left it: compress plus estimate_bits.
@@ -171,15 +262,29 @@ def main():
                                    args.repeats) if path == "whole" else float("nan"))
             y_shape = list(geometry.latent_shapes(height, width)[0])
             floor = conv_floor(model, y_shape, floor_dtype, args.repeats)
+            encoder_flops, generator_flops = codec_flops(model, height, width)
             row = dict(model=name, generator=dtype, path=path, size=f"{width}x{height}",
                        encode_ms=encode * 1e3, decode_ms=decode * 1e3, floor_ms=floor * 1e3,
                        encode_with_estimate_ms=with_estimate * 1e3,
+                       encoder_gflop=encoder_flops / 1e9, generator_gflop=generator_flops / 1e9,
+                       encode_flop_floor_ms=encoder_flops / best_gflops / 1e6,
+                       decode_flop_floor_ms=generator_flops / best_gflops / 1e6,
                        bpp=hific_file.bits_per_pixel())
+            against = ""
+            if path != "whole" and (width, height) in references:
+              # The same file decoded here and by the whole-image SavedModel path.
+              reference_file, reference_pixels = references[width, height]
+              pixels = runner.decompress(reference_file).astype(np.float64)
+              mse = np.mean((pixels - reference_pixels) ** 2)
+              row["psnr_to_saved_model"] = 10 * np.log10(255 ** 2 / max(mse, 1e-10))
+              row["same_bytes"] = hific_file.to_bytes() == reference_file.to_bytes()
+              against = f"{min(row['psnr_to_saved_model'], 99):>6.1f}dB"
             rows.append(row)
-            print(f"{name:<12}{dtype.replace('mixed_', '')[:5]:<6}{path:<7}"
-                  f"{row['size']:>10}{row['encode_ms']:>9.0f}"
-                  f"{row['encode_with_estimate_ms']:>9.0f}{row['decode_ms']:>9.0f}"
-                  f"{row['floor_ms']:>9.0f}{decode / floor:>10.2f}{row['bpp']:>7.3f}")
+            print(f"{name:<12}{dtype.replace('mixed_', '')[:5]:<6}{path:<13}"
+                  f"{row['size']:>10}{row['encoder_gflop']:>6.0f}/{row['generator_gflop']:<5.0f}"
+                  f"{row['encode_ms']:>8.0f}{encode * 1e3 / row['encode_flop_floor_ms']:>6.2f}"
+                  f"{row['decode_ms']:>8.0f}{decode * 1e3 / row['decode_flop_floor_ms']:>6.2f}"
+                  f"{row['floor_ms']:>8.0f}{row['bpp']:>7.3f}{against:>8}")
         for width, height in rss_sizes:
           whole_file = pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific"
           if not whole_file.exists():
@@ -205,6 +310,8 @@ def main():
                     + (f"{result['peak_rss_mb']:.0f} MB (after loading "
                        f"{result['before_mb']:.0f} MB)" if "peak_rss_mb" in result
                        else result["error"]))
+  if args.peer_src:
+    compare_with_peer(args, sizes, rows)
   for name in ("jpeg", "webp", "avif"):
     runner = classical.get_codec(name)
     for width, height in sizes:
@@ -217,8 +324,8 @@ def main():
                  decode_ms=decode * 1e3,
                  bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
       rows.append(row)
-      print(f"{row['model']:<25}{row['size']:>10}{row['encode_ms']:>9.1f}{'':>9}"
-            f"{row['decode_ms']:>9.1f}{'':>19}{row['bpp']:>7.3f}")
+      print(f"{row['model']:<31}{row['size']:>10}{'':>12}{row['encode_ms']:>8.1f}{'':>6}"
+            f"{row['decode_ms']:>8.1f}{'':>14}{row['bpp']:>7.3f}")
   if args.json:
     images.write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
     print(f"wrote {args.json}")

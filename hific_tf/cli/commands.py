@@ -92,13 +92,22 @@ def export(args):
   from hific_tf.serving import codec
   from hific_tf.training import train as train_lib
   out = pathlib.Path(args.out)
+  if args.serving and args.tflite:
+    raise UsageError("give --serving or --tflite, not both")
+  if args.tflite and {args.generator_dtype, args.encoder_dtype} != {"float32"}:
+    raise UsageError("--tflite computes in float32: leave --generator_dtype and "
+                     "--encoder_dtype at float32")
   if out.exists() and not args.force:
     raise OutputExistsError(f"{out} exists (use --force to replace it)")
   model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype,
                                  encoder_dtype=args.encoder_dtype)
-  info = codec.export_to(model, out, replace=True, serving=args.serving)
-  kind = "stock-op serving transforms" if args.serving else "codec"
-  print(f"exported {info['config_name']} (weights {info['fingerprint']}) as {kind} to {out}")
+  kind = "serving" if args.serving else "tflite" if args.tflite else "codec"
+  info = codec.export_to(model, out, replace=True, kind=kind,
+                         tflite_weights=args.tflite_weights)
+  described = {"codec": "codec SavedModel", "serving": "stock-op serving transforms",
+               "tflite": f"TFLite codec ({args.tflite_weights} weights)"}[kind]
+  print(f"exported {info['config_name']} (weights {info['fingerprint']}) as {described} "
+        f"to {out}")
 
 
 # --- compress / decompress -----------------------------------------------------------------

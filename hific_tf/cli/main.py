@@ -87,6 +87,13 @@ def build_parser():
   p.add_argument("--serving", action="store_true",
                  help="Write the stock-op transforms SavedModel for TF Serving (range coding "
                  "runs in the client; docs/SERVING.md) instead of the full codec.")
+  p.add_argument("--tflite", action="store_true",
+                 help="Write E and G as TFLite models (XNNPACK) beside a stock-op SavedModel "
+                 "of the hyperprior: a codec folder for phones and small servers "
+                 "(docs/PERFORMANCE.md).")
+  p.add_argument("--tflite_weights", choices=["float32", "float16", "int8"],
+                 default="float32", help="How --tflite stores the weights (float16 halves "
+                 "the files, int8 quarters them; docs/PERFORMANCE.md states what each costs).")
   p.add_argument("--force", action="store_true", help="Replace an existing --out.")
 
   model_help = ("A bundled codec name (`hific models`), a codec folder from `hific import` "

@@ -22,7 +22,6 @@ import tensorflow_compression  # noqa: F401  (registers the range-coding ops Sav
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
-from hific_tf.models.hific import model as model_lib
 from hific_tf.models.hific import networks, stored_weights
 from hific_tf.serving import bitstream, guard, split
 
@@ -54,14 +53,13 @@ class CodecModule(tf.Module):
     self.decompress = model.decompress
     self.estimate_bits = model.estimate_bits
     # Bound methods are not tracked: the SavedModel holds the parts above, not the model.
-    self._encode, self._compress_y, self._image_from = (
-        model.encode, model.compress_y, model.image_from)
-    self._pad_multiple = model.config.image_pad_multiple
+    self._encode, self._compress_y, self._image_from, self._pad_image = (
+        model.encode, model.compress_y, model.image_from, model.pad_image)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def pad_image(self, image):
     """The padded image the encoder sees (windows of it go to `analysis_window`)."""
-    return {"padded": model_lib.reflect_pad(image, self._pad_multiple)}
+    return {"padded": self._pad_image(image)}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def analysis_window(self, window):
@@ -94,12 +92,16 @@ class CodecModule(tf.Module):
     return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
 
 
-def export(model, directory, serving=False):
-  """Writes the SavedModel; returns its info dict. Builds the coding tables (seconds).
+# What `hific export` can write: the full codec SavedModel; the stock-op transforms for stock
+# TF Serving, range coding in the client (split.py); E and G as TFLite models (tflite.py).
+EXPORT_KINDS = ("codec", "serving", "tflite")
 
-  With `serving`, writes the stock-op transforms SavedModel of `split` instead (for stock
-  TF Serving; the range coding then runs in the client).
-  """
+
+def export(model, directory, kind="codec", tflite_weights="float32"):
+  """Writes the codec of `kind` (EXPORT_KINDS); returns its info dict. Builds the coding
+  tables (seconds)."""
+  if kind not in EXPORT_KINDS:
+    raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
   info = {
       "format": "hific_tf codec",
       "container_version": bitstream.VERSION,
@@ -113,8 +115,11 @@ def export(model, directory, serving=False):
       "pad_multiple": geometry.PAD_MULTIPLE,
       "latent_downsampling": geometry.LATENT_DOWNSAMPLING,
   }
-  if serving:
+  if kind == "serving":
     return split.export_serving(model, directory, info)
+  if kind == "tflite":
+    from hific_tf.serving import tflite
+    return tflite.export_tflite(model, directory, info, tflite_weights)
   module = CodecModule(model, info)
   tf.saved_model.save(module, str(directory), signatures={
       "compress": module.compress.get_concrete_function(),
@@ -123,18 +128,18 @@ def export(model, directory, serving=False):
   return info
 
 
-def export_to(model, target, replace=False, serving=False):
+def export_to(model, target, replace=False, **kinds):
   """Exports into a staging folder beside `target`, then renames it into place.
 
   Nobody ever sees a half-written SavedModel. With `replace`, an existing `target` is
   removed first; without, a `target` that another process completed meanwhile is kept.
-  Returns the info dict.
+  Returns the info dict; `kinds` are `export`'s.
   """
   target = pathlib.Path(target)
   target.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
   try:
-    info = export(model, staging, serving=serving)
+    info = export(model, staging, **kinds)
     if replace and target.exists():
       shutil.rmtree(target)
     try:
@@ -161,6 +166,48 @@ def tile_windows(length, core, halo):
     end = min(length, start + core)
     spans.append((start, end, max(0, start - halo), min(length, end + halo)))
   return spans
+
+
+def tile_core(height, width, tile, pad_multiple, scale):
+  """Core window side in latents for an image of this size, or None for one whole window.
+
+  `tile` as SavedModelCodec's: None picks it from the image size, 0 never tiles.
+  """
+  if tile == 0:
+    return None
+  padded = [geometry.round_up(side, pad_multiple) for side in (height, width)]
+  if tile is None and padded[0] * padded[1] <= AUTO_TILE_PIXELS:
+    return None
+  core = (tile or DEFAULT_TILE) // scale
+  return None if max(padded) <= core * scale else core
+
+
+def analyze_in_windows(padded, encode_window, core, scale):
+  """y [1, h, w, C] of a padded image from `encode_window` (uint8 window -> numpy y) run on
+  windows with ENCODER_HALO latents around each core."""
+  rows, cols = padded.shape[0] // scale, padded.shape[1] // scale
+  y = None
+  for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.ENCODER_HALO):
+    for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.ENCODER_HALO):
+      part = encode_window(padded[wr0 * scale:wr1 * scale, wc0 * scale:wc1 * scale])
+      if y is None:
+        y = np.empty((1, rows, cols, part.shape[-1]), np.float32)
+      y[:, r0:r1, c0:c1] = part[:, r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0]
+  return y
+
+
+def synthesize_in_windows(features, tail_window, core, scale):
+  """The uint8 image (padded size) from G's trunk output, `tail_window` (features -> uint8
+  pixels) run on windows with TAIL_HALO latents around each core; `core` None: one window."""
+  rows, cols = features.shape[1:3]
+  core = core or max(rows, cols)
+  image = np.empty((rows * scale, cols * scale, 3), np.uint8)
+  for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.TAIL_HALO):
+    for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.TAIL_HALO):
+      part = tail_window(features[:, wr0:wr1, wc0:wc1])
+      image[r0 * scale:r1 * scale, c0 * scale:c1 * scale] = part[
+          (r0 - wr0) * scale:(r1 - wr0) * scale, (c0 - wc0) * scale:(c1 - wc0) * scale]
+  return image
 
 
 class SavedModelCodec(guard.GuardedDecoder):
@@ -190,42 +237,25 @@ class SavedModelCodec(guard.GuardedDecoder):
 
   def _tile_latents(self, height, width):
     """Core tile side in latents for this image size, or None for the whole-image path."""
-    if not self.can_tile or self.tile == 0:
+    if not self.can_tile:
       return None
-    padded = [geometry.round_up(side, self.pad_multiple) for side in (height, width)]
-    if self.tile is None and padded[0] * padded[1] <= AUTO_TILE_PIXELS:
-      return None
-    core = (self.tile or DEFAULT_TILE) // self.latent_downsampling
-    return None if max(padded) <= core * self.latent_downsampling else core
+    return tile_core(height, width, self.tile, self.pad_multiple, self.latent_downsampling)
 
   def _analyze_tiled(self, image, core):
     """y of the whole padded image, computed window by window."""
-    scale = self.latent_downsampling
     padded = self.module.pad_image(tf.constant(image, tf.uint8))["padded"].numpy()
-    rows, cols = padded.shape[0] // scale, padded.shape[1] // scale
-    y = None
-    for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.ENCODER_HALO):
-      for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.ENCODER_HALO):
-        window = padded[wr0 * scale:wr1 * scale, wc0 * scale:wc1 * scale]
-        part = self.module.analysis_window(tf.constant(window))["y"].numpy()
-        if y is None:
-          y = np.empty((1, rows, cols, part.shape[-1]), np.float32)
-        y[:, r0:r1, c0:c1] = part[:, r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0]
-    return y
+    return analyze_in_windows(
+        padded, lambda window: self.module.analysis_window(tf.constant(window))["y"].numpy(),
+        core, self.latent_downsampling)
 
   def _synthesize_tiled(self, y_hat, hific_file, core):
     """The decoded image, G's full-resolution tail run window by window."""
-    scale = self.latent_downsampling
     features = self.module.synthesis_trunk(y_hat)["features"].numpy()
     del y_hat
-    rows, cols = features.shape[1:3]
-    image = np.empty((rows * scale, cols * scale, 3), np.uint8)
-    for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.TAIL_HALO):
-      for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.TAIL_HALO):
-        part = self.module.synthesis_window(
-            tf.constant(features[:, wr0:wr1, wc0:wc1]))["image"].numpy()
-        image[r0 * scale:r1 * scale, c0 * scale:c1 * scale] = part[
-            (r0 - wr0) * scale:(r1 - wr0) * scale, (c0 - wc0) * scale:(c1 - wc0) * scale]
+    image = synthesize_in_windows(
+        features,
+        lambda part: self.module.synthesis_window(tf.constant(part))["image"].numpy(),
+        core, self.latent_downsampling)
     return image[:hific_file.height, :hific_file.width]
 
   def compress(self, image, with_estimate=False):

@@ -47,13 +47,16 @@ def saved_model_path(name, log=None):
 
 
 def load_codec(source, max_pixels=None, log=None):
-  """A codec from a SavedModel folder (full or `--serving`) or a bundled codec name."""
-  from hific_tf.serving import codec, split
+  """A codec from a SavedModel folder (full or `--serving`), a TFLite codec folder
+  (`--tflite`), a codec folder or a bundled codec name."""
+  from hific_tf.serving import codec, split, tflite
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(source)
   if zoo.is_codec_dir(path):
     return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
   if path.is_dir():
+    if tflite.is_tflite_codec(path):
+      return tflite.TfliteCodec(path, **limits)
     if split.is_serving_model(path):
       return split.SplitCodec(path, **limits)
     return codec.SavedModelCodec(path, **limits)

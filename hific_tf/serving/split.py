@@ -32,17 +32,20 @@ from hific_tf.serving import bitstream, guard
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
 
 
-class TransformsModule(tf.Module):
-  """What `hific export --serving` saves: stock-op transforms and the coding tables."""
+class CodingModule(tf.Module):
+  """The hyperprior and the coding tables: the stock-op half of the codec around symbols.
 
-  def __init__(self, model, info):
-    super().__init__(name="hific_transforms")
+  On its own it is the TensorFlow part of `hific export --tflite` (the encoder and generator
+  run in TFLite there); `TransformsModule` adds E and G for `hific export --serving`. Both
+  keep the hyperprior in TensorFlow so that encoder and decoder derive identical scale
+  indexes from z, whatever runs the transforms.
+  """
+
+  def __init__(self, model, info, name="hific_coding"):
+    super().__init__(name=name)
     model.hyperprior.build_coders()
-    # The model's own analyze/synthesize (bound methods are not tracked, so the SavedModel
-    # holds only these parts, not the Keras model around them).
-    self._analyze, self._synthesize = model.analyze, model.synthesize
-    self.encoder = model.encoder
-    self.generator = model.generator
+    # Bound methods are not tracked, so the SavedModel holds only the parts assigned below.
+    self._pad_image, self._pad_latent = model.pad_image, model.pad_latent
     self.hyperprior = model.hyperprior
     self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
     for name, value in model.hyperprior.coding_tables().items():
@@ -52,21 +55,36 @@ class TransformsModule(tf.Module):
     """z_hat from symbols, with the exported offset (a variable of this module)."""
     return tf.cast(z_symbols, tf.float32)[None] + self.z_quantization_offset
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
-  def analysis(self, image):
-    hyperprior = self.hyperprior
-    y = self._analyze(image)
-    z = hyperprior.analysis(y)
+  def _symbols(self, y, image_shape):
+    """y (as the encoder wrote it) -> what the range coder codes, and the shapes."""
+    y = self._pad_latent(y)
+    z = self.hyperprior.analysis(y)
     z_symbols = tf.cast(tf.round(z - self.z_quantization_offset), tf.int32)
     y_shape = tf.shape(y)[1:3]
-    loc, scale_indexes = hyperprior.latent_coding_parameters(
+    loc, scale_indexes = self.hyperprior.latent_coding_parameters(
         self._hyper_values(z_symbols[0]), y_shape)
     y_symbols = tf.cast(tf.round(y - loc), tf.int32)
     return {
         "z_symbols": z_symbols[0], "y_symbols": y_symbols[0],
-        "scale_indexes": scale_indexes[0], "image_shape": tf.shape(image)[:2],
+        "scale_indexes": scale_indexes[0], "image_shape": image_shape,
         "y_shape": y_shape, "z_shape": tf.shape(z)[1:3],
     }
+
+  def _latent_values(self, z_symbols, y_symbols):
+    loc, _ = self.hyperprior.latent_coding_parameters(
+        self._hyper_values(z_symbols), tf.shape(y_symbols)[:2])
+    return tf.cast(y_symbols, tf.float32)[None] + loc
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+  def pad_image(self, image):
+    """The padded image the encoder sees (whole, or in windows)."""
+    return {"padded": self._pad_image(image)}
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32, name="y"),
+                                tf.TensorSpec([2], tf.int32, name="image_shape")])
+  def hyper_analysis(self, y, image_shape):
+    """The encoder's y -> z_symbols, y_symbols, scale_indexes and the shapes."""
+    return self._symbols(y, image_shape)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([2], tf.int32, name="y_shape")])
@@ -76,24 +94,47 @@ class TransformsModule(tf.Module):
     return {"scale_indexes": scale_indexes[0]}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+                                tf.TensorSpec([None, None, None], tf.int32, name="y_symbols")])
+  def latent_values(self, z_symbols, y_symbols):
+    """Decoded symbols -> y_hat [1, h, w, C], the generator's input."""
+    return {"y_hat": self._latent_values(z_symbols, y_symbols)}
+
+  def signatures(self):
+    return {"pad_image": self.pad_image.get_concrete_function(),
+            "hyper_analysis": self.hyper_analysis.get_concrete_function(),
+            "hyper_synthesis": self.hyper_synthesis.get_concrete_function(),
+            "latent_values": self.latent_values.get_concrete_function()}
+
+
+class TransformsModule(CodingModule):
+  """What `hific export --serving` saves: stock-op transforms and the coding tables."""
+
+  def __init__(self, model, info):
+    super().__init__(model, info, name="hific_transforms")
+    self._encode, self._synthesize = model.encode, model.synthesize
+    self.encoder = model.encoder
+    self.generator = model.generator
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+  def analysis(self, image):
+    return self._symbols(self._encode(self._pad_image(image)), tf.shape(image)[:2])
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
                                 tf.TensorSpec([2], tf.int32, name="image_shape")])
   def synthesis(self, z_symbols, y_symbols, image_shape):
-    loc, _ = self.hyperprior.latent_coding_parameters(
-        self._hyper_values(z_symbols), tf.shape(y_symbols)[:2])
-    y_hat = tf.cast(y_symbols, tf.float32)[None] + loc
-    return {"image": self._synthesize(y_hat, image_shape)}
+    return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols), image_shape)}
+
+  def signatures(self):
+    return dict(super().signatures(), analysis=self.analysis.get_concrete_function(),
+                synthesis=self.synthesis.get_concrete_function())
 
 
 def export_serving(model, directory, info):
   """Writes the stock-op SavedModel (signatures: analysis, hyper_synthesis, synthesis)."""
   info = dict(info, format="hific_tf serving transforms")
   module = TransformsModule(model, info)
-  tf.saved_model.save(module, str(directory), signatures={
-      "analysis": module.analysis.get_concrete_function(),
-      "hyper_synthesis": module.hyper_synthesis.get_concrete_function(),
-      "synthesis": module.synthesis.get_concrete_function(),
-  })
+  tf.saved_model.save(module, str(directory), signatures=module.signatures())
   return info
 
 
@@ -176,15 +217,17 @@ class SplitCodec(guard.GuardedDecoder):
   def compress(self, image, with_estimate=False):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    out = self.module.analysis(tf.constant(image, tf.uint8))
-    y_string, z_string = self.coder.encode(out["z_symbols"], out["y_symbols"],
-                                           out["scale_indexes"])
-    shapes = {key: tuple(int(v) for v in out[key].numpy()) for key in
-              ("image_shape", "y_shape", "z_shape")}
-    hific_file = bitstream.HificFile(self.config_name, self.fingerprint,
-                                     *shapes["image_shape"], shapes["y_shape"],
-                                     shapes["z_shape"], y_string, z_string)
+    hific_file = self._file_from(self.module.analysis(tf.constant(image, tf.uint8)))
     return (hific_file, None) if with_estimate else hific_file
+
+  def _file_from(self, symbols):
+    """The HificFile of `CodingModule._symbols`' output: range-coded here."""
+    y_string, z_string = self.coder.encode(symbols["z_symbols"], symbols["y_symbols"],
+                                           symbols["scale_indexes"])
+    shapes = {key: tuple(int(v) for v in symbols[key].numpy()) for key in
+              ("image_shape", "y_shape", "z_shape")}
+    return bitstream.HificFile(self.config_name, self.fingerprint, *shapes["image_shape"],
+                               shapes["y_shape"], shapes["z_shape"], y_string, z_string)
 
   def _range_decoder(self, hific_file):
     """A function that range-decodes `hific_file` to its z and y symbols."""

@@ -342,7 +342,7 @@ class HiFiC(tf.keras.Model):
 
   def compress_y(self, y, shape):
     """Range-codes y of an image of `shape` (y padded to whole z cells here if needed)."""
-    compressed, _ = self.hyperprior.compress(self._pad_latent(y))
+    compressed, _ = self.hyperprior.compress(self.pad_latent(y))
     return {
         "y_string": compressed.y_strings[0],
         "z_string": compressed.z_strings[0],
@@ -371,16 +371,20 @@ class HiFiC(tf.keras.Model):
     x = tf.cast(padded, tf.float32)[None] / 255.
     return tf.cast(self.encoder(self._encoder_input(x)), tf.float32)
 
-  def _pad_latent(self, y):
+  def pad_latent(self, y):
     """y reflect-padded to whole z cells (a no-op unless images are padded to 16 only)."""
     if self.config.image_pad_multiple == PAD_MULTIPLE:
       return y
     return reflect_pad(y[0], geometry.SIDE_DOWNSAMPLING)[None]
 
+  def pad_image(self, image):
+    """uint8 [H, W, 3] reflect-padded to the config's image_pad_multiple (E's input)."""
+    return reflect_pad(image, self.config.image_pad_multiple)
+
   def analyze(self, image):
-    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the image reflect-padded to the config's
-    image_pad_multiple, with y padded to whole z cells (what `compress` codes)."""
-    return self._pad_latent(self.encode(reflect_pad(image, self.config.image_pad_multiple)))
+    """uint8 [H, W, 3] -> float32 y [1, h, w, C] of the padded image, with y padded to whole
+    z cells (what `compress` codes)."""
+    return self.pad_latent(self.encode(self.pad_image(image)))
 
   def synthesize(self, y_hat, image_shape):
     """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""
