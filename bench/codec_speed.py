@@ -69,8 +69,11 @@ def photo(width, height):
 
 
 def child(mode, directory, width, height, tile):
-  """One encode or decode in this fresh process; prints its peak RSS in MB (JSON)."""
+  """One encode or decode in this fresh process, set up as `hific compress/decompress` set
+  theirs; prints its peak RSS in MB (JSON)."""
+  from hific_tf import runtime
   from hific_tf.serving import codec
+  runtime.return_large_buffers()
   runner = codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40)
   image = photo(width, height)
   if mode == "decode":

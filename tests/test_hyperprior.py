@@ -83,3 +83,21 @@ def test_training_rate_is_an_upper_bound_in_expectation(hyperprior):
   noisy = float(tf.reduce_sum(out.y_bits_noisy + out.z_bits_noisy))
   quantized = float(tf.reduce_sum(out.y_bits_quantized + out.z_bits_quantized))
   assert np.isfinite(noisy) and noisy > 0 and quantized > 0
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_rdft_kernels_by_matmul_equal_tfcs_irfft_with_their_gradients(size):
+  import tensorflow_compression as tfc
+  from hific_tf.models.hific.hyperprior import SignalConv2D
+  layer = SignalConv2D(6, (size, size), corr=True, strides_down=2, padding="same_zeros",
+                       use_bias=True, dtype="float32")
+  layer.build((1, 8, 8, 4))
+  weights = tf.random.stateless_normal([size, size, 4, 6], [0, size])
+  with tf.GradientTape(persistent=True) as tape:
+    ours, theirs = layer.kernel, tfc.SignalConv2D.kernel.fget(layer)
+    ours_loss, theirs_loss = (tf.reduce_sum(k * weights) for k in (ours, theirs))
+  np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+  variables = [layer.kernel_parameter.real, layer.kernel_parameter.imag]
+  for mine, reference in zip(tape.gradient(ours_loss, variables),
+                             tape.gradient(theirs_loss, variables)):
+    np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-5)

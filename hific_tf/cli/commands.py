@@ -11,7 +11,7 @@ import tensorflow_compression as tfc
 
 tf.get_logger().setLevel("ERROR")
 
-from hific_tf import configs
+from hific_tf import configs, runtime
 from hific_tf import images as images_lib
 from hific_tf.errors import InputNotFoundError, OutputExistsError, UsageError
 from hific_tf.evaluation import metrics
@@ -139,6 +139,7 @@ def _log(message):
 
 def _load_codec(model, max_pixels=None):
   from hific_tf.serving import resolve
+  runtime.return_large_buffers()  # Coding large images: buffers go back when freed.
   return resolve.load_codec(model, max_pixels, log=_log)
 
 
@@ -206,7 +207,7 @@ def serve(args):
     raise UsageError("--port must be 1-65535, --workers, --max_upload_mb, --request_seconds "
                      "and the pixel limits positive, --queue_seconds not negative")
   if args.malloc_arenas:
-    server.limit_malloc_arenas(args.malloc_arenas)  # Before the worker threads exist.
+    runtime.limit_malloc_arenas(args.malloc_arenas)  # Before the worker threads exist.
   codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers,
                                 isolate=not args.in_process_decoding,
@@ -262,7 +263,6 @@ def info(args):
   if args.system:
     import tensorflow as tf
 
-    from hific_tf import runtime
     print(f"TensorFlow {tf.__version__}; training: {runtime.describe(*runtime.choose())}")
     return None
   path = pathlib.Path(args.path)

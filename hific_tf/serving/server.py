@@ -29,8 +29,6 @@ The paper: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS
 import asyncio
 import base64
 import contextlib
-import ctypes
-import ctypes.util
 import io
 import pathlib
 import signal
@@ -38,6 +36,7 @@ import sys
 import threading
 
 from hific_tf import images as images_lib
+from hific_tf import runtime
 from hific_tf.errors import HificError
 from hific_tf.evaluation import classical, metrics
 from hific_tf.serving import bitstream, guard
@@ -68,30 +67,6 @@ class ServerBusy(HificError):
 
 class RequestTimeout(HificError):
   """A request outlived the request deadline: 503, retry later."""
-
-
-def _glibc():
-  name = ctypes.util.find_library("c")
-  try:
-    libc = ctypes.CDLL(name) if name else None
-  except OSError:
-    return None
-  return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-
-
-_LIBC = _glibc()
-
-
-def limit_malloc_arenas(arenas=MALLOC_ARENAS):
-  """Caps glibc's malloc arenas (M_ARENA_MAX) for threads that start from now on."""
-  if _LIBC is not None:
-    _LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
-
-
-def release_memory():
-  """Returns freed heap pages to the system (glibc's malloc_trim); a no-op elsewhere."""
-  if _LIBC is not None:
-    _LIBC.malloc_trim(0)
 
 
 # How long a request may wait for a codec slot before it is shed with 429 (a queue without
@@ -138,7 +113,7 @@ class CodecService:
     finally:
       self.gate.release()
       if self.trim_memory:
-        release_memory()
+        runtime.release_memory()
 
   def _image(self, data, max_pixels, endpoint):
     image = images_lib.load_rgb(io.BytesIO(data), name="upload")
