@@ -88,6 +88,7 @@ def test_training_rate_is_an_upper_bound_in_expectation(hyperprior):
 @pytest.mark.parametrize("size", [3, 5])
 def test_rdft_kernels_by_matmul_equal_tfcs_irfft_with_their_gradients(size):
   import tensorflow_compression as tfc
+
   from hific_tf.models.hific.hyperprior import SignalConv2D
   layer = SignalConv2D(6, (size, size), corr=True, strides_down=2, padding="same_zeros",
                        use_bias=True, dtype="float32")
