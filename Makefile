@@ -72,6 +72,7 @@ bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py
 	$(BIN)/python bench/codec_speed.py --json bench_codec_speed.json
 	$(BIN)/python bench/encoder_precision.py
+	$(BIN)/python bench/tflite_codec.py
 	$(BIN)/python bench/train_speed.py
 
 clean:

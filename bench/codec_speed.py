@@ -7,8 +7,9 @@ them, and each bundled codec) and precision of E and G (float32, bfloat16):
   (range coding included), best of --repeats, whole-image and tiled paths; in float32 also
   through the TFLite codec (`hific export --tflite`, XNNPACK), with how far its pixels are
   from the SavedModel's;
-- the FLOP floor: E's and G's FLOPs (counted by TensorFlow's profiler on the graph at that
-  size) over the best dense float32 matmul throughput measured in this run (numpy's BLAS or
+- the FLOP floor: the FLOPs of encoding (E, the hyper-analysis and the hyper-syntheses) and
+  of decoding (the hyper-syntheses and G), counted by TensorFlow's profiler on the graphs at
+  that size, over the best dense float32 matmul throughput measured in this run (numpy's BLAS or
   TensorFlow's, whichever is faster): what the machine could not beat at full efficiency.
   encode / FLOP floor and decode / FLOP floor are the ratios to watch;
 - the conv floor: the generator's convolutions alone, as bfloat16 (or float32) convs with
@@ -73,7 +74,8 @@ def child(mode, directory, width, height, tile):
   theirs; prints its peak RSS in MB (JSON)."""
   from hific_tf import runtime
   from hific_tf.serving import codec
-  runtime.return_large_buffers()
+  if not os.environ.get("HIFIC_BENCH_GLIBC_DEFAULT"):
+    runtime.return_large_buffers()
   runner = codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40)
   image = photo(width, height)
   if mode == "decode":
@@ -81,12 +83,13 @@ def child(mode, directory, width, height, tile):
     from hific_tf.serving import bitstream
     if not data.exists():
       raise SystemExit(f"missing {data}")
-    before = peak_rss_mb()
+    before, start = peak_rss_mb(), time.perf_counter()
     runner.decompress(bitstream.HificFile.from_bytes(data.read_bytes()))
   else:
-    before = peak_rss_mb()
+    before, start = peak_rss_mb(), time.perf_counter()
     runner.compress(image)
-  print(json.dumps({"peak_rss_mb": peak_rss_mb(), "before_mb": before}))
+  print(json.dumps({"peak_rss_mb": peak_rss_mb(), "before_mb": before,
+                    "seconds": time.perf_counter() - start}))
 
 
 def matmul_gflops(repeats=5, n=2048):
@@ -112,15 +115,21 @@ def graph_flops(function, spec):
 
 
 def codec_flops(model, height, width):
-  """(E's, G's) FLOPs for an image of this size, padded as the codec pads it."""
+  """(encode, decode) FLOPs for an image of this size, padded as the codec pads it: E, the
+  hyper-analysis and both hyper-syntheses; the hyper-syntheses and G."""
   import tensorflow as tf
   rows, cols = geometry.latent_shapes(height, width)[0]
+  hyperprior = model.hyperprior
   channels = int(model.generator.head.layers[0].gamma.shape[0])
+  latent = tf.TensorSpec([1, rows, cols, channels], tf.float32)
   encoder = graph_flops(lambda x: model.encoder(x),
                         tf.TensorSpec([1, rows * 16, cols * 16, 3], tf.float32))
-  generator = graph_flops(lambda y: model.generator(y),
-                          tf.TensorSpec([1, rows, cols, channels], tf.float32))
-  return encoder, generator
+  analysis = graph_flops(lambda y: hyperprior.analysis(y), latent)
+  z_shape = hyperprior.analysis.compute_output_shape(latent.shape)
+  synthesis = graph_flops(lambda z: hyperprior._parameters(z, (rows, cols)),
+                          tf.TensorSpec(z_shape, tf.float32))
+  generator = graph_flops(lambda y: model.generator(y), latent)
+  return encoder + analysis + synthesis, synthesis + generator
 
 
 def conv_floor(model, y_shape, dtype, repeats):
@@ -156,6 +165,26 @@ def conv_floor(model, y_shape, dtype, repeats):
     return total
 
   return timed(lambda: run().numpy(), repeats)
+
+
+def memory_variants(directory, width, height, rows):
+  """The decode's peak RSS and time, each in a fresh process: the default (384-pixel windows,
+  large buffers returned to the system) against 512-pixel windows and glibc's own malloc."""
+  for label, tile, env in (("384-px windows, buffers returned (default)", "auto", {}),
+                           ("512-px windows, buffers returned", "512", {}),
+                           ("384-px windows, glibc's default", "auto",
+                            {"HIFIC_BENCH_GLIBC_DEFAULT": "1"})):
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", "decode", str(directory), str(width),
+         str(height), tile], capture_output=True, text=True, env=dict(os.environ, **env))
+    if done.returncode:
+      print(f"    {label}: failed")
+      continue
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows.append(dict(model=pathlib.Path(directory).name, size=f"{width}x{height}",
+                     variant=label, **result))
+    print(f"    decode {width}x{height}, {label}: {result['peak_rss_mb']:.0f} MB, "
+          f"{result['seconds']:.1f} s")
 
 
 def compare_with_peer(args, sizes, rows):
@@ -197,6 +226,11 @@ def main():
   parser.add_argument("--json", help="Write all figures to this JSON file.")
   parser.add_argument("--tflite", action=argparse.BooleanOptionalAction, default=True,
                       help="Also time the TFLite codec (float32 rows).")
+  parser.add_argument("--precisions", default="float32,mixed_bfloat16",
+                      help="Compute types of E and G to measure.")
+  parser.add_argument("--memory_variants", action="store_true",
+                      help="Also decode the --rss_sizes with 512-pixel windows and with glibc's "
+                      "default malloc (float32), for the peak RSS and time of each.")
   parser.add_argument("--peer_src", help="A checkout of the PyTorch HiFiC port: its compress "
                       "and decompress of the same sizes run beside ours (bench/port_peer.py).")
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
@@ -224,12 +258,12 @@ def main():
         f"{tf_gflops:.0f} GFLOP/s; FLOP floor = FLOPs / {best_gflops:.0f} GFLOP/s")
   print(f"times are the best of {args.repeats}; conv floor = the generator's convs alone "
         "with constant weights; x = ms over the FLOP floor")
-  print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP E/G':>12}{'enc ms':>8}"
+  print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP e/d':>12}{'enc ms':>8}"
         f"{'x':>6}{'dec ms':>8}{'x':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
-      for dtype in ("float32", "mixed_bfloat16"):
+      for dtype in args.precisions.split(","):
         # One precision for E and G: the bfloat16 rows are the fast configuration.
         if name in zoo.names():
           model = zoo.build_model(name, generator_dtype=dtype, encoder_dtype=dtype)
@@ -265,13 +299,13 @@ def main():
                                    args.repeats) if path == "whole" else float("nan"))
             y_shape = list(geometry.latent_shapes(height, width)[0])
             floor = conv_floor(model, y_shape, floor_dtype, args.repeats)
-            encoder_flops, generator_flops = codec_flops(model, height, width)
+            encode_flops, decode_flops = codec_flops(model, height, width)
             row = dict(model=name, generator=dtype, path=path, size=f"{width}x{height}",
                        encode_ms=encode * 1e3, decode_ms=decode * 1e3, floor_ms=floor * 1e3,
                        encode_with_estimate_ms=with_estimate * 1e3,
-                       encoder_gflop=encoder_flops / 1e9, generator_gflop=generator_flops / 1e9,
-                       encode_flop_floor_ms=encoder_flops / best_gflops / 1e6,
-                       decode_flop_floor_ms=generator_flops / best_gflops / 1e6,
+                       encode_gflop=encode_flops / 1e9, decode_gflop=decode_flops / 1e9,
+                       encode_flop_floor_ms=encode_flops / best_gflops / 1e6,
+                       decode_flop_floor_ms=decode_flops / best_gflops / 1e6,
                        bpp=hific_file.bits_per_pixel())
             against = ""
             if path != "whole" and (width, height) in references:
@@ -284,7 +318,7 @@ def main():
               against = f"{min(row['psnr_to_saved_model'], 99):>6.1f}dB"
             rows.append(row)
             print(f"{name:<12}{dtype.replace('mixed_', '')[:5]:<6}{path:<13}"
-                  f"{row['size']:>10}{row['encoder_gflop']:>6.0f}/{row['generator_gflop']:<5.0f}"
+                  f"{row['size']:>10}{row['encode_gflop']:>6.0f}/{row['decode_gflop']:<5.0f}"
                   f"{row['encode_ms']:>8.0f}{encode * 1e3 / row['encode_flop_floor_ms']:>6.2f}"
                   f"{row['decode_ms']:>8.0f}{decode * 1e3 / row['decode_flop_floor_ms']:>6.2f}"
                   f"{row['floor_ms']:>8.0f}{row['bpp']:>7.3f}{against:>8}")
@@ -313,6 +347,8 @@ def main():
                     + (f"{result['peak_rss_mb']:.0f} MB (after loading "
                        f"{result['before_mb']:.0f} MB)" if "peak_rss_mb" in result
                        else result["error"]))
+          if args.memory_variants and dtype == "float32":
+            memory_variants(directory, width, height, rows)
   if args.peer_src:
     compare_with_peer(args, sizes, rows)
   for name in ("jpeg", "webp", "avif"):

@@ -136,9 +136,10 @@ def return_large_buffers():
 
   glibc raises its mmap threshold after each large free, so that the next large buffers come
   from the heap and stay in it: coding a large image then holds the trunk's, the range
-  decoder's and the windows' buffers at once (hific-lo at 2048x1536: 2206 MB peak; with a
-  fixed threshold 2072 MB, and decoding no slower: bench/codec_speed.py). Training keeps
-  glibc's default, which avoids a page fault per tensor per step.
+  decoder's and the windows' buffers at once (hific-lo's 2048x1536 decode: 2170 MB peak with
+  glibc's default, 1957 MB with this, for about 10% more time; bench/codec_speed.py
+  --memory_variants). Training keeps glibc's default, which avoids a page fault per tensor
+  per step.
   """
   if _LIBC is not None:
     _LIBC.mallopt(M_MMAP_THRESHOLD, CODING_MMAP_THRESHOLD)

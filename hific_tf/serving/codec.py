@@ -155,8 +155,8 @@ def export_to(model, target, replace=False, **kinds):
 # Tiling: images whose padded size is over AUTO_TILE_PIXELS are encoded and decoded in
 # windows of DEFAULT_TILE pixels (plus halos), so that peak memory follows the window.
 # Smaller images take the whole-image path, exactly as before tiling existed. 384 rather than
-# 512: hific-lo's 2048x1536 decode peaks 161 MB lower (1910 MB against 2071) for 5% more time
-# (docs/PERFORMANCE.md).
+# 512: hific-lo's 2048x1536 decode peaks about 130 MB lower (under 2 GiB) for 5-15% more
+# time (bench/codec_speed.py --memory_variants, docs/PERFORMANCE.md).
 AUTO_TILE_PIXELS = 1 << 20
 DEFAULT_TILE = 384
 
@@ -168,6 +168,14 @@ def tile_windows(length, core, halo):
     end = min(length, start + core)
     spans.append((start, end, max(0, start - halo), min(length, end + halo)))
   return spans
+
+
+def checked_tile(tile):
+  """`tile` if it is None, 0 or a positive multiple of the latent downsampling."""
+  if tile is not None and (tile < 0 or tile % geometry.LATENT_DOWNSAMPLING):
+    raise UsageError(f"tile must be 0 or a positive multiple of "
+                     f"{geometry.LATENT_DOWNSAMPLING}, got {tile}")
+  return tile
 
 
 def tile_core(height, width, tile, pad_multiple, scale):
@@ -230,10 +238,7 @@ class SavedModelCodec(guard.GuardedDecoder):
       raise InvalidModelError(
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
-    if tile is not None and (tile < 0 or tile % geometry.LATENT_DOWNSAMPLING):
-      raise UsageError(f"tile must be 0 or a positive multiple of "
-                       f"{geometry.LATENT_DOWNSAMPLING}, got {tile}")
-    self.tile = tile
+    self.tile = checked_tile(tile)
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
 

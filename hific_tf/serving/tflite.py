@@ -196,7 +196,7 @@ class TfliteCodec(split.SplitCodec):
     if self.info.get("format") != FORMAT:
       raise InvalidModelError(f"{directory}: not a hific TFLite codec folder")
     self.directory = str(directory)
-    self.tile = tile
+    self.tile = codec.checked_tile(tile)
     threads = threads or cpu_threads()
     digests = self.info.get("tflite_sha256", {})
     self.encode_window, self.trunk, self.tail = (
