@@ -55,6 +55,8 @@ def _stub_training_loss():
 
 
 def best_ms(function, repeats):
+  """Best of `repeats` after one warm-up call (codec_speed.timed's rule; this file runs in the
+  port's venv, where hific_tf and codec_speed cannot be imported)."""
   function()
   times = []
   for _ in range(repeats):
