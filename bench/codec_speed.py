@@ -247,7 +247,7 @@ def main():
   from hific_tf import configs, images, runtime, zoo
   from hific_tf.evaluation import classical
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.serving import codec, tflite
+  from hific_tf.serving import codec, tflite, windows
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
   numpy_gflops, tf_gflops = matmul_gflops()
@@ -274,17 +274,17 @@ def main():
         codec.export(model, directory)
         floor_dtype = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32
         runners = [(path, codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40))
-                   for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE))]
+                   for path, tile in (("whole", 0), ("tiled", windows.DEFAULT_TILE))]
         if dtype == "float32" and args.tflite:
           tflite_dir = pathlib.Path(tmp) / f"{name}_tflite"
           codec.export(model, tflite_dir, kind="tflite")
           runners += [(f"tflite-{path}", tflite.TfliteCodec(tflite_dir, tile=tile,
                                                            max_pixels=1 << 40))
-                      for path, tile in (("whole", 0), ("tiled", codec.DEFAULT_TILE))]
+                      for path, tile in (("whole", 0), ("tiled", windows.DEFAULT_TILE))]
         references = {}
         for path, runner in runners:
           for width, height in sizes:
-            if path.endswith("tiled") and width * height <= codec.AUTO_TILE_PIXELS:
+            if path.endswith("tiled") and width * height <= windows.AUTO_TILE_PIXELS:
               continue
             image = photo(width, height)
             hific_file = runner.compress(image)

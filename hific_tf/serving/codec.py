@@ -16,14 +16,13 @@ import pathlib
 import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the range-coding ops SavedModels use)
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
-from hific_tf.models.hific import networks, stored_weights
-from hific_tf.serving import bitstream, guard, split
+from hific_tf.models.hific import stored_weights
+from hific_tf.serving import bitstream, guard, split, windows
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
@@ -101,7 +100,7 @@ def export(model, directory, kind="codec", tflite_weights="float32"):
   """Writes the codec of `kind` (EXPORT_KINDS); returns its info dict. Builds the coding
   tables (seconds)."""
   if kind not in EXPORT_KINDS:
-    raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
+    raise UsageError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
   info = {
       "format": "hific_tf codec",
       "container_version": bitstream.VERSION,
@@ -152,79 +151,11 @@ def export_to(model, target, replace=False, **kinds):
   return info
 
 
-# Tiling: images whose padded size is over AUTO_TILE_PIXELS are encoded and decoded in
-# windows of DEFAULT_TILE pixels (plus halos), so that peak memory follows the window.
-# Smaller images take the whole-image path, exactly as before tiling existed. 384 rather than
-# 512: hific-lo's 2048x1536 decode peaks about 130 MB lower (under 2 GiB) for 5-15% more
-# time (bench/codec_speed.py --memory_variants, docs/PERFORMANCE.md).
-AUTO_TILE_PIXELS = 1 << 20
-DEFAULT_TILE = 384
-
-
-def tile_windows(length, core, halo):
-  """[(core_start, core_end, window_start, window_end)] covering range(length), in latents."""
-  spans = []
-  for start in range(0, length, core):
-    end = min(length, start + core)
-    spans.append((start, end, max(0, start - halo), min(length, end + halo)))
-  return spans
-
-
-def checked_tile(tile):
-  """`tile` if it is None, 0 or a positive multiple of the latent downsampling."""
-  if tile is not None and (tile < 0 or tile % geometry.LATENT_DOWNSAMPLING):
-    raise UsageError(f"tile must be 0 or a positive multiple of "
-                     f"{geometry.LATENT_DOWNSAMPLING}, got {tile}")
-  return tile
-
-
-def tile_core(height, width, tile, pad_multiple, scale):
-  """Core window side in latents for an image of this size, or None for one whole window.
-
-  `tile` as SavedModelCodec's: None picks it from the image size, 0 never tiles.
-  """
-  if tile == 0:
-    return None
-  padded = [geometry.round_up(side, pad_multiple) for side in (height, width)]
-  if tile is None and padded[0] * padded[1] <= AUTO_TILE_PIXELS:
-    return None
-  core = (tile or DEFAULT_TILE) // scale
-  return None if max(padded) <= core * scale else core
-
-
-def analyze_in_windows(padded, encode_window, core, scale):
-  """y [1, h, w, C] of a padded image from `encode_window` (uint8 window -> numpy y) run on
-  windows with ENCODER_HALO latents around each core."""
-  rows, cols = padded.shape[0] // scale, padded.shape[1] // scale
-  y = None
-  for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.ENCODER_HALO):
-    for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.ENCODER_HALO):
-      part = encode_window(padded[wr0 * scale:wr1 * scale, wc0 * scale:wc1 * scale])
-      if y is None:
-        y = np.empty((1, rows, cols, part.shape[-1]), np.float32)
-      y[:, r0:r1, c0:c1] = part[:, r0 - wr0:r1 - wr0, c0 - wc0:c1 - wc0]
-  return y
-
-
-def synthesize_in_windows(features, tail_window, core, scale):
-  """The uint8 image (padded size) from G's trunk output, `tail_window` (features -> uint8
-  pixels) run on windows with TAIL_HALO latents around each core; `core` None: one window."""
-  rows, cols = features.shape[1:3]
-  core = core or max(rows, cols)
-  image = np.empty((rows * scale, cols * scale, 3), np.uint8)
-  for r0, r1, wr0, wr1 in tile_windows(rows, core, networks.TAIL_HALO):
-    for c0, c1, wc0, wc1 in tile_windows(cols, core, networks.TAIL_HALO):
-      part = tail_window(features[:, wr0:wr1, wc0:wc1])
-      image[r0 * scale:r1 * scale, c0 * scale:c1 * scale] = part[
-          (r0 - wr0) * scale:(r1 - wr0) * scale, (c0 - wc0) * scale:(c1 - wc0) * scale]
-  return image
-
-
 class SavedModelCodec(guard.GuardedDecoder):
   """A loaded codec SavedModel, turning images into `HificFile`s and back.
 
   `tile` (pixels, a multiple of 16) sets the window of the tiled path: None picks it from the
-  image size (whole image up to AUTO_TILE_PIXELS, else DEFAULT_TILE), 0 never tiles. Tiled
+  image size (whole image up to windows.AUTO_TILE_PIXELS, else windows.DEFAULT_TILE), 0 never tiles. Tiled
   and whole-image outputs are the same computation; docs/PERFORMANCE.md states how close
   they come in floating point.
   """
@@ -238,7 +169,7 @@ class SavedModelCodec(guard.GuardedDecoder):
       raise InvalidModelError(
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
-    self.tile = checked_tile(tile)
+    self.tile = windows.checked_tile(tile)
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
 
@@ -246,12 +177,12 @@ class SavedModelCodec(guard.GuardedDecoder):
     """Core tile side in latents for this image size, or None for the whole-image path."""
     if not self.can_tile:
       return None
-    return tile_core(height, width, self.tile, self.pad_multiple, self.latent_downsampling)
+    return windows.tile_core(height, width, self.tile, self.pad_multiple, self.latent_downsampling)
 
   def _analyze_tiled(self, image, core):
     """y of the whole padded image, computed window by window."""
     padded = self.module.pad_image(tf.constant(image, tf.uint8))["padded"].numpy()
-    return analyze_in_windows(
+    return windows.analyze_in_windows(
         padded, lambda window: self.module.analysis_window(tf.constant(window))["y"].numpy(),
         core, self.latent_downsampling)
 
@@ -259,7 +190,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     """The decoded image, G's full-resolution tail run window by window."""
     features = self.module.synthesis_trunk(y_hat)["features"].numpy()
     del y_hat
-    image = synthesize_in_windows(
+    image = windows.synthesize_in_windows(
         features,
         lambda part: self.module.synthesis_window(tf.constant(part))["image"].numpy(),
         core, self.latent_downsampling)

@@ -22,7 +22,7 @@ G's 3x3 stride-2 transposed convs are converted as a 2x2 conv and depth_to_space
 `layers.SubpixelConv2DTranspose` identity): TFLite's TRANSPOSE_CONV needs a static output
 shape for XNNPACK, which images of any size do not have, while CONV_2D and DEPTH_TO_SPACE
 run in XNNPACK at any size. Large images go through the same windows as the SavedModel
-codec's tiled path (codec.py), so memory follows the window.
+codec's tiled path (windows.py), so memory follows the window.
 
 Model: Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020.
 """
@@ -35,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf import images
-from hific_tf.errors import InvalidModelError
+from hific_tf.errors import InvalidModelError, UsageError
 from hific_tf.models.hific import layers
-from hific_tf.serving import bitstream, codec, guard, split
+from hific_tf.serving import bitstream, guard, split, windows
 
 CODING = "coding"
 ENCODER, TRUNK, TAIL = "encoder.tflite", "synthesis_trunk.tflite", "synthesis_tail.tflite"
@@ -118,7 +118,7 @@ def export_tflite(model, directory, info, weights="float32"):
   `weights`.
   """
   if weights not in WEIGHT_TYPES:
-    raise ValueError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
+    raise UsageError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   digests = {}
@@ -196,7 +196,7 @@ class TfliteCodec(split.SplitCodec):
     if self.info.get("format") != FORMAT:
       raise InvalidModelError(f"{directory}: not a hific TFLite codec folder")
     self.directory = str(directory)
-    self.tile = codec.checked_tile(tile)
+    self.tile = windows.checked_tile(tile)
     threads = threads or cpu_threads()
     digests = self.info.get("tflite_sha256", {})
     self.encode_window, self.trunk, self.tail = (
@@ -204,7 +204,7 @@ class TfliteCodec(split.SplitCodec):
         for name in (ENCODER, TRUNK, TAIL))
 
   def _core(self, height, width):
-    return codec.tile_core(height, width, self.tile, self.pad_multiple,
+    return windows.tile_core(height, width, self.tile, self.pad_multiple,
                            self.latent_downsampling)
 
   def compress(self, image, with_estimate=False):
@@ -215,7 +215,7 @@ class TfliteCodec(split.SplitCodec):
     if core is None:
       y = self.encode_window(padded)
     else:
-      y = codec.analyze_in_windows(padded, self.encode_window, core, self.latent_downsampling)
+      y = windows.analyze_in_windows(padded, self.encode_window, core, self.latent_downsampling)
     out = self.module.hyper_analysis(tf.constant(y), tf.constant(image.shape[:2], tf.int32))
     hific_file = self._file_from(out)
     return (hific_file, None) if with_estimate else hific_file
@@ -227,7 +227,7 @@ class TfliteCodec(split.SplitCodec):
                                               guard.deadline_for(symbols), hific_file)
     y_hat = self.module.latent_values(z_symbols, y_symbols)["y_hat"].numpy()
     features = self.trunk(y_hat)
-    image = codec.synthesize_in_windows(
+    image = windows.synthesize_in_windows(
         features, self.tail, self._core(hific_file.height, hific_file.width),
         self.latent_downsampling)
     return image[:hific_file.height, :hific_file.width]
