@@ -115,6 +115,9 @@ def _glibc():
 
 _LIBC = _glibc()
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+# `hific serve --malloc_arenas`: glibc keeps one arena per thread by default (up to 8 per
+# core), each holding freed megabytes of activations resident; two suffice for two workers.
+MALLOC_ARENAS = 2
 # Tensors of 1 MB and more get pages of their own, returned to the system when freed.
 CODING_MMAP_THRESHOLD = 1 << 20
 

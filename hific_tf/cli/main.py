@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl.flags import argparse_flags
 
+from hific_tf import runtime
 from hific_tf.errors import UsageError
 from hific_tf.serving import bitstream
 
@@ -144,7 +145,7 @@ def build_parser():
                  help="Requests that may run the codec at the same time.")
   p.add_argument("--queue_seconds", type=float, default=10.,
                  help="How long a request may wait for a codec worker before it gets 429.")
-  p.add_argument("--malloc_arenas", type=int, default=2,
+  p.add_argument("--malloc_arenas", type=int, default=runtime.MALLOC_ARENAS,
                  help="glibc malloc arenas for the codec threads, and the heap trimmed after "
                  "each request; 0 leaves glibc's defaults (more memory, docs/SERVING.md).")
   p.add_argument("--in_process_decoding", action="store_true",

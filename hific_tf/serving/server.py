@@ -51,9 +51,6 @@ DEFAULT_MAX_PIXELS = 4_000_000
 # A request that has not finished in this time is answered 503 (its worker finishes and
 # frees its slot; the pixel limits keep that rare).
 DEFAULT_REQUEST_SECONDS = 60.
-# glibc malloc arenas: one per thread by default (up to 8 per core), each keeping freed
-# megabytes of activations resident; two suffice for two codec workers.
-MALLOC_ARENAS = 2
 COMPARED_CODECS = ("jpeg", "avif")
 
 

@@ -52,17 +52,14 @@ def _tail_layer(layer, x, phase_kernels):
   if not isinstance(layer, tf.keras.layers.Conv2DTranspose):
     return layer(x)
   kernel = tf.constant(phase_kernels[id(layer)])
-  if isinstance(layer, layers.TorchAlignedConv2DTranspose):
-    # torch's placement is the "valid" transposed conv without its first row and column:
-    # the same-padded one of the input with a zero row and column appended, shifted by one.
-    rows, cols = tf.shape(x)[1], tf.shape(x)[2]
-    x = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])
-    out = tf.nn.depth_to_space(tf.nn.conv2d(
-        tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]]), kernel, 1, "VALID"), 2)
-    out = out[:, 1:2 * rows + 1, 1:2 * cols + 1, :]
-  else:
-    out = tf.nn.depth_to_space(tf.nn.conv2d(
-        tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]]), kernel, 1, "VALID"), 2)
+  subpixel = layers.SubpixelConv2DTranspose.subpixel
+  if not isinstance(layer, layers.TorchAlignedConv2DTranspose):
+    return tf.nn.bias_add(subpixel(x, kernel), layer.bias)
+  # torch's placement is the "valid" transposed conv without its first row and column: the
+  # same-padded one of the input with a zero row and column appended, shifted by one.
+  rows, cols = tf.shape(x)[1], tf.shape(x)[2]
+  out = subpixel(tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]), kernel)
+  out = out[:, 1:2 * rows + 1, 1:2 * cols + 1, :]
   return tf.nn.bias_add(out, layer.bias)
 
 

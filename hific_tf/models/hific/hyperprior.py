@@ -70,8 +70,8 @@ class SignalConv2D(tfc.SignalConv2D):
   """tfc's SignalConv2D, with an RDFT-parameterised kernel computed by two small matmuls.
 
   tfc computes such a kernel with tf.signal.irfft2d on every call: for the hyper-analysis of
-  small-lo (latents 128 -> 320 -> 320 -> 320, 3x3 and 5x5) that took 95 ms of a 105 ms
-  forward pass on a CPU (TensorFlow's FFT on a hundred thousand 5x5 transforms), in every
+  small-lo (128 channels throughout, 3x3 and 5x5) that took 95 ms of a 105 ms forward pass
+  on a CPU (TensorFlow's FFT on a hundred thousand 5x5 transforms), in every
   encode and twice in every training step. The inverse RDFT of a k x k kernel is a fixed
   linear map, so it is applied as a matmul with its matrix: the same variables, the same
   kernel up to float rounding (tests/test_hyperprior.py), gradients included.

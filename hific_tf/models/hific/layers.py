@@ -155,13 +155,19 @@ class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
     shape = tf.shape(kernel)
     return tf.reshape(phases, [2, 2, shape[2], 4 * shape[3]])
 
+  @staticmethod
+  def subpixel(x, phase_kernel):
+    """The transposed conv's values from `phase_kernel(kernel)`: x padded by one row and
+    column at the top and left, the 2x2 conv, then depth_to_space."""
+    padded = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
+    return tf.nn.depth_to_space(tf.nn.conv2d(padded, phase_kernel, 1, "VALID"), 2)
+
   def call(self, inputs):
     kernel = tf.cast(self.kernel, inputs.dtype)
 
     @tf.custom_gradient
     def transposed_conv(x, k):
-      padded = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
-      y = tf.nn.depth_to_space(tf.nn.conv2d(padded, self.phase_kernel(k), 1, "VALID"), 2)
+      y = self.subpixel(x, self.phase_kernel(k))
 
       def gradients(dy):
         # Those of the transposed conv itself (TensorFlow's Conv2DBackpropInput gradient):
