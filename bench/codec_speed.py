@@ -93,13 +93,18 @@ def child(mode, directory, width, height, tile):
 
 
 def matmul_gflops(repeats=5, n=2048):
-  """(numpy, TensorFlow) float32 GFLOP/s of an n x n matmul, best of `repeats`."""
+  """(numpy float32, TensorFlow float32, TensorFlow bfloat16) GFLOP/s of an n x n matmul,
+  best of `repeats`. The bfloat16 figure is the floor of the bfloat16 rows: on CPUs with
+  AMX it is several times float32's, so a bfloat16 codec under the float32 floor may still
+  be far from its own."""
   import tensorflow as tf
   a = np.random.default_rng(0).standard_normal((n, n), np.float32)
   numpy_s = timed(lambda: a @ a, repeats)
   t = tf.constant(a)
   tf_s = timed(lambda: tf.linalg.matmul(t, t).numpy(), repeats)
-  return 2 * n ** 3 / numpy_s / 1e9, 2 * n ** 3 / tf_s / 1e9
+  b = tf.cast(t, tf.bfloat16)
+  bf16_s = timed(lambda: tf.linalg.matmul(b, b)[0, 0].numpy(), repeats)
+  return tuple(2 * n ** 3 / s / 1e9 for s in (numpy_s, tf_s, bf16_s))
 
 
 def graph_flops(function, spec):
@@ -250,16 +255,18 @@ def main():
   from hific_tf.serving import codec, tflite, windows
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
   rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
-  numpy_gflops, tf_gflops = matmul_gflops()
+  numpy_gflops, tf_gflops, bf16_gflops = matmul_gflops()
   best_gflops = max(numpy_gflops, tf_gflops)
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}, kernels: {runtime.KERNELS}; "
         f"native bfloat16: {runtime.native_bfloat16() or 'no'}")
   print(f"dense float32 matmul 2048²: numpy {numpy_gflops:.0f} GFLOP/s, TensorFlow "
         f"{tf_gflops:.0f} GFLOP/s; FLOP floor = FLOPs / {best_gflops:.0f} GFLOP/s")
+  print(f"dense bfloat16 matmul 2048²: TensorFlow {bf16_gflops:.0f} GFLOP/s; the bfloat16 rows' "
+        f"own floor (x bf) = FLOPs / {bf16_gflops:.0f} GFLOP/s")
   print(f"times are the best of {args.repeats}; conv floor = the generator's convs alone "
         "with constant weights; x = ms over the FLOP floor")
   print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP e/d':>12}{'enc ms':>8}"
-        f"{'x':>6}{'dec ms':>8}{'x':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
+        f"{'x':>6}{'dec ms':>8}{'x':>6}{'x bf':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
@@ -306,6 +313,8 @@ def main():
                        encode_gflop=encode_flops / 1e9, decode_gflop=decode_flops / 1e9,
                        encode_flop_floor_ms=encode_flops / best_gflops / 1e6,
                        decode_flop_floor_ms=decode_flops / best_gflops / 1e6,
+                       encode_bf16_floor_ms=encode_flops / bf16_gflops / 1e6,
+                       decode_bf16_floor_ms=decode_flops / bf16_gflops / 1e6,
                        bpp=hific_file.bits_per_pixel())
             against = ""
             if path != "whole" and (width, height) in references:
@@ -321,6 +330,8 @@ def main():
                   f"{row['size']:>10}{row['encode_gflop']:>6.0f}/{row['decode_gflop']:<5.0f}"
                   f"{row['encode_ms']:>8.0f}{encode * 1e3 / row['encode_flop_floor_ms']:>6.2f}"
                   f"{row['decode_ms']:>8.0f}{decode * 1e3 / row['decode_flop_floor_ms']:>6.2f}"
+                  + (f"{decode * 1e3 / row['decode_bf16_floor_ms']:>6.2f}"
+                     if dtype == "mixed_bfloat16" else f"{'':>6}") +
                   f"{row['floor_ms']:>8.0f}{row['bpp']:>7.3f}{against:>8}")
         for width, height in rss_sizes:
           whole_file = pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific"

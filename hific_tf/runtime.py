@@ -92,6 +92,30 @@ def choose(precision="auto", jit_compile="auto"):
   return precision, bool(jit_compile)
 
 
+CODING_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+def generator_dtype(precision="auto", gpus=None):
+  """The compute type of the generator of a codec built here; "auto" picks the fastest.
+
+  Only the generator: its pixels are all a bfloat16 decode changes (bench/precision.py
+  measures by how much), while a bfloat16 encoder would make the same photo compress to
+  different bytes on different machines, and the hyperprior, which derives the range coder's
+  tables on both ends, is float32 whatever is asked. bfloat16 where the CPU computes it
+  natively or on GPUs from Ampere on; float32 elsewhere (never emulated bfloat16, never
+  float16, whose range a generator's activations can overflow).
+  """
+  if precision not in CODING_PRECISIONS:
+    from hific_tf.errors import UsageError
+    raise UsageError(f"--precision {precision}: one of {', '.join(CODING_PRECISIONS)}")
+  if precision != "auto":
+    return precision
+  gpus = _gpu_capabilities() if gpus is None else gpus
+  if gpus:
+    return "mixed_bfloat16" if min(gpus) >= (8, 0) else "float32"
+  return "mixed_bfloat16" if native_bfloat16() else "float32"
+
+
 def describe(precision, jit_compile):
   """One line saying how this process computes, for the start of `hific train`."""
   bf16 = native_bfloat16()

@@ -4,8 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, run_hific
 from hific_tf import runtime
+from hific_tf.errors import UsageError
 
 
 def test_bfloat16_only_where_the_cpu_computes_it():
@@ -17,6 +20,18 @@ def test_bfloat16_only_where_the_cpu_computes_it():
   expected = "mixed_bfloat16" if runtime.native_bfloat16() else "float32"
   assert precision == expected
   assert runtime.choose("float32", False) == ("float32", False)
+
+
+def test_generator_dtype_for_coding():
+  """Coding asks for bfloat16 only where it is native, never float16; explicit choices stay."""
+  expected = "mixed_bfloat16" if runtime.native_bfloat16() else "float32"
+  assert runtime.generator_dtype("auto", gpus=[]) == expected
+  assert runtime.generator_dtype("auto", gpus=[(8, 0)]) == "mixed_bfloat16"
+  assert runtime.generator_dtype("auto", gpus=[(7, 5), (8, 6)]) == "float32"  # No float16.
+  assert runtime.generator_dtype("float32") == "float32"
+  assert runtime.generator_dtype("mixed_bfloat16", gpus=[]) == "mixed_bfloat16"
+  with pytest.raises(UsageError, match="--precision"):
+    runtime.generator_dtype("mixed_float16")
 
 
 def _kernels(env):
@@ -43,3 +58,4 @@ def test_onednn_is_chosen_before_tensorflow_loads_unless_the_user_decided():
 def test_hific_info_system_names_the_choice():
   out = run_hific("info", "--system").stdout
   assert "precision" in out and "kernels" in out and "XLA" in out
+  assert f"generator {runtime.generator_dtype()}" in out

@@ -17,6 +17,7 @@ PHOTO = HELD_OUT / "LadyBird.png"  # Never trained on (hific_tf/training/photos.
 BPP_MARGIN = 0.10
 LPIPS_MARGIN = 0.03
 WEIGHTS_LIMIT_BYTES = 40 * 2 ** 20
+PRECISION_PSNR_DB = 40.  # bfloat16 generator against float32, same file (see the test).
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,28 @@ def test_default_codec_and_rate_choice(cache_env, tmp_path):
     assert zoo.closest_to_rate(rate) == name
   listing = run_hific("models", env=cache_env).stdout
   assert all(name in listing for name in zoo.names())
+
+
+def test_generator_precision_changes_pixels_not_bytes(cache_env, tmp_path):
+  """`--precision` picks the generator's compute type of a bundled codec: the same photo
+  compresses to the same bytes (E and the hyperprior stay float32), and the bfloat16 decode
+  of that file stays within a level or two of the float32 one. The bound is a regression
+  bound measured on PHOTO (bench/precision.py measures all held-out photos)."""
+  files = {}
+  for precision in ("float32", "mixed_bfloat16"):
+    files[precision] = tmp_path / f"{precision}.hific"
+    run_hific("compress", "--model", zoo.DEFAULT_CODEC, "--precision", precision, PHOTO,
+              files[precision], env=cache_env)
+    run_hific("decompress", "--precision", precision, files["float32"],
+              tmp_path / f"{precision}.png", env=cache_env)
+  assert files["float32"].read_bytes() == files["mixed_bfloat16"].read_bytes()
+  full = images.load_rgb(tmp_path / "float32.png").astype(np.float64)
+  narrow = images.load_rgb(tmp_path / "mixed_bfloat16.png").astype(np.float64)
+  psnr = 10 * np.log10(255 ** 2 / np.mean((full - narrow) ** 2))
+  assert PRECISION_PSNR_DB < psnr < 99, psnr  # Different pixels, close to the float32 ones.
+  done = run_hific("decompress", "--precision", "bfloat16", files["float32"], env=cache_env,
+                   check=False)
+  assert done.returncode == 2 and done.stderr.count("\n") == 1
 
 
 def test_bad_model_names_and_foreign_files_are_one_line_errors(cache_env, tmp_path):

@@ -137,10 +137,10 @@ def _log(message):
   print(f"hific: {message}", file=sys.stderr)
 
 
-def _load_codec(model, max_pixels=None):
+def _load_codec(model, max_pixels=None, precision="auto"):
   from hific_tf.serving import resolve
   runtime.return_large_buffers()  # Coding large images: buffers go back when freed.
-  return resolve.load_codec(model, max_pixels, log=_log)
+  return resolve.load_codec(model, max_pixels, log=_log, precision=precision)
 
 
 def _compress_model_name(model, target_bpp=None):
@@ -151,7 +151,8 @@ def _compress_model_name(model, target_bpp=None):
 def compress(args):
   plan = _plan(args.input, args.output, images_lib.is_image_name, ".hific")
   _check_outputs(plan, args.force)
-  model = _load_codec(_compress_model_name(args.model, args.target_bpp))
+  model = _load_codec(_compress_model_name(args.model, args.target_bpp),
+                      precision=args.precision)
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
     hific_file, estimated_bits = model.compress(image, with_estimate=True) if args.verbose \
@@ -177,7 +178,7 @@ def decompress(args):
     hific_file = bitstream.HificFile.from_bytes(source.read_bytes())
     name = args.model or _codec_for_file(hific_file)
     if name not in models:
-      models[name] = _load_codec(name, args.max_pixels)
+      models[name] = _load_codec(name, args.max_pixels, args.precision)
     reconstruction = models[name].decompress(hific_file)
     images_lib.write_atomic(destination, images_lib.encode_png(reconstruction), force=args.force)
     if args.verbose:
@@ -208,7 +209,7 @@ def serve(args):
                      "and the pixel limits positive, --queue_seconds not negative")
   if args.malloc_arenas:
     runtime.limit_malloc_arenas(args.malloc_arenas)  # Before the worker threads exist.
-  codec = _load_codec(_compress_model_name(args.model), args.max_pixels)
+  codec = _load_codec(_compress_model_name(args.model), args.max_pixels, args.precision)
   service = server.CodecService(codec, lpips_metric=LPIPS("alex"), workers=args.workers,
                                 isolate=not args.in_process_decoding,
                                 queue_seconds=args.queue_seconds,
@@ -264,6 +265,8 @@ def info(args):
     import tensorflow as tf
 
     print(f"TensorFlow {tf.__version__}; training: {runtime.describe(*runtime.choose())}")
+    print(f"coding (bundled codecs and codec folders): generator "
+          f"{runtime.generator_dtype()}, encoder and hyperprior float32")
     return None
   path = pathlib.Path(args.path)
   from hific_tf import configs, zoo
@@ -303,7 +306,8 @@ def evaluate(args):
   targets = runner.parse_targets(args.bpp)
   codecs = runner.parse_codecs(args.codecs)
   files = images_lib.list_images(args.images)
-  model = None if args.model.lower() == "none" else _load_codec(args.model)
+  model = (None if args.model.lower() == "none" else
+           _load_codec(args.model, precision=args.precision))
   summary = runner.evaluate(files, model, codecs, targets, args.out, with_fid=not args.no_fid,
                             match=args.match)
   runner.print_summary(summary)

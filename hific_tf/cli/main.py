@@ -39,6 +39,15 @@ def _subcommand(sub, name, help_text):
   return parser
 
 
+def _precision_argument(parser, default="auto", why=None):
+  parser.add_argument(
+      "--precision", choices=runtime.CODING_PRECISIONS, default=default,
+      help="Compute type of the generator of a bundled codec or codec folder (exported "
+      "folders keep theirs). auto: bfloat16 where the CPU computes it natively (AVX512-BF16, "
+      "AMX), float32 elsewhere; the bitstream is the same either way, decoded pixels move "
+      "by about a level (docs/PERFORMANCE.md)." + (f" {why[0].upper()}{why[1:]}." if why else ""))
+
+
 COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "serve", "models", "info",
             "import", "data", "weights")
 
@@ -103,6 +112,7 @@ def build_parser():
   p.add_argument("--model", help=model_help + " Default: the bundled default codec.")
   p.add_argument("--target_bpp", type=float,
                  help="Pick the bundled codec whose held-out rate is closest to this.")
+  _precision_argument(p)
   p.add_argument("input", help="An image or a folder of images.")
   p.add_argument("output", nargs="?", help="Output file or folder (default: beside input).")
   p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
@@ -113,6 +123,7 @@ def build_parser():
   p.add_argument("input", help="A .hific file or a folder of them.")
   p.add_argument("--max_pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
                  help="Refuse files whose header declares a larger image (memory bound).")
+  _precision_argument(p)
   p.add_argument("output", nargs="?", help="Output PNG or folder (default: beside input).")
   p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
 
@@ -126,6 +137,8 @@ def build_parser():
   p.add_argument("--match", action="store_true",
                  help="Also search each classical codec to HiFiC's own file size, per image.")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
+  _precision_argument(p, default="float32", why="float32 by default, so that figures compare "
+                     "across machines; auto measures what this machine decodes by default")
 
   p = _subcommand(sub, "serve", "HTTP service (compress, decompress, compare) and web page.")
   p.add_argument("--model", help=model_help + " Or a `--serving` SavedModel. Default: the "
@@ -139,6 +152,7 @@ def build_parser():
                  "request's time and memory (docs/SERVING.md).")
   p.add_argument("--compress_max_pixels", type=int, default=4_000_000,
                  help="Largest image /compress accepts.")
+  _precision_argument(p)
   p.add_argument("--request_seconds", type=float, default=60.,
                  help="A request still running after this is answered 503.")
   p.add_argument("--workers", type=int, default=2,

@@ -20,9 +20,9 @@ def cache_root():
   return pathlib.Path(base) / "hific_tf" / "codecs"
 
 
-def saved_model_path(name, log=None):
+def saved_model_path(name, log=None, generator_dtype="float32"):
   """The SavedModel folder of bundled codec (or codec folder) `name`, exported into the
-  cache on first use.
+  cache on first use, its generator computing in `generator_dtype`.
 
   The export goes to a temporary folder and is renamed into place, so two processes that
   race each produce a complete SavedModel and one of them wins; neither sees a partial one.
@@ -33,11 +33,13 @@ def saved_model_path(name, log=None):
   # The config too: the same weights under another layout are another codec.
   layout = hashlib.sha256((zoo.codec_dir(name) / zoo.CONFIG).read_bytes()).hexdigest()[:8]
   target = cache_root() / f"{label}-{card['fingerprint']}-{layout}-v{codec.EXPORT_VERSION}"
+  if generator_dtype != "float32":
+    target = target.with_name(f"{target.name}-g-{generator_dtype.replace('mixed_', '')}")
   if (target / "saved_model.pb").is_file():
     return target
   if log:
     log(f"building the SavedModel of '{name}' (first use, seconds to a minute)")
-  model = zoo.build_model(name)
+  model = zoo.build_model(name, generator_dtype=generator_dtype)
   fingerprint = stored_weights.fingerprint(model).hex()
   if fingerprint != card["fingerprint"]:
     raise HificError(f"bundled codec '{name}': weights fingerprint {fingerprint} "
@@ -46,22 +48,36 @@ def saved_model_path(name, log=None):
   return target
 
 
-def load_codec(source, max_pixels=None, log=None):
+def load_codec(source, max_pixels=None, log=None, precision="auto"):
   """A codec from a SavedModel folder (full or `--serving`), a TFLite codec folder
-  (`--tflite`), a codec folder or a bundled codec name."""
+  (`--tflite`), a codec folder or a bundled codec name.
+
+  `precision` (runtime.CODING_PRECISIONS) is the generator's compute type for a bundled
+  codec or codec folder, built for this machine; "auto" is bfloat16 where the CPU computes it
+  natively. An exported folder computes in the types it was exported with: asking it for
+  another one is refused rather than ignored.
+  """
+  from hific_tf import runtime
   from hific_tf.serving import codec, split, tflite
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
   path = pathlib.Path(source)
-  if zoo.is_codec_dir(path):
-    return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
+  if zoo.is_codec_dir(path) or (not path.is_dir() and source in zoo.names()):
+    directory = saved_model_path(source, log=log,
+                                 generator_dtype=runtime.generator_dtype(precision))
+    return codec.SavedModelCodec(directory, **limits)
   if path.is_dir():
     if tflite.is_tflite_codec(path):
-      return tflite.TfliteCodec(path, **limits)
-    if split.is_serving_model(path):
-      return split.SplitCodec(path, **limits)
-    return codec.SavedModelCodec(path, **limits)
-  if source in zoo.names():
-    return codec.SavedModelCodec(saved_model_path(source, log=log), **limits)
+      loaded = tflite.TfliteCodec(path, **limits)
+    elif split.is_serving_model(path):
+      loaded = split.SplitCodec(path, **limits)
+    else:
+      loaded = codec.SavedModelCodec(path, **limits)
+    exported = loaded.info.get("generator_dtype", "float32")
+    if precision not in ("auto", exported):
+      raise UsageError(f"--precision {precision}: {source} computes its generator in "
+                       f"{exported}, fixed when it was exported (`hific export "
+                       f"--generator_dtype`)")
+    return loaded
   raise zoo.UnknownCodecError(f"--model {source}: neither a SavedModel folder, a codec folder "
                               f"nor a bundled codec (bundled: "
                               f"{', '.join(zoo.names()) or 'none'})")
