@@ -16,7 +16,9 @@ them, and each bundled codec) and precision of E and G (float32, bfloat16):
   constant weights at the same shapes, in one tf.function;
 - peak RSS of a fresh child process that loads the codec and encodes (or decodes) one image.
 
-The header states the kernels hific_tf chose on this machine (hific_tf/runtime.py).
+The header states the kernels hific_tf chose on this machine (hific_tf/runtime.py). Each
+model and precision is measured in its own fresh process (with its own matmul floor), since
+what one model leaves behind in a process slows the next.
 
 JPEG, WebP and AVIF run on the same images. `--json FILE` writes every figure (decode_ms,
 encode_ms, floor_ms, peak_rss_mb per model, size, precision and path) for tracking.
@@ -26,6 +28,7 @@ Usage: python bench/codec_speed.py [--sizes 768x512,2048x1536] [--repeats 3] [--
 """
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -92,7 +95,7 @@ def child(mode, directory, width, height, tile):
                     "seconds": time.perf_counter() - start}))
 
 
-def matmul_gflops(repeats=5, n=2048):
+def matmul_gflops(repeats=20, n=2048):
   """(numpy float32, TensorFlow float32, TensorFlow bfloat16) GFLOP/s of an n x n matmul,
   best of `repeats`. The bfloat16 figure is the floor of the bfloat16 rows: on CPUs with
   AMX it is several times float32's, so a bfloat16 codec under the float32 floor may still
@@ -241,16 +244,64 @@ def main():
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
                       "numpy<2, autograd, scipy, scikit-image, tqdm); default: this one.")
   parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+  parser.add_argument("--model_rows", help=argparse.SUPPRESS)  # One model's rows, to a file.
   args = parser.parse_args()
   if args.child:
     mode, directory, width, height, tile = args.child
     return child(mode, directory, int(width), int(height),
                  None if tile == "auto" else int(tile))
+  if args.model_rows:
+    rows = []
+    measure_models(args, rows)
+    pathlib.Path(args.model_rows).write_text(json.dumps(rows))
+    return None
+  rows = []
+  # Each model and precision in a fresh process: after hific-lo's gigabytes (and a TFLite
+  # conversion) the same process decoded small-lo 1.7x slower than a fresh one does.
+  for name, precision in itertools.product(args.models.split(","), args.precisions.split(",")):
+    with tempfile.TemporaryDirectory() as tmp:
+      part = pathlib.Path(tmp) / "rows.json"
+      command = [sys.executable, __file__, "--models", name, "--precisions", precision,
+                 "--model_rows", str(part)]
+      for flag in ("sizes", "rss_sizes", "repeats"):
+        command += [f"--{flag}", str(getattr(args, flag))]
+      command += ["--tflite" if args.tflite else "--no-tflite"]
+      command += ["--memory_variants"] if args.memory_variants else []
+      if subprocess.run(command).returncode:
+        raise SystemExit(f"codec_speed: measuring {name} failed")
+      rows += json.loads(part.read_text())
+  from hific_tf import images
+  from hific_tf.evaluation import classical
+  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
+  if args.peer_src:
+    compare_with_peer(args, sizes, rows)
+  print(f"{'classical':<31}{'size':>10}{'':>12}{'enc ms':>8}{'':>6}{'dec ms':>8}{'':>20}"
+        f"{'bpp':>7}")
+  for name in ("jpeg", "webp", "avif"):
+    runner = classical.get_codec(name)
+    for width, height in sizes:
+      image = photo(width, height)
+      quality = {"jpeg": 75, "webp": 75, "avif": 50}[name]
+      data = runner.encode(image, quality)
+      encode = timed(lambda: runner.encode(image, quality), args.repeats)
+      decode = timed(lambda: runner.decode(data), args.repeats)
+      row = dict(model=f"{name} q{quality}", size=f"{width}x{height}", encode_ms=encode * 1e3,
+                 decode_ms=decode * 1e3,
+                 bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
+      rows.append(row)
+      print(f"{row['model']:<31}{row['size']:>10}{'':>12}{row['encode_ms']:>8.1f}{'':>6}"
+            f"{row['decode_ms']:>8.1f}{'':>20}{row['bpp']:>7.3f}")
+  if args.json:
+    images.write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
+    print(f"wrote {args.json}")
+  return None
 
+
+def measure_models(args, rows):
+  """Every row of the --models (one, in practice: main gives each its own process)."""
   import tensorflow as tf
 
-  from hific_tf import configs, images, runtime, zoo
-  from hific_tf.evaluation import classical
+  from hific_tf import configs, runtime, zoo
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec, tflite, windows
   sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
@@ -267,7 +318,6 @@ def main():
         "with constant weights; x = ms over the FLOP floor")
   print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP e/d':>12}{'enc ms':>8}"
         f"{'x':>6}{'dec ms':>8}{'x':>6}{'x bf':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
-  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
       for dtype in args.precisions.split(","):
@@ -360,25 +410,6 @@ def main():
                        else result["error"]))
           if args.memory_variants and dtype == "float32":
             memory_variants(directory, width, height, rows)
-  if args.peer_src:
-    compare_with_peer(args, sizes, rows)
-  for name in ("jpeg", "webp", "avif"):
-    runner = classical.get_codec(name)
-    for width, height in sizes:
-      image = photo(width, height)
-      quality = {"jpeg": 75, "webp": 75, "avif": 50}[name]
-      data = runner.encode(image, quality)
-      encode = timed(lambda: runner.encode(image, quality), args.repeats)
-      decode = timed(lambda: runner.decode(data), args.repeats)
-      row = dict(model=f"{name} q{quality}", size=f"{width}x{height}", encode_ms=encode * 1e3,
-                 decode_ms=decode * 1e3,
-                 bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
-      rows.append(row)
-      print(f"{row['model']:<31}{row['size']:>10}{'':>12}{row['encode_ms']:>8.1f}{'':>6}"
-            f"{row['decode_ms']:>8.1f}{'':>14}{row['bpp']:>7.3f}")
-  if args.json:
-    images.write_atomic(args.json, json.dumps(rows, indent=1).encode(), force=True)
-    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
