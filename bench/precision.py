@@ -12,7 +12,6 @@ compute it natively (AVX512-BF16, AMX), and emulated about 5x slower elsewhere.
 Usage: python bench/precision.py [--model small-lo]
 """
 
-import argparse
 import os
 import pathlib
 import tempfile
@@ -20,9 +19,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import heldout_photos
 import numpy as np
 
-HELD_OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "heldout"
 VARIANTS = (("float32", "float32"), ("mixed_bfloat16", "float32"),
             ("float32", "mixed_bfloat16"), ("mixed_bfloat16", "mixed_bfloat16"))
 
@@ -35,15 +34,10 @@ def timed(function):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="small-lo")
-  args = parser.parse_args()
-  from hific_tf import images, runtime, zoo
+  args, photos, lpips = heldout_photos.set_up(__doc__)
+  from hific_tf import runtime, zoo
   from hific_tf.evaluation import metrics
-  from hific_tf.perceptual.lpips import LPIPS
   from hific_tf.serving import codec
-  lpips = LPIPS("alex")
-  photos = [images.load_rgb(path) for path in images.list_images(HELD_OUT)]
   print(f"{args.model} on {len(photos)} held-out photos; native bfloat16: "
         f"{runtime.native_bfloat16() or 'no'}")
   print(f"{'E':<10}{'G':<10}{'bpp':>8}{'PSNR dB':>9}{'LPIPS':>8}{'PSNR to f32':>13}"

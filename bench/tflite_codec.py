@@ -15,7 +15,6 @@ the SavedModel decodes this codec's files to within 40 dB of this codec's own de
 Usage: python bench/tflite_codec.py [--model small-lo]
 """
 
-import argparse
 import os
 import pathlib
 import tempfile
@@ -23,9 +22,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import heldout_photos
 import numpy as np
-
-HELD_OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "heldout"
 
 
 def psnr(a, b):
@@ -38,15 +36,10 @@ def folder_mb(directory):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="small-lo")
-  args = parser.parse_args()
-  from hific_tf import images, runtime, zoo
+  args, photos, lpips = heldout_photos.set_up(__doc__)
+  from hific_tf import runtime, zoo
   from hific_tf.evaluation import metrics
-  from hific_tf.perceptual.lpips import LPIPS
   from hific_tf.serving import codec, tflite
-  lpips = LPIPS("alex")
-  photos = [images.load_rgb(path) for path in images.list_images(HELD_OUT)]
   print(f"{args.model} on {len(photos)} held-out photos; kernels: {runtime.KERNELS}; "
         f"TFLite threads: {tflite.cpu_threads()}")
   print(f"{'codec':<16}{'MB':>7}{'bpp':>8}{'PSNR':>7}{'LPIPS':>8}{'same bytes':>11}"

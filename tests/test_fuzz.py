@@ -36,10 +36,12 @@ def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
 _FIND_SPINNING_FILE = r"""
 import dataclasses, itertools, sys, time
 import numpy as np
-from hific_tf import zoo
+from hific_tf import runtime, zoo
 from hific_tf.serving import codec, guard, resolve
 guard.BASE_SECONDS = 2.
-runner = codec.SavedModelCodec(resolve.saved_model_path(zoo.DEFAULT_CODEC))
+# The SavedModel `hific decompress` will use here (built now, not in the timed CLI call).
+runner = codec.SavedModelCodec(resolve.saved_model_path(
+    zoo.DEFAULT_CODEC, generator_dtype=runtime.generator_dtype()))
 good = runner.compress(np.full((64, 64, 3), 128, np.uint8))
 rng = np.random.default_rng(0)
 candidates = itertools.chain(
