@@ -95,6 +95,11 @@ def child(mode, directory, width, height, tile):
                     "seconds": time.perf_counter() - start}))
 
 
+def parse_sizes(text):
+  """"768x512,2048x1536" -> [(768, 512), (2048, 1536)]."""
+  return [tuple(int(v) for v in size.split("x")) for size in text.split(",") if size]
+
+
 def matmul_gflops(repeats=20, n=2048):
   """(numpy float32, TensorFlow float32, TensorFlow bfloat16) GFLOP/s of an n x n matmul,
   best of `repeats`. The bfloat16 figure is the floor of the bfloat16 rows: on CPUs with
@@ -272,7 +277,7 @@ def main():
       rows += json.loads(part.read_text())
   from hific_tf import images
   from hific_tf.evaluation import classical
-  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
+  sizes = parse_sizes(args.sizes)
   if args.peer_src:
     compare_with_peer(args, sizes, rows)
   print(f"{'classical':<31}{'size':>10}{'':>12}{'enc ms':>8}{'':>6}{'dec ms':>8}{'':>20}"
@@ -304,8 +309,8 @@ def measure_models(args, rows):
   from hific_tf import configs, runtime, zoo
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec, tflite, windows
-  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
-  rss_sizes = [tuple(int(v) for v in s.split("x")) for s in args.rss_sizes.split(",") if s]
+  sizes = parse_sizes(args.sizes)
+  rss_sizes = parse_sizes(args.rss_sizes)
   numpy_gflops, tf_gflops, bf16_gflops = matmul_gflops()
   best_gflops = max(numpy_gflops, tf_gflops)
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}, kernels: {runtime.KERNELS}; "

@@ -77,9 +77,13 @@ def _gpu_capabilities():
   return found
 
 
-def choose(precision="auto", jit_compile="auto"):
-  """(precision policy, jit_compile) for training on this machine; "auto" picks the fastest."""
-  gpus = _gpu_capabilities() if "auto" in (precision, jit_compile) else []
+def choose(precision="auto", jit_compile="auto", gpus=None):
+  """(precision policy, jit_compile) for training on this machine; "auto" picks the fastest.
+
+  `gpus`: the GPUs' compute capabilities, if known (looked up when None).
+  """
+  if gpus is None:
+    gpus = _gpu_capabilities() if "auto" in (precision, jit_compile) else []
   if precision == "auto":
     if gpus:
       lowest = min(gpus)
@@ -110,10 +114,8 @@ def generator_dtype(precision="auto", gpus=None):
     raise UsageError(f"--precision {precision}: one of {', '.join(CODING_PRECISIONS)}")
   if precision != "auto":
     return precision
-  gpus = _gpu_capabilities() if gpus is None else gpus
-  if gpus:
-    return "mixed_bfloat16" if min(gpus) >= (8, 0) else "float32"
-  return "mixed_bfloat16" if native_bfloat16() else "float32"
+  chosen, _ = choose("auto", jit_compile=False, gpus=gpus)
+  return "float32" if chosen == "mixed_float16" else chosen
 
 
 def describe(precision, jit_compile):

@@ -39,13 +39,13 @@ def _subcommand(sub, name, help_text):
   return parser
 
 
-def _precision_argument(parser, default="auto", why=None):
+def _precision_argument(parser, default="auto", why=""):
   parser.add_argument(
       "--precision", choices=runtime.CODING_PRECISIONS, default=default,
       help="Compute type of the generator of a bundled codec or codec folder (exported "
       "folders keep theirs). auto: bfloat16 where the CPU computes it natively (AVX512-BF16, "
       "AMX), float32 elsewhere; the bitstream is the same either way, decoded pixels move "
-      "by about a level (docs/PERFORMANCE.md)." + (f" {why[0].upper()}{why[1:]}." if why else ""))
+      "by about a level (docs/PERFORMANCE.md). " + why)
 
 
 COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "serve", "models", "info",
@@ -137,8 +137,8 @@ def build_parser():
   p.add_argument("--match", action="store_true",
                  help="Also search each classical codec to HiFiC's own file size, per image.")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
-  _precision_argument(p, default="float32", why="float32 by default, so that figures compare "
-                     "across machines; auto measures what this machine decodes by default")
+  _precision_argument(p, default="float32", why="Float32 by default, so that figures compare "
+                     "across machines; auto measures what this machine decodes by default.")
 
   p = _subcommand(sub, "serve", "HTTP service (compress, decompress, compare) and web page.")
   p.add_argument("--model", help=model_help + " Or a `--serving` SavedModel. Default: the "
