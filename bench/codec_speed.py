@@ -331,7 +331,8 @@ def measure_models(args, rows):
           model = zoo.build_model(name, generator_dtype=dtype, encoder_dtype=dtype)
         else:
           config = configs.get_config(name).replace(stage="mselpips")
-          model = HiFiC(config, generator_dtype=dtype, encoder_dtype=dtype).build_all()
+          model = HiFiC(config, generator_dtype=dtype, encoder_dtype=dtype,
+                        lean_generator=True).build_all()
         directory = pathlib.Path(tmp) / f"{name}_{dtype}"
         codec.export(model, directory)
         floor_dtype = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32

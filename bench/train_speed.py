@@ -11,13 +11,19 @@ TensorFlow imported before hific_tf, so nothing is changed), oneDNN off and on, 
 XLA, and what `hific train --precision auto` picks here; ms/step, trace time and the ratio to
 the baseline. Hold other work off the cores while it runs (`bin/train_ladder.py pause`).
 
+With --peer_src, also the paper's hific-lo stage-2 step (2 + 2 crops of 256²) in the PyTorch
+HiFiC port beside hific_tf's, each in its own process: the port's networks come only at the
+paper's widths, so the small configs have no peer.
+
 Usage: python bench/train_speed.py [--steps 3]
        python bench/train_speed.py --compare [--steps 4]
+       python bench/train_speed.py --compare --peer_src PORT --peer_python PORT_VENV/bin/python
 """
 
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -73,14 +79,15 @@ import tensorflow as tf
 from hific_tf import configs, runtime
 from hific_tf.models.hific.model import HiFiC
 precision, jit, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+config, batch = sys.argv[4], int(sys.argv[5])
 precision, jit = runtime.choose(precision, jit)
 tf.keras.mixed_precision.set_global_policy(precision)
 tf.keras.utils.set_random_seed(0)
-model = HiFiC(configs.get_config("small-hific-lo")).build_all(64)
+model = HiFiC(configs.get_config(config)).build_all(64)
 model.compile(jit_compile=jit)
 step = tf.function(model.train_step)
-images = tf.cast(tf.random.stateless_uniform([8, 256, 256, 3], [0, 1], 0, 256, tf.int32),
-                 tf.uint8)
+images = tf.cast(tf.random.stateless_uniform([2 * batch, 256, 256, 3], [0, 1], 0, 256,
+                                             tf.int32), tf.uint8)
 start = time.perf_counter()
 float(step(images)["loss"])
 trace = time.perf_counter() - start
@@ -94,6 +101,24 @@ print(json.dumps(dict(trace=trace, times=times, precision=precision, jit=jit,
 """
 
 
+def our_step(label, env, precision, jit, steps, config, batch):
+  """One configuration's step in its own process: its result, or None after saying why."""
+  environment = {k: v for k, v in os.environ.items()
+                 if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST")}
+  environment.update(env)
+  done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps),
+                         config, str(batch)],
+                        capture_output=True, text=True, env=environment, check=False)
+  if done.returncode:
+    reason = (done.stderr.strip().splitlines() or ["?"])[-1][:80]
+    print(f"{label:<32}  failed: {reason}")
+    return None
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  result["best"] = min(result["times"])
+  result["median"] = sorted(result["times"])[len(result["times"]) // 2]
+  return result
+
+
 def compare(steps):
   """Every CPU configuration in its own process; ratios to TensorFlow's default kernels."""
   from hific_tf import runtime
@@ -102,22 +127,46 @@ def compare(steps):
   print(f"{'configuration':<32}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}")
   baseline = None
   for label, env, precision, jit in VARIANTS:
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST")}
-    environment.update(env)
-    done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps)],
-                          capture_output=True, text=True, env=environment, check=False)
-    if done.returncode:
-      reason = (done.stderr.strip().splitlines() or ["?"])[-1][:80]
-      print(f"{label:<32}  failed: {reason}")
+    result = our_step(label, env, precision, jit, steps, "small-hific-lo", 4)
+    if result is None:
       continue
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    best, median = min(result["times"]), sorted(result["times"])[len(result["times"]) // 2]
-    baseline = baseline or median
+    baseline = baseline or result["median"]
     chosen = f"  ({result['precision']}, XLA {'on' if result['jit'] else 'off'})" if (
         precision == "auto") else ""
-    print(f"{label:<32}{result['trace']:>9.1f}{best * 1e3:>9.0f}{median * 1e3:>11.0f}"
-          f"{baseline / median:>11.2f}x{chosen}")
+    print(f"{label:<32}{result['trace']:>9.1f}{result['best'] * 1e3:>9.0f}"
+          f"{result['median'] * 1e3:>11.0f}{baseline / result['median']:>11.2f}x{chosen}")
+
+
+def compare_with_peer(peer_src, peer_python, steps, batch):
+  """The paper's hific-lo stage-2 step here and in the PyTorch port, side by side.
+
+  The port's networks have the paper's widths only, so the peer step is hific-lo's: a G step
+  on `batch` crops and a D step on `batch` others, as both codebases train. The port runs in
+  its own venv (bench/port_peer.py --train says what stands in for its download).
+  """
+  print(f"\nhific-lo stage-2 step, {batch} + {batch} crops of 256², best of {steps} after the "
+        "first, each in its own process")
+  print(f"{'implementation':<52}{'first s':>9}{'best ms':>10}{'vs port':>9}")
+  done = subprocess.run([peer_python or sys.executable,
+                         str(pathlib.Path(__file__).with_name("port_peer.py")), "--src", peer_src,
+                         "--train", "--batch", str(batch), "--repeats", str(steps)],
+                        capture_output=True, text=True, cwd=peer_src, check=False)
+  if done.returncode:
+    reason = (done.stderr.strip().splitlines() or ["?"])[-1][:100]
+    print(f"the port failed: {reason}")
+    return
+  port = json.loads(done.stdout.strip().splitlines()[-1])
+  port_ms = port["train_step_ms"]
+  print(f"{'PyTorch port, torch ' + port['torch'] + ', float32':<52}{port['first_step_s']:>9.1f}"
+        f"{port_ms:>10.0f}{1:>8.2f}x")
+  for label, env, precision, jit in (VARIANTS[0], VARIANTS[-1]):
+    result = our_step(label, env, precision, jit, steps, "hific-lo", batch)
+    if result is None:
+      continue
+    if precision == "auto":
+      label = f"auto ({result['precision']})"
+    print(f"{'hific_tf, ' + label:<52}{result['trace']:>9.1f}{result['best'] * 1e3:>10.0f}"
+          f"{port_ms / (result['best'] * 1e3):>8.2f}x")
 
 
 def main():
@@ -125,9 +174,16 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--compare", action="store_true",
                       help="One step in every CPU configuration, each in its own process.")
+  parser.add_argument("--peer_src", help="A checkout of the PyTorch port: with --compare, "
+                      "also the paper's hific-lo step here and in the port.")
+  parser.add_argument("--peer_python", help="The Python of the port's own venv (torch); "
+                      "default: this one.")
+  parser.add_argument("--peer_batch", type=int, default=2)
   args = parser.parse_args()
   if args.compare:
     compare(args.steps)
+    if args.peer_src:
+      compare_with_peer(args.peer_src, args.peer_python, args.steps, args.peer_batch)
     return
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; batch is the generator batch "
         "(stage 2 feeds D as many again)")

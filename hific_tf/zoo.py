@@ -108,13 +108,14 @@ def weights_file(source):
 
 
 def build_model(source, generator_dtype=None, encoder_dtype=None):
-  """A bundled codec or codec folder as a HiFiC Keras model with its weights (no coders)."""
+  """A bundled codec or codec folder as a HiFiC Keras model with its weights (no coders), for
+  coding: a bfloat16 generator keeps its weights in bfloat16 (networks.Generator's `lean`)."""
   # TensorFlow: only when a model is needed.
   from hific_tf.models.hific import stored_weights
   from hific_tf.models.hific.model import HiFiC
   config = load_config(source)
   model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype,
-                encoder_dtype=encoder_dtype).build_all()
+                encoder_dtype=encoder_dtype, lean_generator=True).build_all()
   stored_weights.load_weights(model, codec_dir(source) / WEIGHTS)
   return model
 

@@ -113,6 +113,29 @@ def test_bfloat16_generator_runs_every_sublayer_in_bfloat16():
   assert {layer.compute_dtype for layer in layers} == {"bfloat16"}
 
 
+def test_lean_bfloat16_generator_keeps_bfloat16_weights_and_the_same_pixels():
+  """A lean G (coding) stores its conv weights in bfloat16 and computes exactly what the
+  mixed-precision G computes from float32 weights, which it casts to bfloat16 on each call."""
+  tf.keras.utils.set_random_seed(3)
+  mixed = networks.Generator(8, 2, dtype="mixed_bfloat16")
+  lean = networks.Generator(8, 2, lean=True, dtype="mixed_bfloat16")
+  latent = tf.random.stateless_normal([1, 3, 5, 32], [1, 2]) * 3
+  mixed(latent), lean(latent)
+  for source, target in zip(mixed.weights, lean.weights):
+    target.assign(tf.cast(source, target.dtype))
+  convs = [w for w in lean.weights if "kernel" in w.name or "bias" in w.name]
+  norms = [w for w in lean.weights if "gamma" in w.name or "beta" in w.name]
+  assert len(convs) == 2 * (1 + 2 * 2 + 4 + 1) and len(norms) == 2 * (2 + 2 * 2 + 4)
+  assert {w.dtype for w in convs} == {tf.bfloat16}
+  assert {w.dtype for w in norms} == {tf.float32}  # ChannelNorm's statistics stay float32.
+  assert {w.dtype for w in mixed.weights} == {tf.float32}
+  np.testing.assert_array_equal(tf.cast(lean(latent), tf.float32).numpy(),
+                                tf.cast(mixed(latent), tf.float32).numpy())
+  float32 = networks.Generator(8, 2, lean=True)  # Lean changes nothing in float32.
+  float32(latent)
+  assert {w.dtype for w in float32.weights} == {tf.float32}
+
+
 def _transposed_conv_reference(x, kernel, bias):
   """3x3 stride-2 'same' transposed conv in float64 numpy: out[2i + t] += x[i] k[t]."""
   batch, height, width, _ = x.shape

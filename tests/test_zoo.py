@@ -142,6 +142,15 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   assert stored_weights.fingerprint(second) == stored_weights.fingerprint(third)
 
 
+def test_bfloat16_codec_model_is_lean_and_keeps_its_fingerprint():
+  """zoo.build_model in bfloat16 holds G's convs in bfloat16 (half the memory) and still
+  names its weights by the float32 fingerprint on the card, which files carry."""
+  name = zoo.DEFAULT_CODEC
+  model = zoo.build_model(name, generator_dtype="mixed_bfloat16")
+  assert "bfloat16" in {w.dtype.name for w in model.generator.weights}
+  assert stored_weights.fingerprint(model).hex() == zoo.load_card(name)["fingerprint"]
+
+
 def test_quantize_int8_against_float64_reference():
   rng = np.random.default_rng(0)
   values = rng.normal(size=(3, 3, 16, 8)).astype(np.float32) * rng.uniform(0.01, 2., 8)

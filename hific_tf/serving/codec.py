@@ -26,8 +26,8 @@ from hific_tf.serving import bitstream, guard, split, windows
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
-# estimate_bits apart from compress.
-EXPORT_VERSION = 2
+# estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights.
+EXPORT_VERSION = 3
 
 
 class CodecModule(tf.Module):

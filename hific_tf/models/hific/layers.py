@@ -186,15 +186,17 @@ class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
 class ResidualBlock(tf.keras.layers.Layer):
   """Conv-ChannelNorm-ReLU-Conv-ChannelNorm plus identity, at constant width."""
 
-  def __init__(self, filters, padding="zeros", **kwargs):
+  def __init__(self, filters, padding="zeros", conv_dtype=None, **kwargs):
+    """`conv_dtype`: the convolutions' own policy (Generator's `lean`), else the block's."""
     super().__init__(**kwargs)
     self.filters = filters
     self.padding = padding
     policy = dict(dtype=self.dtype_policy)  # Keras does not pass a policy to sublayers.
+    conv_policy = dict(dtype=conv_dtype or self.dtype_policy)
     self.body = tf.keras.Sequential([
-        conv(filters, 3, padding=padding, **policy), ChannelNorm(**policy),
+        conv(filters, 3, padding=padding, **conv_policy), ChannelNorm(**policy),
         tf.keras.layers.ReLU(**policy),
-        conv(filters, 3, padding=padding, **policy), ChannelNorm(**policy),
+        conv(filters, 3, padding=padding, **conv_policy), ChannelNorm(**policy),
     ], name="body")
 
   def call(self, inputs):

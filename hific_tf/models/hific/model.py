@@ -106,7 +106,7 @@ class HiFiC(tf.keras.Model):
   """
 
   def __init__(self, config: Config, seed=0, generator_dtype=None, lpips_weights=None,
-               encoder_dtype=None, **kwargs):
+               encoder_dtype=None, lean_generator=False, **kwargs):
     super().__init__(name=kwargs.pop("name", "hific"), **kwargs)
     self.config = config
     self.seed = seed
@@ -116,7 +116,7 @@ class HiFiC(tf.keras.Model):
     self.generator = networks.Generator(config.num_filters_base, config.num_residual_blocks,
                                         padding=config.conv_padding,
                                         alignment=config.transposed_alignment,
-                                        dtype=generator_dtype)
+                                        lean=lean_generator, dtype=generator_dtype)
     self.hyperprior = hyperprior_lib.Hyperprior(
         config.latent_channels, config.hyper_filters, config.num_scales, config.scale_min,
         config.scale_max, hyper_padding=config.hyper_padding,

@@ -66,6 +66,8 @@ def _save(named_variables, path, bits=DEFAULT_BITS):
 
 
 def _load(named_variables, path):
+  """Assigns the stored tensors; returns the fingerprint of their float32 values."""
+  digest = hashlib.sha256()
   with np.load(path) as stored:
     tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)]
     expected = list(named_variables)
@@ -80,7 +82,10 @@ def _load(named_variables, path):
       values = stored[stored_key]
       if values.dtype == np.int8:
         values = dequantize_int8(values, stored[stored_key + SCALE_SUFFIX])
+      values = np.ascontiguousarray(values, np.float32)
+      _update_fingerprint(digest, key, values)
       variable.assign(values.astype(variable.dtype.as_numpy_dtype))
+  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 
 
 def discriminator_path(weights_path):
@@ -108,7 +113,8 @@ def load_weights(model, path):
   D's file, when present beside `path` and the model has a D, is loaded too.
   Returns whether D was loaded.
   """
-  _load(model.codec_variables(), path)
+  # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
+  model.stored_fingerprint = _load(model.codec_variables(), path)
   d_path = discriminator_path(path)
   if model.discriminator is None or not d_path.is_file():
     return False
@@ -122,9 +128,20 @@ def fingerprint(model):
   Positions ("encoder/007") rather than Keras names, which depend on how many layers the
   process created before: the same weights give the same fingerprint in any process.
   """
+  variables = list(model.codec_variables())
+  if any(variable.dtype.name != "float32" for _, variable in variables):
+    # A lean generator (networks.Generator) holds bfloat16 copies of the loaded weights.
+    recorded = getattr(model, "stored_fingerprint", None)
+    if recorded is None:
+      raise HificError("a model with non-float32 weights has no fingerprint of its own")
+    return recorded
   digest = hashlib.sha256()
-  for key, variable in model.codec_variables():
-    position = "/".join(key.split("/")[:2])
-    digest.update(f"{position}:{tuple(variable.shape)}".encode())
-    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+  for key, variable in variables:
+    _update_fingerprint(digest, key, np.ascontiguousarray(variable.numpy(), np.float32))
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+
+
+def _update_fingerprint(digest, key, values):
+  position = "/".join(key.split("/")[:2])
+  digest.update(f"{position}:{tuple(values.shape)}".encode())
+  digest.update(values.tobytes())
