@@ -18,8 +18,11 @@ trainer (SIGSTOP) while other work keeps more than --yield_cores busy (default 1
 project's 2 cores: a test suite or a benchmark using both) and continues it (SIGCONT) when
 that falls under half of it; `pause` holds it for a clean measurement.
 
-Shipping a rung stays a decision: when heldout.jsonl shows a better version at the same rate,
-`bin/bundle_codec.py --model_dir runs/ladder/NAME --name NAME` writes it in place.
+Shipping a rung stays a decision. The run's own checkpoints roll on (the last three), so the
+check that beats every earlier one (lower LPIPS at a rate at most 5% higher: ladder.is_best)
+is copied to runs/ladder/NAME/best, a model_dir with that one checkpoint; when it is better
+than the shipped version at the same rate,
+`bin/bundle_codec.py --model_dir runs/ladder/NAME/best --name NAME` writes it in place.
 """
 
 import argparse
@@ -160,11 +163,18 @@ def measure(rung_state, args):
   row = json.loads(result.stdout.strip().splitlines()[-1])
   row.update(step=ladder.run_step(rung_state.model_dir), base_steps=rung_state.base_steps,
              time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-  with open(rung_state.model_dir / "heldout.jsonl", "a", encoding="utf-8") as out:
+  curve = rung_state.model_dir / "heldout.jsonl"
+  earlier = ([json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
+             if curve.is_file() else [])
+  with open(curve, "a", encoding="utf-8") as out:
     out.write(json.dumps(row) + "\n")
+  best = ladder.is_best(row, earlier)
+  if best:
+    ladder.keep_best(rung_state.model_dir, row)
   log(f"{rung_state.rung.name} at run step {row['step']}: held-out {row['bpp']:.4f} bpp, "
       f"LPIPS {row['lpips']:.4f}; JPEG at that size {row['against_bpp']:.4f} bpp, "
-      f"LPIPS {row['against_lpips']:.4f}")
+      f"LPIPS {row['against_lpips']:.4f}"
+      + (f"; the run's best so far, kept in {ladder.BEST}/" if best else ""))
   return row
 
 

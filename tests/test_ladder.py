@@ -46,3 +46,36 @@ def test_a_committed_resume_point_is_where_a_new_run_starts(tmp_path, monkeypatc
   _checkpoint(resumed.model_dir, 300)
   again = ladder.state(rung, tmp_path / "runs")
   assert (again.start_from, again.total_steps) == (str(checkpoints / "small-hi.npz"), 8650)
+
+
+def test_the_best_check_is_kept_aside_as_a_model_dir(tmp_path):
+  """The ladder's checks of small-mi (2026-12-02): the rolling checkpoints would have lost the
+  step-2100 weights that beat v2 at a lower rate; the best check is copied out instead."""
+  checks = [dict(step=500, bpp=0.1998, lpips=0.3704), dict(step=1000, bpp=0.1952, lpips=0.3087),
+            dict(step=1500, bpp=0.2001, lpips=0.3090), dict(step=2100, bpp=0.1864, lpips=0.3046),
+            dict(step=2600, bpp=0.1963, lpips=0.3100)]
+  kept = [c["step"] for i, c in enumerate(checks) if ladder.is_best(c, checks[:i])]
+  assert kept == [500, 1000, 2100]
+  assert ladder.best_check(checks)["step"] == 2100
+  # Lower LPIPS bought with more than 5% more bits is not better.
+  assert not ladder.is_best(dict(bpp=0.1864 * 1.06, lpips=0.2), checks)
+  assert ladder.is_best(dict(bpp=0.1864 * 1.04, lpips=0.30), checks)
+
+  run = tmp_path / "small-mi"
+  _checkpoint(run, 2650)
+  (run / "config.json").write_text("{}")
+  (run / "ladder.json").write_text(json.dumps({"grow_from": "small-mi", "base_steps": 6700}))
+  for suffix in ("index", "data-00000-of-00001"):
+    (run / "checkpoints" / f"ckpt-2600.{suffix}").write_text(suffix)
+    (run / "checkpoints" / f"ckpt-2650.{suffix}").write_text("later")
+  check = dict(checks[-1], source=str(run / "checkpoints" / "ckpt-2600"))
+  ladder.keep_best(run, dict(check, lpips=0.9))
+  ladder.keep_best(run, check)  # Overwrites the earlier best whole.
+  best = run / ladder.BEST
+  assert ladder.run_step(best) == 2600
+  assert sorted(p.name for p in (best / "checkpoints").iterdir()) == [
+      "checkpoint", "ckpt-2600.data-00000-of-00001", "ckpt-2600.index"]
+  assert (best / "checkpoints" / "ckpt-2600.index").read_text() == "index"
+  assert json.loads((best / "check.json").read_text())["lpips"] == 0.3100
+  assert (best / "config.json").is_file() and (best / "ladder.json").is_file()
+  assert not any(p.name.startswith(".") for p in run.iterdir())

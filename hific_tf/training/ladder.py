@@ -20,6 +20,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import shutil
 
 from hific_tf import zoo
 from hific_tf.errors import UsageError
@@ -67,6 +68,60 @@ def run_step(model_dir):
   return int(found.group(1)) if found else 0
 
 
+# A check counts as better only at a rate at most this much above the best check's.
+RATE_TOLERANCE = 0.05
+ORIGIN = "ladder.json"  # Where a run started: {"grow_from", "base_steps"}.
+BEST = "best"  # runs/ladder/NAME/best: a model_dir holding the best check's checkpoint.
+
+
+def is_best(check, earlier):
+  """Whether a held-out check (heldout.jsonl row) beats every earlier one of its run.
+
+  Better means lower LPIPS at a rate at most RATE_TOLERANCE above the best one so far (a
+  lower rate counts for it), the rule a new version must meet to ship. A GAN rung is noisy
+  between checks (0.309 at one, 0.370 500 steps earlier), so the best is kept aside: the
+  run's own checkpoints roll on and would lose it.
+  """
+  best = best_check(earlier)
+  return best is None or (check["lpips"] < best["lpips"]
+                          and check["bpp"] <= best["bpp"] * (1 + RATE_TOLERANCE))
+
+
+def best_check(checks):
+  """The best of a run's checks in order (is_best), or None."""
+  best = None
+  for check in checks:
+    if best is None or is_best(check, [best]):
+      best = check
+  return best
+
+
+def keep_best(model_dir, check):
+  """Copies the checkpoint `check` measured into model_dir/best, a model_dir of its own
+  (config, origin, that one checkpoint) that bin/bundle_codec.py --model_dir can ship.
+
+  Written beside and renamed into place, so a stop never leaves half a best.
+  """
+  model_dir = pathlib.Path(model_dir)
+  source = pathlib.Path(check["source"])
+  staging = model_dir / f".{BEST}.tmp"
+  if staging.exists():
+    shutil.rmtree(staging)
+  (staging / "checkpoints").mkdir(parents=True)
+  for name in ("config.json", ORIGIN):
+    if (model_dir / name).is_file():
+      shutil.copy2(model_dir / name, staging / name)
+  for part in source.parent.glob(source.name + ".*"):
+    shutil.copy2(part, staging / "checkpoints" / part.name)
+  (staging / "checkpoints" / "checkpoint").write_text(
+      f'model_checkpoint_path: "{source.name}"\nall_model_checkpoint_paths: "{source.name}"\n')
+  (staging / "check.json").write_text(json.dumps(check) + "\n")
+  final = model_dir / BEST
+  if final.exists():
+    shutil.rmtree(final)
+  staging.rename(final)
+
+
 def bundled_steps(name):
   """Steps behind a bundled rung's shipped weights (its card's `steps`), None if unbundled."""
   if name not in zoo.names():
@@ -111,7 +166,7 @@ def state(rung, runs_dir, checkpoints_dir=None):
   bundled rung itself, else from `grow_from`.
   """
   model_dir = pathlib.Path(runs_dir) / rung.name
-  meta = model_dir / "ladder.json"
+  meta = model_dir / ORIGIN
   committed = resume_point(rung, checkpoints_dir)
   shipped = bundled_steps(rung.name)
   if committed:
@@ -129,7 +184,7 @@ def state(rung, runs_dir, checkpoints_dir=None):
 
 def record_origin(rung_state):
   """Writes the run's origin once, so its steps add to the right lineage after a restart."""
-  meta = rung_state.model_dir / "ladder.json"
+  meta = rung_state.model_dir / ORIGIN
   if not meta.is_file():
     rung_state.model_dir.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"grow_from": rung_state.start_from,
