@@ -296,6 +296,8 @@ def test_bfloat16_generator_decodes_the_same_bits(stage1_dir, codec, tmp_path, p
   run_hific("export", "--model_dir", stage1_dir, "--out", out, "--generator_dtype",
             "mixed_bfloat16")
   bf16 = codec_lib.SavedModelCodec(out)
+  stored = tf.train.load_checkpoint(str(out / "variables" / "variables"))
+  assert tf.bfloat16 in set(stored.get_variable_to_dtype_map().values())  # A lean G.
   image = images.load_rgb(photo_dir / "coffee.png")
   f32_file, bf16_file = codec.compress(image), bf16.compress(image)
   assert f32_file.to_bytes() == bf16_file.to_bytes()  # Hyperprior stays float32.

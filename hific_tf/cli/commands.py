@@ -100,7 +100,7 @@ def export(args):
   if out.exists() and not args.force:
     raise OutputExistsError(f"{out} exists (use --force to replace it)")
   model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype,
-                                 encoder_dtype=args.encoder_dtype)
+                                 encoder_dtype=args.encoder_dtype, lean=True)
   kind = "serving" if args.serving else "tflite" if args.tflite else "codec"
   info = codec.export_to(model, out, replace=True, kind=kind,
                          tflite_weights=args.tflite_weights)

@@ -86,12 +86,24 @@ def restore_checkpoint(model, checkpoint_path):
   return with_discriminator
 
 
-def load_trained(model_dir, generator_dtype=None, encoder_dtype=None):
-  """A HiFiC model with the latest weights of `model_dir` (codec parts only)."""
-  model = HiFiC(read_config(model_dir), generator_dtype=generator_dtype,
-                encoder_dtype=encoder_dtype).build_all()
+def load_trained(model_dir, generator_dtype=None, encoder_dtype=None, lean=False):
+  """A HiFiC model with the latest weights of `model_dir` (codec parts only).
+
+  `lean` (for export): a bfloat16 generator then holds its weights in bfloat16
+  (networks.Generator) and keeps the float32 weights' fingerprint.
+  """
+  config = read_config(model_dir)
+  model = HiFiC(config, generator_dtype=generator_dtype, encoder_dtype=encoder_dtype).build_all()
   restore_codec(model, model_dir)
-  return model
+  if not lean or model.generator.dtype_policy.variable_dtype == (
+      model.generator.dtype_policy.compute_dtype):
+    return model
+  lean_model = HiFiC(config, generator_dtype=generator_dtype, encoder_dtype=encoder_dtype,
+                     lean_generator=True).build_all()
+  for (_, target), (_, source) in zip(lean_model.codec_variables(), model.codec_variables()):
+    target.assign(tf.cast(source, target.dtype))
+  lean_model.stored_fingerprint = stored_weights.fingerprint(model)
+  return lean_model
 
 
 class _SaveCheckpoint(tf.keras.callbacks.Callback):
