@@ -41,6 +41,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+import port_peer
 
 from hific_tf import geometry
 
@@ -203,17 +204,12 @@ def memory_variants(directory, width, height, rows):
 def compare_with_peer(args, sizes, rows):
   """The PyTorch port's compress and decompress at each size (its own process and Python),
   with the ratio of its decompress to hific_tf's hific-lo decode from the rows above."""
-  peer = pathlib.Path(__file__).with_name("port_peer.py")
   for width, height in sizes:
-    done = subprocess.run(
-        [args.peer_python or sys.executable, str(peer), "--src", args.peer_src,
-         "--width", str(width), "--height", str(height), "--repeats", str(args.repeats)],
-        capture_output=True, text=True, cwd=args.peer_src)
-    if done.returncode:
-      print(f"PyTorch port {width}x{height}: failed: "
-            f"{(done.stderr.strip().splitlines() or ['?'])[-1][:100]}")
+    result, failure = port_peer.run(args.peer_src, args.peer_python, "--width", width,
+                                    "--height", height, "--repeats", args.repeats)
+    if failure:
+      print(f"PyTorch port {width}x{height}: failed: {failure}")
       continue
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     rows.append(dict(model="pytorch-port", size=f"{width}x{height}", **result))
     print(f"PyTorch port (torch {result['torch']}, {result['threads']} threads, hific-lo "
           f"architecture) {width}x{height}: compress {result['compress_ms']:.0f} ms, "

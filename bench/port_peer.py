@@ -28,9 +28,20 @@ Usage (in the port's venv):
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import time
 import types
+
+
+def run(src, python, *flags):
+  """Runs this file in the port's venv (`python`; default: this Python) from its checkout
+  `src`, for the benchmarks beside it: (its JSON line, None), or (None, why it failed)."""
+  done = subprocess.run([python or sys.executable, __file__, "--src", src, *map(str, flags)],
+                        capture_output=True, text=True, cwd=src, check=False)
+  if done.returncode:
+    return None, (done.stderr.strip().splitlines() or ["?"])[-1][:100]
+  return json.loads(done.stdout.strip().splitlines()[-1]), None
 
 
 def _stub_torchvision(alexnet=None):

@@ -23,7 +23,6 @@ Usage: python bench/train_speed.py [--steps 3]
 import argparse
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import port_peer
 import tensorflow as tf
 
 from hific_tf import configs
@@ -147,15 +147,11 @@ def compare_with_peer(peer_src, peer_python, steps, batch):
   print(f"\nhific-lo stage-2 step, {batch} + {batch} crops of 256², best of {steps} after the "
         "first, each in its own process")
   print(f"{'implementation':<52}{'first s':>9}{'best ms':>10}{'vs port':>9}")
-  done = subprocess.run([peer_python or sys.executable,
-                         str(pathlib.Path(__file__).with_name("port_peer.py")), "--src", peer_src,
-                         "--train", "--batch", str(batch), "--repeats", str(steps)],
-                        capture_output=True, text=True, cwd=peer_src, check=False)
-  if done.returncode:
-    reason = (done.stderr.strip().splitlines() or ["?"])[-1][:100]
-    print(f"the port failed: {reason}")
+  port, failure = port_peer.run(peer_src, peer_python, "--train", "--batch", batch,
+                                "--repeats", steps)
+  if failure:
+    print(f"the port failed: {failure}")
     return
-  port = json.loads(done.stdout.strip().splitlines()[-1])
   port_ms = port["train_step_ms"]
   print(f"{'PyTorch port, torch ' + port['torch'] + ', float32':<52}{port['first_step_s']:>9.1f}"
         f"{port_ms:>10.0f}{1:>8.2f}x")

@@ -163,10 +163,8 @@ def measure(rung_state, args):
   row = json.loads(result.stdout.strip().splitlines()[-1])
   row.update(step=ladder.run_step(rung_state.model_dir), base_steps=rung_state.base_steps,
              time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-  curve = rung_state.model_dir / "heldout.jsonl"
-  earlier = ([json.loads(line) for line in curve.read_text().splitlines() if line.strip()]
-             if curve.is_file() else [])
-  with open(curve, "a", encoding="utf-8") as out:
+  earlier = ladder.checks(rung_state.model_dir)
+  with open(rung_state.model_dir / ladder.CHECKS, "a", encoding="utf-8") as out:
     out.write(json.dumps(row) + "\n")
   best = ladder.is_best(row, earlier)
   if best:
@@ -244,9 +242,7 @@ def status():
     shipped = "not shipped" if s.bundled_steps is None else f"shipped at {s.bundled_steps}"
     print(f"  {rung.name:9s} {shipped:18s} run step {s.run_steps:6d} (from {s.start_from}, "
           f"{s.total_steps} steps behind it)")
-    curve = s.model_dir / "heldout.jsonl"
-    for line in curve.read_text().splitlines()[-5:] if curve.is_file() else []:
-      row = json.loads(line)
+    for row in ladder.checks(s.model_dir)[-5:]:
       print(f"    step {row['step']:6d}: {row['bpp']:.4f} bpp LPIPS {row['lpips']:.4f} | JPEG "
             f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}")
   print(f"next: {ladder.next_rung(RUNS, None, CHECKPOINTS).rung.name}")

@@ -71,29 +71,42 @@ def run_step(model_dir):
 # A check counts as better only at a rate at most this much above the best check's.
 RATE_TOLERANCE = 0.05
 ORIGIN = "ladder.json"  # Where a run started: {"grow_from", "base_steps"}.
+CHECKS = "heldout.jsonl"  # The run's held-out checks, one JSON row each, in order.
 BEST = "best"  # runs/ladder/NAME/best: a model_dir holding the best check's checkpoint.
 
 
-def is_best(check, earlier):
-  """Whether a held-out check (heldout.jsonl row) beats every earlier one of its run.
-
-  Better means lower LPIPS at a rate at most RATE_TOLERANCE above the best one so far (a
-  lower rate counts for it), the rule a new version must meet to ship. A GAN rung is noisy
-  between checks (0.309 at one, 0.370 500 steps earlier), so the best is kept aside: the
-  run's own checkpoints roll on and would lose it.
-  """
-  best = best_check(earlier)
-  return best is None or (check["lpips"] < best["lpips"]
-                          and check["bpp"] <= best["bpp"] * (1 + RATE_TOLERANCE))
+def checks(model_dir):
+  """A run's held-out checks (rows of bench/heldout_rate.py plus step), oldest first."""
+  path = pathlib.Path(model_dir) / CHECKS
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def best_check(checks):
-  """The best of a run's checks in order (is_best), or None."""
+def _beats(check, best):
+  """Lower LPIPS at a rate at most RATE_TOLERANCE above `best`'s (a lower rate counts for
+  it): the rule a new version must meet to ship."""
+  return (check["lpips"] < best["lpips"]
+          and check["bpp"] <= best["bpp"] * (1 + RATE_TOLERANCE))
+
+
+def best_check(run_checks):
+  """The best of a run's checks in order (each beating the best before it), or None."""
   best = None
-  for check in checks:
-    if best is None or is_best(check, [best]):
+  for check in run_checks:
+    if best is None or _beats(check, best):
       best = check
   return best
+
+
+def is_best(check, earlier):
+  """Whether a held-out check beats the best of the earlier ones of its run.
+
+  A GAN rung is noisy between checks (0.309 at one, 0.370 500 steps earlier), so the best is
+  kept aside (keep_best): the run's own checkpoints roll on and would lose it.
+  """
+  best = best_check(earlier)
+  return best is None or _beats(check, best)
 
 
 def keep_best(model_dir, check):

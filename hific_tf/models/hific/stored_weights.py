@@ -66,11 +66,13 @@ def _save(named_variables, path, bits=DEFAULT_BITS):
 
 
 def _load(named_variables, path):
-  """Assigns the stored tensors; returns the fingerprint of their float32 values."""
-  digest = hashlib.sha256()
+  """Assigns the stored tensors. Returns the fingerprint of their float32 values when some
+  variable is narrower (a lean generator's bfloat16 cannot give them back), else None."""
   with np.load(path) as stored:
     tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)]
     expected = list(named_variables)
+    digest = (hashlib.sha256() if any(v.dtype.name != "float32" for _, v in expected)
+              else None)
     if len(tensors) != len(expected):
       raise HificError(f"{path}: {len(tensors)} tensors, the model has {len(expected)}")
     position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.
@@ -83,9 +85,10 @@ def _load(named_variables, path):
       if values.dtype == np.int8:
         values = dequantize_int8(values, stored[stored_key + SCALE_SUFFIX])
       values = np.ascontiguousarray(values, np.float32)
-      _update_fingerprint(digest, key, values)
+      if digest:
+        _update_fingerprint(digest, key, values)
       variable.assign(values.astype(variable.dtype.as_numpy_dtype))
-  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+  return digest.digest()[:bitstream.FINGERPRINT_BYTES] if digest else None
 
 
 def discriminator_path(weights_path):
@@ -114,7 +117,7 @@ def load_weights(model, path):
   Returns whether D was loaded.
   """
   # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
-  model.stored_fingerprint = _load(model.codec_variables(), path)
+  model.stored_fingerprint = _load(model.codec_variables(), path)  # None when all float32.
   d_path = discriminator_path(path)
   if model.discriminator is None or not d_path.is_file():
     return False
@@ -128,14 +131,13 @@ def fingerprint(model):
   Positions ("encoder/007") rather than Keras names, which depend on how many layers the
   process created before: the same weights give the same fingerprint in any process.
   """
-  variables = list(model.codec_variables())
   recorded = getattr(model, "stored_fingerprint", None)
-  if recorded is not None and any(v.dtype.name != "float32" for _, v in variables):
-    # A lean generator (networks.Generator) holds bfloat16 copies of the loaded weights:
-    # the fingerprint is that of the float32 values loaded, as files carry it.
+  if recorded is not None:
+    # Only a lean generator's model has one (load_weights, train.load_trained): it holds
+    # bfloat16 copies of the loaded weights, and files carry the float32 values' fingerprint.
     return recorded
   digest = hashlib.sha256()
-  for key, variable in variables:
+  for key, variable in model.codec_variables():
     _update_fingerprint(digest, key, np.ascontiguousarray(variable.numpy(), np.float32))
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 
