@@ -11,6 +11,13 @@ TensorFlow imported before hific_tf, so nothing is changed), oneDNN off and on, 
 XLA, and what `hific train --precision auto` picks here; ms/step, trace time and the ratio to
 the baseline. Hold other work off the cores while it runs (`bin/train_ladder.py pause`).
 
+The machine classes this project trains on differ in their vector units, and the one at hand
+stands in for the others where it can: oneDNN reads ONEDNN_MAX_CPU_ISA and then uses only the
+kernels of a lesser CPU (AVX2 as on the AVX2-only EPYCs; AVX-512 with bfloat16 but no AMX as
+on the Zen 4 EPYCs). TensorFlow's own kernels are the same code on every x86 CPU (its wheel is
+built for AVX), so those rows against "oneDNN off" estimate what `auto` gains on such a CPU,
+where oneDNN is off by default. An estimate: the caches, memory and clock are this machine's.
+
 With --peer_src, also the paper's hific-lo stage-2 step (2 + 2 crops of 256²) in the PyTorch
 HiFiC port beside hific_tf's, each in its own process: the port's networks come only at the
 paper's widths, so the small configs have no peer.
@@ -69,6 +76,12 @@ VARIANTS = (
     ("oneDNN on, float32, XLA", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", True),
     ("hific train's choice (auto)", {}, "auto", "auto"),
 )
+# (label, oneDNN's ISA cap, precision): what `auto` runs on a lesser CPU, with its kernels.
+LESSER_CPUS = (
+    ("as on AVX2 only: oneDNN, float32", "AVX2", "float32"),
+    ("as on AVX-512+BF16: oneDNN, float32", "AVX512_CORE_BF16", "float32"),
+    ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16"),
+)
 
 _CHILD = """
 import json, os, sys, time
@@ -104,7 +117,8 @@ print(json.dumps(dict(trace=trace, times=times, precision=precision, jit=jit,
 def our_step(label, env, precision, jit, steps, config, batch):
   """One configuration's step in its own process: its result, or None after saying why."""
   environment = {k: v for k, v in os.environ.items()
-                 if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST")}
+                 if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST",
+                              "ONEDNN_MAX_CPU_ISA")}
   environment.update(env)
   done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps),
                          config, str(batch)],
@@ -124,17 +138,24 @@ def compare(steps):
   from hific_tf import runtime
   print(f"small-hific-lo stage-2 step, 4 + 4 crops of 256², {steps} steps after tracing, "
         f"{os.cpu_count()} CPU threads, native bfloat16: {runtime.native_bfloat16() or 'no'}")
-  print(f"{'configuration':<32}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}")
-  baseline = None
-  for label, env, precision, jit in VARIANTS:
+  print(f"{'configuration':<44}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}"
+        f"{'vs oneDNN off':>15}")
+  baseline = eigen = None
+  lesser = [(label, {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": isa}, precision,
+             False) for label, isa, precision in LESSER_CPUS]
+  for label, env, precision, jit in VARIANTS + tuple(lesser):
     result = our_step(label, env, precision, jit, steps, "small-hific-lo", 4)
     if result is None:
       continue
     baseline = baseline or result["median"]
+    if env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+      eigen = result["median"]
     chosen = f"  ({result['precision']}, XLA {'on' if result['jit'] else 'off'})" if (
         precision == "auto") else ""
-    print(f"{label:<32}{result['trace']:>9.1f}{result['best'] * 1e3:>9.0f}"
-          f"{result['median'] * 1e3:>11.0f}{baseline / result['median']:>11.2f}x{chosen}")
+    against_eigen = f"{eigen / result['median']:>14.2f}x" if eigen else ""
+    print(f"{label:<44}{result['trace']:>9.1f}{result['best'] * 1e3:>9.0f}"
+          f"{result['median'] * 1e3:>11.0f}{baseline / result['median']:>11.2f}x"
+          f"{against_eigen}{chosen}")
 
 
 def compare_with_peer(peer_src, peer_python, steps, batch):

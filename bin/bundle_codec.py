@@ -11,7 +11,11 @@ training, committed so that training resumes from it (checkpoints/README.md).
 
 Usage:
   python bin/bundle_codec.py --model_dir RUN --name small-lo --heldout DATA/heldout \
-      [--training "stage 1, 3000 steps"] [--resume_point] [--force]
+      [--training "stage 1, 3000 steps"] [--colour_offset_on data/photos/train] \
+      [--resume_point] [--force]
+
+--colour_offset_on measures G's colour cast on training photos and takes it out of G's last
+bias (hific_tf/training/calibration.py); the card records the offset and the photos.
 """
 
 import argparse
@@ -34,7 +38,7 @@ from hific_tf.evaluation import metrics
 from hific_tf.models.hific import stored_weights
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.serving import codec as codec_lib
-from hific_tf.training import ladder
+from hific_tf.training import calibration, ladder
 from hific_tf.training import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,6 +89,9 @@ def main():
   parser.add_argument("--target_bpp", type=float, help="Default: the config's target.")
   parser.add_argument("--resume_point", action="store_true",
                       help="Write checkpoints/NAME.* (a rung in training), not a bundled codec.")
+  parser.add_argument("--colour_offset_on", metavar="TRAIN_PHOTOS",
+                      help="Training photos (folder or glob) to measure G's colour cast on; "
+                      "it is then removed from G's last bias. Never the held-out photos.")
   parser.add_argument("--force", action="store_true")
   args = parser.parse_args()
 
@@ -108,6 +115,16 @@ def main():
     origin = pathlib.Path(args.model_dir) / "ladder.json"
     steps = args.steps or (json.loads(origin.read_text())["base_steps"] +
                            ladder.run_step(args.model_dir) if origin.is_file() else None)
+  colour = {}
+  if args.colour_offset_on:
+    files = images_lib.list_images(args.colour_offset_on)
+    if any(f.resolve().parent == pathlib.Path(args.heldout).resolve() for f in map(
+        pathlib.Path, files)):
+      sys.exit("bundle_codec: the colour offset is measured on training photos, not held-out")
+    offset = calibration.colour_offset(trained, files)
+    calibration.remove_colour_offset(trained, offset)
+    colour = {"colour_offset": [round(float(v), 3) for v in offset],
+              "colour_offset_photos": len(files)}
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".bundle-"))
   try:
     stored_weights.save_weights(trained, staging / "weights.npz", bits=args.bits)
@@ -134,6 +151,7 @@ def main():
         "training": args.training,
         "steps": steps,
         "weights_bits": args.bits,
+        **colour,
         "heldout": dict(means, images=len(rows)),
         "heldout_images": rows,
     }
