@@ -1,14 +1,14 @@
 """G's colour offset: measured through the codec's own quantization, removed exactly."""
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
+from conftest import sample_photos
 from hific_tf import configs
 from hific_tf.errors import UsageError
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.training import calibration
-from tests.conftest import sample_photos
 
 
 @pytest.fixture(scope="module")
