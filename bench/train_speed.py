@@ -76,12 +76,13 @@ VARIANTS = (
     ("oneDNN on, float32, XLA", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", True),
     ("hific train's choice (auto)", {}, "auto", "auto"),
 )
-# (label, oneDNN's ISA cap, precision): what `auto` runs on a lesser CPU, with its kernels.
-LESSER_CPUS = (
-    ("as on AVX2 only: oneDNN, float32", "AVX2", "float32"),
-    ("as on AVX-512+BF16: oneDNN, float32", "AVX512_CORE_BF16", "float32"),
-    ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16"),
-)
+# The same, for a lesser CPU: oneDNN capped at its ISA, in what `auto` runs there.
+LESSER_CPUS = tuple(
+    (label, {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": isa}, precision, False)
+    for label, isa, precision in (
+        ("as on AVX2 only: oneDNN, float32", "AVX2", "float32"),
+        ("as on AVX-512+BF16: oneDNN, float32", "AVX512_CORE_BF16", "float32"),
+        ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16")))
 
 _CHILD = """
 import json, os, sys, time
@@ -141,9 +142,7 @@ def compare(steps):
   print(f"{'configuration':<44}{'trace s':>9}{'min ms':>9}{'median ms':>11}{'vs default':>12}"
         f"{'vs oneDNN off':>15}")
   baseline = eigen = None
-  lesser = [(label, {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": isa}, precision,
-             False) for label, isa, precision in LESSER_CPUS]
-  for label, env, precision, jit in VARIANTS + tuple(lesser):
+  for label, env, precision, jit in VARIANTS + LESSER_CPUS:
     result = our_step(label, env, precision, jit, steps, "small-hific-lo", 4)
     if result is None:
       continue

@@ -118,8 +118,8 @@ def main():
   colour = {}
   if args.colour_offset_on:
     files = images_lib.list_images(args.colour_offset_on)
-    if any(f.resolve().parent == pathlib.Path(args.heldout).resolve() for f in map(
-        pathlib.Path, files)):
+    heldout = pathlib.Path(args.heldout).resolve()
+    if any(pathlib.Path(f).resolve().parent == heldout for f in files):
       sys.exit("bundle_codec: the colour offset is measured on training photos, not held-out")
     offset = calibration.colour_offset(trained, files)
     calibration.remove_colour_offset(trained, offset)

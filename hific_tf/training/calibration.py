@@ -22,11 +22,10 @@ from hific_tf.errors import UsageError
 
 
 def _decoded(model, image):
-  """uint8 [H, W, 3] as the codec decodes it: padded, E, y quantized as coded, G, rounded."""
-  padded = model.pad_image(tf.constant(image))[None]
-  reconstruction = model(padded, training=False)["reconstruction"][0]
-  reconstruction = reconstruction[:image.shape[0], :image.shape[1]]
-  return tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8).numpy()
+  """uint8 [H, W, 3] as the codec decodes it: the codec contract's own analyze, y quantized
+  as it is coded, and synthesize (G, cropped and rounded)."""
+  y_hat = model.hyperprior(model.analyze(tf.constant(image)), training=False).y_hat
+  return model.synthesize(y_hat, image.shape[:2]).numpy()
 
 
 def colour_offset(model, image_files):
