@@ -10,9 +10,11 @@ of a few bytes; `hific evaluate` measures those.
 With --against CODEC it also runs the generator and prints LPIPS of HiFiC and of CODEC at the
 same per-image size (the codec gets the entropy models' bytes, a few header bytes fewer than a
 real file): the check a rung must pass before it ships, cheap enough to pick a checkpoint while training.
+With --patch_fid as well, the patch FID of both against the photos (HiFiC's realism measure,
+the one the top rung is held back by; `hific evaluate` computes the same on real files).
 
   python bench/heldout_rate.py --model_dir runs/s2-lo [--images tests/data/heldout]
-  python bench/heldout_rate.py --model small-lo [--against jpeg]
+  python bench/heldout_rate.py --model small-lo [--against jpeg [--patch_fid]]
 """
 
 import argparse
@@ -26,12 +28,15 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf import images as images_lib
+from hific_tf.evaluation import metrics
 
 
-def heldout_bpp(model, paths, against=None):
+def heldout_bpp(model, paths, against=None, patches=None):
   """{photo name: bits per pixel of its rounded latents} under `model`'s entropy models.
 
   With `against` (a classical codec's name), {name: (bpp, LPIPS, codec's bpp, codec's LPIPS)}.
+  `patches`, a dict, then gathers the 256x256 patches of the photos, of HiFiC's
+  reconstructions and of the codec's decodes (keys "photos", "hific", `against`).
   """
   if against:
     from hific_tf.evaluation import classical
@@ -49,9 +54,22 @@ def heldout_bpp(model, paths, against=None):
       continue
     reconstruction = model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
     match = classical.match_size(codec, image, int(np.ceil(bits / 8)))
+    decoded = codec.decode(match.data)
     rates[path.stem] = (bpp, lpips.image_distance(image, reconstruction), match.bpp,
-                        lpips.image_distance(image, codec.decode(match.data)))
+                        lpips.image_distance(image, decoded))
+    if patches is not None:
+      for key, pixels in (("photos", image), ("hific", reconstruction), (against, decoded)):
+        patches.setdefault(key, []).extend(metrics.patches(pixels))
   return rates
+
+
+def patch_fids(patches):
+  """{key: patch FID against the photos' patches} for every other key of `patches`."""
+  from hific_tf.perceptual.inception import InceptionV3
+  network = InceptionV3()
+  reference = network(patches["photos"])
+  return {key: metrics.fid(reference, network(tiles))
+          for key, tiles in patches.items() if key != "photos"}
 
 
 def add_model_source(parser):
@@ -81,12 +99,18 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   add_model_source(parser)
   parser.add_argument("--against", help="A classical codec (jpeg, webp, avif, heic, jxl).")
+  parser.add_argument("--patch_fid", action="store_true",
+                      help="With --against: also the patch FID of both (about a minute more).")
   parser.add_argument("--json", help="Also write the means as one JSON line to this file "
                       "('-': a last line on stdout).")
   args = parser.parse_args()
   model, label, target = load_model(args)
   paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]
-  rates = heldout_bpp(model, paths, args.against)
+  if args.patch_fid and not args.against:
+    parser.error("--patch_fid needs --against")
+  patches = {} if args.patch_fid else None
+  rates = heldout_bpp(model, paths, args.against, patches)
+  fids = patch_fids(patches) if patches else {}
   for name, row in rates.items():
     if args.against:
       print(f"  {name:32s} {row[0]:.4f} bpp LPIPS {row[1]:.3f} | {args.against} "
@@ -100,10 +124,15 @@ def main():
   if args.against:
     print(f"  mean LPIPS {means[1]:.4f}; {args.against} at the same size per photo: "
           f"{means[2]:.4f} bpp, LPIPS {means[3]:.4f}")
+  if fids:
+    print(f"  patch FID {fids['hific']:.1f}; {args.against} {fids[args.against]:.1f} "
+          f"({len(patches['photos'])} patches)")
   if args.json:
     summary = dict(zip(("bpp", "lpips", "against_bpp", "against_lpips"),
                        map(float, np.atleast_1d(means))), source=str(label),
                    against=args.against, images=len(rates))
+    if fids:
+      summary.update(patch_fid=fids["hific"], against_patch_fid=fids[args.against])
     line = json.dumps(summary)
     if args.json == "-":
       print(line)

@@ -11,7 +11,7 @@ from its BackupAndRestore state, so a stop (or a killed machine) costs at most t
 the last checkpoint (`--checkpoint_every`, 50 steps). The ladder trains one rung for
 `--slice_steps`, measures it on the held-out photos against JPEG at the same per-photo size
 (bench/heldout_rate.py, appended to runs/ladder/NAME/heldout.jsonl: the curve of held-out
-LPIPS and bpp against steps), then picks the next rung (hific_tf/training/ladder.py says
+LPIPS, patch FID and bpp against steps), then picks the next rung (hific_tf/training/ladder.py says
 how). Tests and benchmarks come first: TensorFlow's thread pools do not yield to a lower
 nice value (a benchmark step ran 1.7x slower beside a nice-19 trainer), so the ladder stops its
 trainer (SIGSTOP) while other work keeps more than --yield_cores busy (default 1.5 of this
@@ -152,10 +152,12 @@ def train_slice(rung_state, args):
 
 
 def measure(rung_state, args):
-  """Held-out rate and LPIPS against JPEG at the same size, appended to heldout.jsonl."""
+  """Held-out rate, LPIPS and patch FID against JPEG at the same size, appended to
+  heldout.jsonl."""
   result = subprocess.run(
       [sys.executable, str(REPO / "bench" / "heldout_rate.py"), "--model_dir",
-       str(rung_state.model_dir), "--against", "jpeg", "--json", "-"], cwd=REPO,
+       str(rung_state.model_dir), "--against", "jpeg", "--patch_fid", "--json",
+       "-"], cwd=REPO,
       capture_output=True, text=True, check=False, preexec_fn=lambda: os.nice(19))
   if result.returncode:
     log(f"held-out measure failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -171,9 +173,16 @@ def measure(rung_state, args):
     ladder.keep_best(rung_state.model_dir, row)
   log(f"{rung_state.rung.name} at run step {row['step']}: held-out {row['bpp']:.4f} bpp, "
       f"LPIPS {row['lpips']:.4f}; JPEG at that size {row['against_bpp']:.4f} bpp, "
-      f"LPIPS {row['against_lpips']:.4f}"
+      f"LPIPS {row['against_lpips']:.4f}" + _patch_fids(row)
       + (f"; the run's best so far, kept in {ladder.BEST}/" if best else ""))
   return row
+
+
+def _patch_fids(row):
+  """'; patch FID ... ' for a check that measured it (checks before it did not)."""
+  if "patch_fid" not in row:
+    return ""
+  return f"; patch FID {row['patch_fid']:.0f} against JPEG's {row['against_patch_fid']:.0f}"
 
 
 def _interrupt(*_):
@@ -244,7 +253,7 @@ def status():
           f"{s.total_steps} steps behind it)")
     for row in ladder.checks(s.model_dir)[-5:]:
       print(f"    step {row['step']:6d}: {row['bpp']:.4f} bpp LPIPS {row['lpips']:.4f} | JPEG "
-            f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}")
+            f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}" + _patch_fids(row))
   print(f"next: {ladder.next_rung(RUNS, None, CHECKPOINTS).rung.name}")
   return 0
 
