@@ -20,8 +20,9 @@ that falls under half of it; `pause` holds it for a clean measurement.
 
 Shipping a rung stays a decision. The run's own checkpoints roll on (the last three), so the
 check that beats every earlier one (lower LPIPS at a rate at most 5% higher: ladder.is_best)
-is copied to runs/ladder/NAME/best, a model_dir with that one checkpoint; when it is better
-than the shipped version at the same rate,
+is copied to runs/ladder/NAME/best, a model_dir with that one checkpoint, and the check furthest
+ahead of JPEG on patch FID to runs/ladder/NAME/best_realism; when one is better than the shipped
+version at the same rate (a rung must beat JPEG on both to ship),
 `bin/bundle_codec.py --model_dir runs/ladder/NAME/best --name NAME` writes it in place.
 """
 
@@ -171,10 +172,15 @@ def measure(rung_state, args):
   best = ladder.is_best(row, earlier)
   if best:
     ladder.keep_best(rung_state.model_dir, row)
+  best_realism = ladder.is_best_realism(row, earlier)
+  if best_realism:
+    ladder.keep_best(rung_state.model_dir, row, ladder.BEST_REALISM)
   log(f"{rung_state.rung.name} at run step {row['step']}: held-out {row['bpp']:.4f} bpp, "
       f"LPIPS {row['lpips']:.4f}; JPEG at that size {row['against_bpp']:.4f} bpp, "
       f"LPIPS {row['against_lpips']:.4f}" + _patch_fids(row)
-      + (f"; the run's best so far, kept in {ladder.BEST}/" if best else ""))
+      + (f"; the run's best so far, kept in {ladder.BEST}/" if best else "")
+      + (f"; its best patch FID against JPEG's so far, kept in {ladder.BEST_REALISM}/"
+         if best_realism else ""))
   return row
 
 

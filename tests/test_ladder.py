@@ -79,3 +79,27 @@ def test_the_best_check_is_kept_aside_as_a_model_dir(tmp_path):
   assert json.loads((best / "check.json").read_text())["lpips"] == 0.3100
   assert (best / "config.json").is_file() and (best / "ladder.json").is_file()
   assert not any(p.name.startswith(".") for p in run.iterdir())
+
+
+def test_the_check_with_the_best_realism_is_kept_aside_too(tmp_path):
+  """small-hi is ahead of JPEG on LPIPS and behind on patch FID: the check furthest ahead on
+  patch FID is kept in best_realism even when its LPIPS is not the run's best."""
+  checks = [dict(step=500, bpp=0.280, lpips=0.2576),  # Before checks measured patch FID.
+            dict(step=1400, bpp=0.279, lpips=0.2550, patch_fid=222., against_patch_fid=205.)]
+  assert not ladder.is_best_realism(checks[0], [])
+  assert ladder.is_best_realism(checks[1], checks[:1])
+  worse_lpips = dict(step=1700, bpp=0.281, lpips=0.2600, patch_fid=210., against_patch_fid=206.)
+  assert ladder.is_best_realism(worse_lpips, checks)
+  assert not ladder.is_best(worse_lpips, checks)
+  checks.append(worse_lpips)
+  # Behind on patch FID by more than the best; or ahead, but bought with over 5% more bits.
+  assert not ladder.is_best_realism(dict(bpp=0.28, lpips=0.2, patch_fid=220.,
+                                         against_patch_fid=210.), checks)
+  assert not ladder.is_best_realism(dict(bpp=0.281 * 1.06, lpips=0.2, patch_fid=190.,
+                                         against_patch_fid=210.), checks)
+  run = tmp_path / "small-hi"
+  _checkpoint(run, 1700)
+  ladder.keep_best(run, dict(worse_lpips, source=str(run / "checkpoints" / "ckpt-1700")),
+                   ladder.BEST_REALISM)
+  assert ladder.run_step(run / ladder.BEST_REALISM) == 1700
+  assert not (run / ladder.BEST).exists()

@@ -396,3 +396,15 @@ def test_a_collapsed_epoch_rolls_the_codec_back_to_its_checkpoint(tmp_path):
     np.testing.assert_array_equal(variable.numpy(), before)
   for before, (_, variable) in zip(good_d, model.discriminator_state()):
     np.testing.assert_array_equal(variable.numpy(), before)
+  # A resumed run (a new process) is guarded from its first epoch: the PSNRs were kept.
+  resumed = train.DivergenceGuard(tmp_path, log=lines.append)
+  resumed.set_model(model)
+  assert resumed.history == [27.8, 28.1, 27.9, 26.0]
+  for _, variable in model.codec_variables():
+    variable.assign(variable + 1.)
+  resumed.on_epoch_end(0, {"psnr": 23.4})
+  assert resumed.rollbacks == 1
+  for before, (_, variable) in zip(good, model.codec_variables()):
+    np.testing.assert_array_equal(variable.numpy(), before)
+  (tmp_path / train.DivergenceGuard.HISTORY).write_text("{not json")
+  assert train.DivergenceGuard(tmp_path).history == []

@@ -73,6 +73,8 @@ RATE_TOLERANCE = 0.05
 ORIGIN = "ladder.json"  # Where a run started: {"grow_from", "base_steps"}.
 CHECKS = "heldout.jsonl"  # The run's held-out checks, one JSON row each, in order.
 BEST = "best"  # runs/ladder/NAME/best: a model_dir holding the best check's checkpoint.
+# runs/ladder/NAME/best_realism: the check furthest ahead of JPEG on patch FID.
+BEST_REALISM = "best_realism"
 
 
 def checks(model_dir):
@@ -83,18 +85,31 @@ def checks(model_dir):
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _at_rate(check, best):
+  """A rate at most RATE_TOLERANCE above `best`'s (a lower rate counts for it)."""
+  return check["bpp"] <= best["bpp"] * (1 + RATE_TOLERANCE)
+
+
 def _beats(check, best):
-  """Lower LPIPS at a rate at most RATE_TOLERANCE above `best`'s (a lower rate counts for
-  it): the rule a new version must meet to ship."""
-  return (check["lpips"] < best["lpips"]
-          and check["bpp"] <= best["bpp"] * (1 + RATE_TOLERANCE))
+  """Lower LPIPS at the rate: the rule a new version must meet to ship."""
+  return check["lpips"] < best["lpips"] and _at_rate(check, best)
 
 
-def best_check(run_checks):
+def _realism_margin(check):
+  """How far a check's patch FID is under JPEG's at the same size."""
+  return check["against_patch_fid"] - check["patch_fid"]
+
+
+def _beats_on_realism(check, best):
+  """Further ahead of JPEG on patch FID, at the rate."""
+  return _realism_margin(check) > _realism_margin(best) and _at_rate(check, best)
+
+
+def best_check(run_checks, beats=_beats):
   """The best of a run's checks in order (each beating the best before it), or None."""
   best = None
   for check in run_checks:
-    if best is None or _beats(check, best):
+    if best is None or beats(check, best):
       best = check
   return best
 
@@ -109,15 +124,29 @@ def is_best(check, earlier):
   return best is None or _beats(check, best)
 
 
-def keep_best(model_dir, check):
-  """Copies the checkpoint `check` measured into model_dir/best, a model_dir of its own
+def is_best_realism(check, earlier):
+  """Whether a check is further ahead of JPEG on patch FID than the best earlier check that
+  measured it (checks without patch FID never are).
+
+  A rung must beat JPEG on LPIPS and on patch FID to ship, and the two do not always move
+  together between checks (the top rung is ahead on LPIPS and behind on patch FID), so the
+  check with the best realism is kept aside too (keep_best(..., BEST_REALISM)).
+  """
+  if "patch_fid" not in check:
+    return False
+  best = best_check([row for row in earlier if "patch_fid" in row], _beats_on_realism)
+  return best is None or _beats_on_realism(check, best)
+
+
+def keep_best(model_dir, check, folder=BEST):
+  """Copies the checkpoint `check` measured into model_dir/`folder`, a model_dir of its own
   (config, origin, that one checkpoint) that bin/bundle_codec.py --model_dir can ship.
 
   Written beside and renamed into place, so a stop never leaves half a best.
   """
   model_dir = pathlib.Path(model_dir)
   source = pathlib.Path(check["source"])
-  staging = model_dir / f".{BEST}.tmp"
+  staging = model_dir / f".{folder}.tmp"
   if staging.exists():
     shutil.rmtree(staging)
   (staging / "checkpoints").mkdir(parents=True)
@@ -129,7 +158,7 @@ def keep_best(model_dir, check):
   (staging / "checkpoints" / "checkpoint").write_text(
       f'model_checkpoint_path: "{source.name}"\nall_model_checkpoint_paths: "{source.name}"\n')
   (staging / "check.json").write_text(json.dumps(check) + "\n")
-  final = model_dir / BEST
+  final = model_dir / folder
   if final.exists():
     shutil.rmtree(final)
   staging.rename(final)

@@ -12,6 +12,7 @@ Continuing a stage-2 model (its model_dir, a bundled rung or a checkpoints/ resu
 restores its D too, when the source has one.
 """
 
+import json
 import math
 import os
 import pathlib
@@ -131,14 +132,29 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
   below the median of the last `window` epochs, E, G, the hyperprior and D are restored from
   the latest codec checkpoint and training goes on (the optimizers keep their moments). It
   runs before the epoch's backup and checkpoint, so neither keeps the collapsed weights.
+
+  The last epochs' PSNRs are kept in model_dir/divergence_guard.json: a resumed run (the
+  ladder starts a new process every slice) is guarded from its first epoch on. Without them
+  a run resumed after a rollback collapsed again in its first epoch and checkpointed it.
   """
+
+  HISTORY = "divergence_guard.json"
 
   def __init__(self, model_dir, drop_db=3., window=5, log=print):
     super().__init__()
     self.directory = str(pathlib.Path(model_dir) / "checkpoints")
+    self.history_path = pathlib.Path(model_dir) / self.HISTORY
     self.drop_db, self.window, self.log = drop_db, window, log
-    self.history = []
+    self.history = self._read_history()
     self.rollbacks = 0
+
+  def _read_history(self):
+    """The PSNRs an earlier process of this run kept; none if the file is missing or bad."""
+    try:
+      values = json.loads(self.history_path.read_text())["psnr"]
+      return [float(v) for v in values if math.isfinite(float(v))][-self.window:]
+    except (OSError, ValueError, KeyError, TypeError):
+      return []
 
   def on_epoch_end(self, epoch, logs=None):
     psnr = (logs or {}).get("psnr")
@@ -154,7 +170,9 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
                f"{psnr:.1f} dB from {median:.1f}; E, G, hyperprior and D rolled back to "
                f"{pathlib.Path(latest).name}")
       return
-    self.history.append(float(psnr))
+    self.history = (self.history + [float(psnr)])[-self.window:]
+    images_lib.write_atomic(self.history_path, json.dumps({"psnr": self.history}).encode(),
+                            force=True)
 
 
 class _ImageSummary(tf.keras.callbacks.Callback):
