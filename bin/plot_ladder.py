@@ -12,7 +12,8 @@ rung, and prints the table.
       --out docs/ladder
 
 With --curve, the held-out curve of a ladder run instead (runs/ladder/NAME/heldout.jsonl,
-written by bin/train_ladder.py): bpp, LPIPS and JPEG's LPIPS at the same size against steps.
+written by bin/train_ladder.py; several runs that continued one another, comma-separated):
+bpp, LPIPS and patch FID, and JPEG's at the same size, against steps.
 
   python bin/plot_ladder.py --curve runs/ladder/small-hi/heldout.jsonl --out docs/small-hi_heldout_curve.png
 """
@@ -45,37 +46,52 @@ def _save(figure, path):
   print(f"wrote {path}")
 
 
-def plot_curve(jsonl, out):
-  """Held-out bpp and LPIPS (with JPEG's at the same size) against the run's total steps."""
-  rows = [json.loads(line) for line in pathlib.Path(jsonl).read_text().splitlines() if line]
+def plot_curve(jsonls, out):
+  """Held-out bpp, LPIPS and patch FID (with JPEG's at the same size) against total steps.
+
+  `jsonls`: the heldout.jsonl of one run, or of several runs that continued one another.
+  """
+  rows = [json.loads(line) for jsonl in jsonls
+          for line in pathlib.Path(jsonl).read_text().splitlines() if line]
   steps = [r["base_steps"] + r["step"] for r in rows]
-  figure, (rate, quality) = plt.subplots(1, 2, figsize=(10, 3.8))
-  rate.plot(steps, [r["bpp"] for r in rows], "o-")
-  rate.set_ylabel("held-out bpp")
-  quality.plot(steps, [r["lpips"] for r in rows], "o-", label="HiFiC")
-  quality.plot(steps, [r["against_lpips"] for r in rows], "s--", label="JPEG, same size")
-  quality.set_ylabel("held-out LPIPS")
-  quality.legend()
-  for axis in (rate, quality):
+  with_fid = [(s, r) for s, r in zip(steps, rows) if "patch_fid" in r]
+  figure, axes = plt.subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 3.8))
+  axes[0].plot(steps, [r["bpp"] for r in rows], "o-")
+  axes[0].set_ylabel("held-out bpp")
+  axes[1].plot(steps, [r["lpips"] for r in rows], "o-", label="HiFiC")
+  axes[1].plot(steps, [r["against_lpips"] for r in rows], "s--", label="JPEG, same size")
+  axes[1].set_ylabel("held-out LPIPS")
+  if with_fid:
+    fid_steps = [s for s, _ in with_fid]
+    axes[2].plot(fid_steps, [r["patch_fid"] for _, r in with_fid], "o-", label="HiFiC")
+    axes[2].plot(fid_steps, [r["against_patch_fid"] for _, r in with_fid], "s--",
+                 label="JPEG, same size")
+    axes[2].set_ylabel("held-out patch FID")
+  for axis in axes:
     axis.set_xlabel("steps behind the weights")
     axis.grid(alpha=0.3)
+  for axis in axes[1:]:
+    axis.legend()
   figure.tight_layout()
   _save(figure, out)
-  print(f"{'steps':>7}{'bpp':>8}{'LPIPS':>8}{'JPEG bpp':>10}{'JPEG LPIPS':>12}")
+  print(f"{'steps':>7}{'bpp':>8}{'LPIPS':>8}{'JPEG bpp':>10}{'JPEG LPIPS':>12}"
+        f"{'patch FID':>11}{'JPEG FID':>10}")
   for step, r in zip(steps, rows):
     print(f"{step:>7}{r['bpp']:>8.4f}{r['lpips']:>8.4f}{r['against_bpp']:>10.4f}"
-          f"{r['against_lpips']:>12.4f}")
+          f"{r['against_lpips']:>12.4f}{r.get('patch_fid', float('nan')):>11.1f}"
+          f"{r.get('against_patch_fid', float('nan')):>10.1f}")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--classical", help="evaluate --model none output.")
   parser.add_argument("--rungs", help="Comma-separated evaluate outputs.")
-  parser.add_argument("--curve", help="A ladder run's heldout.jsonl (then --out is a PNG).")
+  parser.add_argument("--curve", help="A ladder run's heldout.jsonl, or several runs' in order, "
+                      "comma-separated (then --out is a PNG).")
   parser.add_argument("--out", required=True, help="Prefix of the PNGs (_lpips, _patch_fid).")
   args = parser.parse_args()
   if args.curve:
-    plot_curve(args.curve, args.out)
+    plot_curve(args.curve.split(","), args.out)
     return
   if not (args.classical and args.rungs):
     parser.error("give --classical and --rungs, or --curve")

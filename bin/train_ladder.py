@@ -260,6 +260,10 @@ def status():
     for row in ladder.checks(s.model_dir)[-5:]:
       print(f"    step {row['step']:6d}: {row['bpp']:.4f} bpp LPIPS {row['lpips']:.4f} | JPEG "
             f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}" + _patch_fids(row))
+    kept = [f"{folder}/ step {ladder.run_step(s.model_dir / folder)}"
+            for folder in (ladder.BEST, ladder.BEST_REALISM) if (s.model_dir / folder).is_dir()]
+    if kept:
+      print(f"    kept: {', '.join(kept)}")
   print(f"next: {ladder.next_rung(RUNS, None, CHECKPOINTS).rung.name}")
   return 0
 

@@ -5,6 +5,7 @@ Layout of a model_dir:
   checkpoints/       tf.train checkpoints of encoder, generator, hyperprior, discriminator
   backup/            Keras BackupAndRestore state (model + optimizers), removed when done
   logs/              TensorBoard: every loss term, bpp, lambda', D(x), lr, images
+  divergence_guard.json  the last epochs' training PSNRs (DivergenceGuard)
 
 Stage 2 (`--init_from` a stage-1 model_dir) restores encoder, generator and hyperprior, starts
 D fresh and restarts the step counter and schedules, as in Mentzer et al. (NeurIPS 2020).
