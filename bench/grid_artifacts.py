@@ -20,10 +20,14 @@ after, and of the photos after the same filter (what the filter alone costs).
 
 import argparse
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # heldout_rate, beside it.
 
 # (cycles per pixel down, across): the frequencies of a period-2 and a period-4 grid.
 GRID_FREQUENCIES = ((0, 1 / 2), (1 / 2, 0), (1 / 2, 1 / 2), (0, 1 / 4), (1 / 4, 0),
@@ -61,18 +65,14 @@ def without_grid(image, radius=0):
 
 def patch_fids(photos, decodes, radius):
   """Patch FID against the photos of: the decodes, the decodes without their grid, and the
-  photos through the same filter."""
+  photos through the same filter (heldout_rate.patch_fids, on these patches)."""
+  import heldout_rate
   from hific_tf.evaluation import metrics
-  from hific_tf.perceptual.inception import InceptionV3
-  network = InceptionV3()
-  def features(images):
-    return network([tile for image in images for tile in metrics.patches(image)])
-  reference = features(photos)
-  return {"decoded": metrics.fid(reference, features(decodes)),
-          "decoded without grid": metrics.fid(
-              reference, features([without_grid(image, radius) for image in decodes])),
-          "photos without grid": metrics.fid(
-              reference, features([without_grid(image, radius) for image in photos]))}
+  images = {"photos": photos, "decoded": decodes,
+            "decoded without grid": [without_grid(image, radius) for image in decodes],
+            "photos without grid": [without_grid(image, radius) for image in photos]}
+  return heldout_rate.patch_fids({key: [tile for image in group for tile in metrics.patches(image)]
+                                  for key, group in images.items()})
 
 
 def main():

@@ -157,8 +157,8 @@ def measure(rung_state, args):
   heldout.jsonl."""
   result = subprocess.run(
       [sys.executable, str(REPO / "bench" / "heldout_rate.py"), "--model_dir",
-       str(rung_state.model_dir), "--against", "jpeg", "--patch_fid", "--json",
-       "-"], cwd=REPO,
+       str(rung_state.model_dir), "--against", "jpeg", "--patch_fid", "--json", "-"],
+      cwd=REPO,
       capture_output=True, text=True, check=False, preexec_fn=lambda: os.nice(19))
   if result.returncode:
     log(f"held-out measure failed: {result.stderr.strip().splitlines()[-1:]}")
