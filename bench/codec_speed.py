@@ -183,11 +183,14 @@ def conv_floor(model, y_shape, dtype, repeats):
 
 def memory_variants(directory, width, height, rows):
   """The decode's peak RSS and time, each in a fresh process: the default (384-pixel windows,
-  large buffers returned to the system) against 512-pixel windows and glibc's own malloc."""
+  large buffers returned to the system) against 512-pixel windows, glibc's own malloc, and
+  oneDNN's kernels allocating with malloc instead of their pool (as `hific serve` runs)."""
   for label, tile, env in (("384-px windows, buffers returned (default)", "auto", {}),
                            ("512-px windows, buffers returned", "512", {}),
                            ("384-px windows, glibc's default", "auto",
-                            {"HIFIC_BENCH_GLIBC_DEFAULT": "1"})):
+                            {"HIFIC_BENCH_GLIBC_DEFAULT": "1"}),
+                           ("384-px windows, oneDNN allocating with malloc (hific serve)",
+                            "auto", {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"})):
     done = subprocess.run(
         [sys.executable, __file__, "--child", "decode", str(directory), str(width),
          str(height), tile], capture_output=True, text=True, env=dict(os.environ, **env))
@@ -238,8 +241,9 @@ def main():
   parser.add_argument("--precisions", default="float32,mixed_bfloat16",
                       help="Compute types of E and G to measure.")
   parser.add_argument("--memory_variants", action="store_true",
-                      help="Also decode the --rss_sizes with 512-pixel windows and with glibc's "
-                      "default malloc (float32), for the peak RSS and time of each.")
+                      help="Also decode the --rss_sizes with 512-pixel windows, with glibc's "
+                      "default malloc and with oneDNN allocating with malloc (float32), for the peak "
+                      "RSS and time of each.")
   parser.add_argument("--peer_src", help="A checkout of the PyTorch HiFiC port: its compress "
                       "and decompress of the same sizes run beside ours (bench/port_peer.py).")
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "

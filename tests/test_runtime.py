@@ -59,3 +59,22 @@ def test_hific_info_system_names_the_choice():
   out = run_hific("info", "--system").stdout
   assert "precision" in out and "kernels" in out and "XLA" in out
   assert f"generator {runtime.generator_dtype()}" in out
+
+
+def _allocator(env):
+  code = ("from hific_tf import runtime; import os; decided = runtime.use_system_allocator(); "
+          "import tensorflow; print(os.environ.get(runtime.SYSTEM_ALLOCATOR_VARIABLE), '|', "
+          "decided)")
+  environment = {k: v for k, v in os.environ.items()
+                 if k != runtime.SYSTEM_ALLOCATOR_VARIABLE}
+  environment.update(env)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env=environment, cwd=REPO, check=True)
+  return done.stdout.strip()
+
+
+def test_the_server_allocates_with_malloc_unless_the_user_decided():
+  # `hific serve` is long-lived: oneDNN's own pool would keep every past peak (docs/SERVING.md).
+  assert _allocator({}).startswith("1 |")
+  assert _allocator({runtime.SYSTEM_ALLOCATOR_VARIABLE: "0"}) == (
+      f"0 | {runtime.SYSTEM_ALLOCATOR_VARIABLE}=0 (set by the user)")

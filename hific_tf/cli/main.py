@@ -203,6 +203,8 @@ def parse_args(argv):
 
 
 def main(args):
+  if args.command == "serve":
+    runtime.use_system_allocator()  # A long-lived process: memory that goes back when freed.
   from hific_tf.cli import commands  # Imports TensorFlow: after argument checks.
   # `import` is a Python keyword: its function is import_checkpoint.
   return getattr(commands, {"import": "import_checkpoint"}.get(args.command, args.command))(args)
