@@ -4,7 +4,8 @@ For each model (the paper's hific-lo with untrained weights, since speed does no
 them, and each bundled codec) and precision of E and G (float32, bfloat16):
 
 - encode and decode through the SavedModel exactly as `hific compress/decompress` run them
-  (range coding included), best of --repeats, whole-image and tiled paths; in float32 also
+  (range coding included), best of --repeats, whole-image and tiled paths (with
+  --norm_variants also whole-image with ChannelNorm as plain ops); in float32 also
   through the TFLite codec (`hific export --tflite`, XNNPACK), with how far its pixels are
   from the SavedModel's;
 - the FLOP floor: the FLOPs of encoding (E, the hyper-analysis and the hyper-syntheses) and
@@ -244,6 +245,9 @@ def main():
                       help="Also decode the --rss_sizes with 512-pixel windows, with glibc's "
                       "default malloc and with oneDNN allocating with malloc (float32), for the peak "
                       "RSS and time of each.")
+  parser.add_argument("--norm_variants", action="store_true",
+                      help="Also time the whole-image path with ChannelNorm as plain ops "
+                      "(path plain-norm) beside the one-XLA-kernel default.")
   parser.add_argument("--peer_src", help="A checkout of the PyTorch HiFiC port: its compress "
                       "and decompress of the same sizes run beside ours (bench/port_peer.py).")
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
@@ -272,6 +276,7 @@ def main():
         command += [f"--{flag}", str(getattr(args, flag))]
       command += ["--tflite" if args.tflite else "--no-tflite"]
       command += ["--memory_variants"] if args.memory_variants else []
+      command += ["--norm_variants"] if args.norm_variants else []
       if subprocess.run(command).returncode:
         raise SystemExit(f"codec_speed: measuring {name} failed")
       rows += json.loads(part.read_text())
@@ -338,6 +343,14 @@ def measure_models(args, rows):
         floor_dtype = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32
         runners = [(path, codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40))
                    for path, tile in (("whole", 0), ("tiled", windows.DEFAULT_TILE))]
+        if args.norm_variants:
+          # ChannelNorm as plain ops instead of one XLA kernel, in the same run.
+          from hific_tf.models.hific import layers
+          plain_dir = pathlib.Path(tmp) / f"{name}_{dtype}_plain_norm"
+          with layers.stock_ops():
+            codec.export(model, plain_dir)
+          runners.append(("plain-norm", codec.SavedModelCodec(plain_dir, tile=0,
+                                                              max_pixels=1 << 40)))
         if dtype == "float32" and args.tflite:
           tflite_dir = pathlib.Path(tmp) / f"{name}_tflite"
           codec.export(model, tflite_dir, kind="tflite")

@@ -68,9 +68,17 @@ def pipeline_images_per_second(crop, seconds=5.):
 
 
 # (label, environment, precision, jit): each runs in its own process.
+# HIFIC_BENCH_PLAIN_NORM: ChannelNorm as plain ops, as hific_tf ran it before it became one
+# XLA kernel; the first row is the step as TensorFlow alone would run it.
 VARIANTS = (
-    ("TF default kernels, float32", {"HIFIC_BENCH_TF_FIRST": "1"}, "float32", False),
+    ("TF default kernels, float32, plain norm", {"HIFIC_BENCH_TF_FIRST": "1",
+                                                 "HIFIC_BENCH_PLAIN_NORM": "1"},
+     "float32", False),
+    ("oneDNN off, float32, plain norm", {"TF_ENABLE_ONEDNN_OPTS": "0",
+                                         "HIFIC_BENCH_PLAIN_NORM": "1"}, "float32", False),
     ("oneDNN off, float32", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "float32", False),
+    ("oneDNN on, float32, plain norm", {"TF_ENABLE_ONEDNN_OPTS": "1",
+                                        "HIFIC_BENCH_PLAIN_NORM": "1"}, "float32", False),
     ("oneDNN on, float32", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", False),
     ("oneDNN on, mixed_bfloat16", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "mixed_bfloat16", False),
     ("oneDNN on, float32, XLA", {"TF_ENABLE_ONEDNN_OPTS": "1"}, "float32", True),
@@ -78,11 +86,15 @@ VARIANTS = (
 )
 # The same, for a lesser CPU: oneDNN capped at its ISA, in what `auto` runs there.
 LESSER_CPUS = tuple(
-    (label, {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": isa}, precision, False)
-    for label, isa, precision in (
-        ("as on AVX2 only: oneDNN, float32", "AVX2", "float32"),
-        ("as on AVX-512+BF16: oneDNN, float32", "AVX512_CORE_BF16", "float32"),
-        ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16")))
+    (label, {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": isa, **plain}, precision,
+     False)
+    for label, isa, precision, plain in (
+        ("as on AVX2 only: oneDNN, float32, plain norm", "AVX2", "float32",
+         {"HIFIC_BENCH_PLAIN_NORM": "1"}),
+        ("as on AVX2 only: oneDNN, float32", "AVX2", "float32", {}),
+        ("as on AVX-512+BF16: oneDNN, float32", "AVX512_CORE_BF16", "float32", {}),
+        ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16",
+         {})))
 
 _CHILD = """
 import json, os, sys, time
@@ -95,6 +107,9 @@ from hific_tf.models.hific.model import HiFiC
 precision, jit, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 config, batch = sys.argv[4], int(sys.argv[5])
 precision, jit = runtime.choose(precision, jit)
+if os.environ.get("HIFIC_BENCH_PLAIN_NORM"):
+  from hific_tf.models.hific import layers
+  layers.stock_ops().__enter__()
 tf.keras.mixed_precision.set_global_policy(precision)
 tf.keras.utils.set_random_seed(0)
 model = HiFiC(configs.get_config(config)).build_all(64)
@@ -119,7 +134,7 @@ def our_step(label, env, precision, jit, steps, config, batch):
   """One configuration's step in its own process: its result, or None after saying why."""
   environment = {k: v for k, v in os.environ.items()
                  if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST",
-                              "ONEDNN_MAX_CPU_ISA")}
+                              "ONEDNN_MAX_CPU_ISA", "HIFIC_BENCH_PLAIN_NORM")}
   environment.update(env)
   done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps),
                          config, str(batch)],
@@ -147,7 +162,7 @@ def compare(steps):
     if result is None:
       continue
     baseline = baseline or result["median"]
-    if env.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+    if env.get("TF_ENABLE_ONEDNN_OPTS") == "0" and eigen is None:
       eigen = result["median"]
     chosen = f"  ({result['precision']}, XLA {'on' if result['jit'] else 'off'})" if (
         precision == "auto") else ""

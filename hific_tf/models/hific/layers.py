@@ -6,7 +6,41 @@ unlike instance or batch norm, does not depend on image size or batch and so kee
 generator's output the same for a crop and for the full image.
 """
 
+import contextlib
+
 import tensorflow as tf
+
+
+def channel_norm(inputs, gamma, beta, epsilon):
+  """ChannelNorm's arithmetic in float32 (the official code's: variance over C-1, around a
+  stop-gradient mean)."""
+  x = tf.cast(inputs, tf.float32)
+  channels = tf.cast(tf.shape(x)[-1], tf.float32)
+  mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+  variance = tf.reduce_sum(
+      tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=-1,
+      keepdims=True) / (channels - 1.)
+  normalized = (x - mean) * tf.math.rsqrt(variance + epsilon)
+  return normalized * gamma + beta
+
+
+# The same arithmetic as one XLA kernel. Unfused it is eight passes over the widest tensors of
+# E and G's tail (a full-resolution 24-channel ChannelNorm took longer than the conv before
+# it); fused, one. bench/codec_speed.py --norm_variants measures both in one run.
+_fused_channel_norm = tf.function(channel_norm, jit_compile=True)
+_FUSED = [True]
+
+
+@contextlib.contextmanager
+def stock_ops():
+  """While tracing in this context, ChannelNorm uses plain TensorFlow ops, no XLA kernel:
+  for graphs that must run where XLA does not (stock TF Serving, TFLite)."""
+  before = _FUSED[0]
+  _FUSED[0] = False
+  try:
+    yield
+  finally:
+    _FUSED[0] = before
 
 
 class ChannelNorm(tf.keras.layers.Layer):
@@ -15,6 +49,7 @@ class ChannelNorm(tf.keras.layers.Layer):
   As in the official code: the variance divides by C-1 (unbiased) and is taken around a
   stop-gradient mean, epsilon is 1e-3. Statistics are computed in float32 even under a
   bfloat16 policy, because a sum of squares over 960 channels loses too much in 8 mantissa bits.
+  The arithmetic runs as one XLA kernel except under `stock_ops()`.
   """
 
   def __init__(self, epsilon=1e-3, **kwargs):
@@ -30,14 +65,12 @@ class ChannelNorm(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs):
-    x = tf.cast(inputs, tf.float32)
-    channels = tf.cast(tf.shape(x)[-1], tf.float32)
-    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
-    variance = tf.reduce_sum(
-        tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=-1,
-        keepdims=True) / (channels - 1.)
-    normalized = (x - mean) * tf.math.rsqrt(variance + self.epsilon)
-    outputs = normalized * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+    # In graphs only (training steps and the codec's functions are); eagerly, every new
+    # image size would be a new trace.
+    fused = _FUSED[0] and not tf.executing_eagerly()
+    normalize = _fused_channel_norm if fused else channel_norm
+    outputs = normalize(inputs, tf.cast(self.gamma, tf.float32),
+                        tf.cast(self.beta, tf.float32), self.epsilon)
     return tf.cast(outputs, self.compute_dtype)
 
   def get_config(self):
