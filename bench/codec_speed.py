@@ -132,9 +132,18 @@ def graph_flops(function, spec):
 def codec_flops(model, height, width):
   """(encode, decode) FLOPs for an image of this size, padded as the codec pads it: E, the
   hyper-analysis and both hyper-syntheses; the hyper-syntheses and G."""
-  import tensorflow as tf
+
+  from hific_tf.models.hific import layers
   rows, cols = geometry.latent_shapes(height, width)[0]
   hyperprior = model.hyperprior
+  # The same arithmetic as plain ops: the profiler counts no FLOPs inside an XLA kernel, nor
+  # after one (its output shape is unknown to it).
+  with layers.stock_ops():
+    return _codec_flops(model, hyperprior, rows, cols)
+
+
+def _codec_flops(model, hyperprior, rows, cols):
+  import tensorflow as tf
   channels = int(model.generator.head.layers[0].gamma.shape[0])
   latent = tf.TensorSpec([1, rows, cols, channels], tf.float32)
   encoder = graph_flops(lambda x: model.encoder(x),
