@@ -5,7 +5,7 @@ them, and each bundled codec) and precision of E and G (float32, bfloat16):
 
 - encode and decode through the SavedModel exactly as `hific compress/decompress` run them
   (range coding included), best of --repeats, whole-image and tiled paths (with
-  --norm_variants also whole-image with ChannelNorm as plain ops); in float32 also
+  --norm_variants also whole-image with ChannelNorm as one XLA kernel); in float32 also
   through the TFLite codec (`hific export --tflite`, XNNPACK), with how far its pixels are
   from the SavedModel's;
 - the FLOP floor: the FLOPs of encoding (E, the hyper-analysis and the hyper-syntheses) and
@@ -132,18 +132,9 @@ def graph_flops(function, spec):
 def codec_flops(model, height, width):
   """(encode, decode) FLOPs for an image of this size, padded as the codec pads it: E, the
   hyper-analysis and both hyper-syntheses; the hyper-syntheses and G."""
-
-  from hific_tf.models.hific import layers
+  import tensorflow as tf
   rows, cols = geometry.latent_shapes(height, width)[0]
   hyperprior = model.hyperprior
-  # The same arithmetic as plain ops: the profiler counts no FLOPs inside an XLA kernel, nor
-  # after one (its output shape is unknown to it).
-  with layers.stock_ops():
-    return _codec_flops(model, hyperprior, rows, cols)
-
-
-def _codec_flops(model, hyperprior, rows, cols):
-  import tensorflow as tf
   channels = int(model.generator.head.layers[0].gamma.shape[0])
   latent = tf.TensorSpec([1, rows, cols, channels], tf.float32)
   encoder = graph_flops(lambda x: model.encoder(x),
@@ -255,8 +246,8 @@ def main():
                       "default malloc and with oneDNN allocating with malloc (float32), for the peak "
                       "RSS and time of each.")
   parser.add_argument("--norm_variants", action="store_true",
-                      help="Also time the whole-image path with ChannelNorm as plain ops "
-                      "(path plain-norm) beside the one-XLA-kernel default.")
+                      help="Also time the whole-image path with ChannelNorm as one XLA kernel "
+                      "(path fused-norm), as training runs it.")
   parser.add_argument("--peer_src", help="A checkout of the PyTorch HiFiC port: its compress "
                       "and decompress of the same sizes run beside ours (bench/port_peer.py).")
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
@@ -353,13 +344,18 @@ def measure_models(args, rows):
         runners = [(path, codec.SavedModelCodec(directory, tile=tile, max_pixels=1 << 40))
                    for path, tile in (("whole", 0), ("tiled", windows.DEFAULT_TILE))]
         if args.norm_variants:
-          # ChannelNorm as plain ops instead of one XLA kernel, in the same run.
+          # ChannelNorm as one XLA kernel (as training runs it) instead of plain ops.
           from hific_tf.models.hific import layers
-          plain_dir = pathlib.Path(tmp) / f"{name}_{dtype}_plain_norm"
-          with layers.stock_ops():
-            codec.export(model, plain_dir)
-          runners.append(("plain-norm", codec.SavedModelCodec(plain_dir, tile=0,
-                                                              max_pixels=1 << 40)))
+          fused_dir = pathlib.Path(tmp) / f"{name}_{dtype}_fused_norm"
+          with layers.fused_norms():
+            codec.export(model, fused_dir)
+          fused = codec.SavedModelCodec(fused_dir, tile=0, max_pixels=1 << 40)
+          image = photo(*parse_sizes(args.sizes)[0])
+          start = time.perf_counter()
+          fused.decompress(fused.compress(image))  # XLA compiles for this size.
+          print(f"  fused-norm: first encode and decode of a new size "
+                f"{time.perf_counter() - start:.2f} s (XLA compiling)")
+          runners.append(("fused-norm", fused))
         if dtype == "float32" and args.tflite:
           tflite_dir = pathlib.Path(tmp) / f"{name}_tflite"
           codec.export(model, tflite_dir, kind="tflite")

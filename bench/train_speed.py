@@ -68,8 +68,8 @@ def pipeline_images_per_second(crop, seconds=5.):
 
 
 # (label, environment, precision, jit): each runs in its own process.
-# HIFIC_BENCH_PLAIN_NORM: ChannelNorm as plain ops, as hific_tf ran it before it became one
-# XLA kernel; the first row is the step as TensorFlow alone would run it.
+# HIFIC_BENCH_PLAIN_NORM: ChannelNorm as plain ops instead of one XLA kernel (`hific train`'s
+# way); the first row is the step as TensorFlow alone would run it.
 VARIANTS = (
     ("TF default kernels, float32, plain norm", {"HIFIC_BENCH_TF_FIRST": "1",
                                                  "HIFIC_BENCH_PLAIN_NORM": "1"},
@@ -107,9 +107,9 @@ from hific_tf.models.hific.model import HiFiC
 precision, jit, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 config, batch = sys.argv[4], int(sys.argv[5])
 precision, jit = runtime.choose(precision, jit)
-if os.environ.get("HIFIC_BENCH_PLAIN_NORM"):
+if not os.environ.get("HIFIC_BENCH_PLAIN_NORM"):
   from hific_tf.models.hific import layers
-  layers.stock_ops().__enter__()
+  layers.fused_norms().__enter__()  # As `hific train` traces its step.
 tf.keras.mixed_precision.set_global_policy(precision)
 tf.keras.utils.set_random_seed(0)
 model = HiFiC(configs.get_config(config)).build_all(64)

@@ -1,12 +1,14 @@
 """ChannelNorm against float64 numpy, network shapes, parameter counts of the paper's model."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hific_tf import configs
 from hific_tf.cli import commands
-from hific_tf.models.hific import networks
+from hific_tf.models.hific import layers, networks
 from hific_tf.models.hific.layers import ChannelNorm, SpectralConv2D, SubpixelConv2DTranspose
 from hific_tf.models.hific.model import HiFiC
 
@@ -28,10 +30,10 @@ def _channel_norm_gradient_reference(x, gamma, weights, eps=1e-3):
   return direct + through_variance
 
 
-@pytest.mark.parametrize("in_graph", [False, True], ids=["eager", "graph_xla"])
-def test_channel_norm_matches_float64_reference_values_and_gradient(in_graph):
-  # In a graph (as in training and coding) ChannelNorm runs as one XLA kernel; eagerly, as
-  # plain ops. Both against float64 numpy.
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "xla"])
+def test_channel_norm_matches_float64_reference_values_and_gradient(fused):
+  # Traced under fused_norms (as `hific train` traces its step) ChannelNorm is one XLA
+  # kernel; otherwise plain ops. Both against float64 numpy.
   rng = np.random.default_rng(0)
   x = rng.normal(2., 3., size=(2, 5, 7, 16))
   layer = ChannelNorm()
@@ -48,12 +50,12 @@ def test_channel_norm_matches_float64_reference_values_and_gradient(in_graph):
       objective = tf.reduce_sum(out * weights)
     return out, tape.gradient(objective, inputs)
 
-  if in_graph:
-    value_and_gradient = tf.function(value_and_gradient)
-    graph = value_and_gradient.get_concrete_function(x_tf).graph.as_graph_def()
-    compiled = [f for f in graph.library.function if "_XlaMustCompile" in f.attr]
-    assert compiled, "ChannelNorm did not run as an XLA kernel in a graph"
-  out, gradient = value_and_gradient(x_tf)
+  traced = tf.function(value_and_gradient)
+  with layers.fused_norms() if fused else contextlib.nullcontext():
+    graph = traced.get_concrete_function(x_tf).graph.as_graph_def()
+  compiled = [f for f in graph.library.function if "_XlaMustCompile" in f.attr]
+  assert bool(compiled) == fused
+  out, gradient = traced(x_tf)
   np.testing.assert_allclose(out.numpy(), _channel_norm_reference(x, gamma, beta), atol=2e-5)
   np.testing.assert_allclose(gradient.numpy(),
                              _channel_norm_gradient_reference(x, gamma, weights.numpy()),

@@ -21,14 +21,13 @@ import tensorflow_compression  # noqa: F401  (registers the range-coding ops Sav
 
 from hific_tf import geometry
 from hific_tf.errors import InvalidModelError, UsageError
-from hific_tf.models.hific import layers, stored_weights
+from hific_tf.models.hific import stored_weights
 from hific_tf.serving import bitstream, guard, split, windows
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
-# estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights; 4:
-# ChannelNorm as one XLA kernel.
-EXPORT_VERSION = 4
+# estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights.
+EXPORT_VERSION = 3
 
 
 class CodecModule(tf.Module):
@@ -116,12 +115,10 @@ def export(model, directory, kind="codec", tflite_weights="float32"):
       "latent_downsampling": geometry.LATENT_DOWNSAMPLING,
   }
   if kind == "serving":
-    with layers.stock_ops():  # Stock TF Serving compiles no XLA kernels.
-      return split.export_serving(model, directory, info)
+    return split.export_serving(model, directory, info)
   if kind == "tflite":
     from hific_tf.serving import tflite
-    with layers.stock_ops():
-      return tflite.export_tflite(model, directory, info, tflite_weights)
+    return tflite.export_tflite(model, directory, info, tflite_weights)
   module = CodecModule(model, info)
   tf.saved_model.save(module, str(directory), signatures={
       "compress": module.compress.get_concrete_function(),

@@ -24,7 +24,7 @@ from hific_tf import images as images_lib
 from hific_tf import runtime, zoo
 from hific_tf.configs import Config
 from hific_tf.errors import HificError
-from hific_tf.models.hific import networks, stored_weights
+from hific_tf.models.hific import layers, networks, stored_weights
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.training import data as data_lib
 
@@ -302,5 +302,7 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
   if verbose and restored_discriminator is not None and config.use_gan:
     print(f"--init_from {init_from}: E, G and hyperprior restored; "
           f"D {'restored' if restored_discriminator else 'starts fresh'}", flush=True)
-  return model.fit(dataset, epochs=steps // steps_per_epoch, steps_per_epoch=steps_per_epoch,
-                   validation_data=validation, callbacks=all_callbacks, verbose=verbose)
+  with layers.fused_norms():  # The step is traced once: XLA's compile is paid once.
+    return model.fit(dataset, epochs=steps // steps_per_epoch,
+                     steps_per_epoch=steps_per_epoch, validation_data=validation,
+                     callbacks=all_callbacks, verbose=verbose)

@@ -26,19 +26,21 @@ def channel_norm(inputs, gamma, beta, epsilon):
 
 # The same arithmetic as one XLA kernel: unfused it is eight passes over the widest tensors of
 # E and G's tail, fused one. Alone, a full-resolution 24-channel ChannelNorm and ReLU ran 2-3x
-# faster so; within whole steps the gain is small but steady (a Xeon with AMX, side by side:
-# small-hific-lo training step 2-6% faster in float32 and in bfloat16, bench/train_speed.py;
-# small-lo coding 0-5%, bench/codec_speed.py --norm_variants).
+# faster so; within a whole training step the gain is small but steady (a Xeon with AMX, side
+# by side: small-hific-lo step 2-6% faster in float32 and in bfloat16, bench/train_speed.py).
+# Training traces its step once per run, so it uses it (`fused_norms`). Coding does not: XLA
+# compiles each kernel for each new image size, which added 2-4 s to the first encode of a
+# fresh `hific compress` for 0-5% afterwards (bench/codec_speed.py --norm_variants), and
+# stock TF Serving and TFLite run no XLA kernels.
 _fused_channel_norm = tf.function(channel_norm, jit_compile=True)
-_FUSED = [True]
+_FUSED = [False]
 
 
 @contextlib.contextmanager
-def stock_ops():
-  """While tracing in this context, ChannelNorm uses plain TensorFlow ops, no XLA kernel:
-  for graphs that must run where XLA does not (stock TF Serving, TFLite)."""
+def fused_norms():
+  """While tracing in this context, ChannelNorm runs as one XLA kernel (training steps)."""
   before = _FUSED[0]
-  _FUSED[0] = False
+  _FUSED[0] = True
   try:
     yield
   finally:
@@ -51,7 +53,7 @@ class ChannelNorm(tf.keras.layers.Layer):
   As in the official code: the variance divides by C-1 (unbiased) and is taken around a
   stop-gradient mean, epsilon is 1e-3. Statistics are computed in float32 even under a
   bfloat16 policy, because a sum of squares over 960 channels loses too much in 8 mantissa bits.
-  The arithmetic runs as one XLA kernel except under `stock_ops()`.
+  In graphs traced under `fused_norms()` the arithmetic runs as one XLA kernel.
   """
 
   def __init__(self, epsilon=1e-3, **kwargs):
