@@ -350,7 +350,7 @@ def measure_models(args, rows):
           with layers.fused_norms():
             codec.export(model, fused_dir)
           fused = codec.SavedModelCodec(fused_dir, tile=0, max_pixels=1 << 40)
-          image = photo(*parse_sizes(args.sizes)[0])
+          image = photo(*sizes[0])
           start = time.perf_counter()
           fused.decompress(fused.compress(image))  # XLA compiles for this size.
           print(f"  fused-norm: first encode and decode of a new size "

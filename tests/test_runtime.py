@@ -34,15 +34,20 @@ def test_generator_dtype_for_coding():
     runtime.generator_dtype("mixed_float16")
 
 
-def _kernels(env):
-  code = ("import hific_tf, os; from hific_tf import runtime; "
-          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), '|', runtime.KERNELS)")
-  environment = {k: v for k, v in os.environ.items()
-                 if k not in ("TF_ENABLE_ONEDNN_OPTS", runtime.CHOSEN_MARK)}
+def _fresh_python(code, env, unset):
+  """What `code` prints in a fresh Python, with `unset` removed from this environment and
+  `env` added."""
+  environment = {k: v for k, v in os.environ.items() if k not in unset}
   environment.update(env)
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         env=environment, cwd=REPO, check=True)
   return done.stdout.strip()
+
+
+def _kernels(env):
+  code = ("import hific_tf, os; from hific_tf import runtime; "
+          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), '|', runtime.KERNELS)")
+  return _fresh_python(code, env, ("TF_ENABLE_ONEDNN_OPTS", runtime.CHOSEN_MARK))
 
 
 def test_onednn_is_chosen_before_tensorflow_loads_unless_the_user_decided():
@@ -65,12 +70,7 @@ def _allocator(env):
   code = ("from hific_tf import runtime; import os; decided = runtime.use_system_allocator(); "
           "import tensorflow; print(os.environ.get(runtime.SYSTEM_ALLOCATOR_VARIABLE), '|', "
           "decided)")
-  environment = {k: v for k, v in os.environ.items()
-                 if k != runtime.SYSTEM_ALLOCATOR_VARIABLE}
-  environment.update(env)
-  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        env=environment, cwd=REPO, check=True)
-  return done.stdout.strip()
+  return _fresh_python(code, env, (runtime.SYSTEM_ALLOCATOR_VARIABLE,))
 
 
 def test_the_server_allocates_with_malloc_unless_the_user_decided():

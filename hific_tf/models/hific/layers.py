@@ -69,8 +69,8 @@ class ChannelNorm(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs):
-    # In graphs only (training steps and the codec's functions are); eagerly, every new
-    # image size would be a new trace.
+    # In graphs only (a training step is one); eagerly, every new image size would be a new
+    # trace.
     fused = _FUSED[0] and not tf.executing_eagerly()
     normalize = _fused_channel_norm if fused else channel_norm
     outputs = normalize(inputs, tf.cast(self.gamma, tf.float32),
