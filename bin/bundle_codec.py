@@ -82,6 +82,10 @@ def main():
   parser.add_argument("--name", required=True)
   parser.add_argument("--bits", type=int, default=stored_weights.DEFAULT_BITS,
                       help="Bits of the large kernels' codes (bench/weight_bits.py).")
+  parser.add_argument("--generator_bits", type=int, default=None,
+                      help="Bits of G's kernels alone (default: --bits). E and the hyperprior "
+                           "set the rate, so fewer bits for G alone leave the files' bytes "
+                           "as they are.")
   parser.add_argument("--steps", type=int, help="Training steps behind the weights (default: "
                       "a ladder run's origin plus its step, or the restored card's).")
   parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")
@@ -127,7 +131,8 @@ def main():
               "colour_offset_photos": len(files)}
   staging = pathlib.Path(tempfile.mkdtemp(prefix=".bundle-"))
   try:
-    stored_weights.save_weights(trained, staging / "weights.npz", bits=args.bits)
+    stored_weights.save_weights(trained, staging / "weights.npz", bits=args.bits,
+                               generator_bits=args.generator_bits)
     images_lib.write_atomic(staging / "config.json", config.to_json().encode())
     # The shipped model is the one widened from storage: fingerprint and figures come from it.
     model = HiFiC(config.replace(stage="mselpips")).build_all()
@@ -151,6 +156,7 @@ def main():
         "training": args.training,
         "steps": steps,
         "weights_bits": args.bits,
+        **({"generator_bits": args.generator_bits} if args.generator_bits else {}),
         **colour,
         "heldout": dict(means, images=len(rows)),
         "heldout_images": rows,

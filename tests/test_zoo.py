@@ -142,6 +142,31 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   assert stored_weights.fingerprint(second) == stored_weights.fingerprint(third)
 
 
+def test_generator_bits_leave_the_rate_side_untouched(tmp_path):
+  """`generator_bits` coarsens G's kernels alone: E and the hyperprior load exactly as from
+  8-bit storage (so every file's bytes stay the same), G's within half a 7-bit step."""
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  config = configs.get_config("tiny-mselpips")
+  model = HiFiC(config).build_all()
+  stored_weights.save_weights(model, tmp_path / "w8.npz", bits=8)
+  stored_weights.save_weights(model, tmp_path / "g7.npz", bits=8, generator_bits=7)
+  generator_kernels = 0
+  with np.load(tmp_path / "w8.npz") as eight, np.load(tmp_path / "g7.npz") as mixed:
+    assert eight.files == mixed.files
+    for key, variable in model.codec_variables():
+      if key.startswith("generator/") and mixed[key].dtype == np.int8:
+        generator_kernels += 1
+        assert np.abs(mixed[key]).max() <= 63, key
+        original = variable.numpy().astype(np.float64)
+        loaded = stored_weights.dequantize_int8(mixed[key], mixed[key + ".scale"])
+        step = np.abs(original).max(axis=tuple(range(original.ndim - 1))) / 63.
+        assert np.all(np.abs(loaded - original) <= step / 2 * (1 + 1e-4)), key
+      else:
+        np.testing.assert_array_equal(eight[key], mixed[key])
+  assert generator_kernels >= 2
+
+
 def test_bfloat16_codec_model_is_lean_and_keeps_its_fingerprint():
   """zoo.build_model in bfloat16 holds G's convs in bfloat16 (half the memory) and still
   names its weights by the float32 fingerprint on the card, which files carry."""
