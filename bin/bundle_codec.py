@@ -84,8 +84,8 @@ def main():
                       help="Bits of the large kernels' codes (bench/weight_bits.py).")
   parser.add_argument("--generator_bits", type=int, default=None,
                       help="Bits of G's kernels alone (default: --bits). E and the hyperprior "
-                           "set the rate, so fewer bits for G alone leave the files' bytes "
-                           "as they are.")
+                           "set the rate, so fewer bits for G alone leave the files' "
+                           "payloads as they are.")
   parser.add_argument("--steps", type=int, help="Training steps behind the weights (default: "
                       "a ladder run's origin plus its step, or the restored card's).")
   parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")

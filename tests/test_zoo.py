@@ -144,7 +144,7 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
 
 def test_generator_bits_leave_the_rate_side_untouched(tmp_path):
   """`generator_bits` coarsens G's kernels alone: E and the hyperprior load exactly as from
-  8-bit storage (so every file's bytes stay the same), G's within half a 7-bit step."""
+  8-bit storage (so every file's payload stays the same), G's within half a 7-bit step."""
   from hific_tf import configs
   from hific_tf.models.hific.model import HiFiC
   config = configs.get_config("tiny-mselpips")
@@ -159,7 +159,8 @@ def test_generator_bits_leave_the_rate_side_untouched(tmp_path):
         generator_kernels += 1
         assert np.abs(mixed[key]).max() <= 63, key
         original = variable.numpy().astype(np.float64)
-        loaded = stored_weights.dequantize_int8(mixed[key], mixed[key + ".scale"])
+        loaded = stored_weights.dequantize_int8(mixed[key],
+                                                mixed[key + stored_weights.SCALE_SUFFIX])
         step = np.abs(original).max(axis=tuple(range(original.ndim - 1))) / 63.
         assert np.all(np.abs(loaded - original) <= step / 2 * (1 + 1e-4)), key
       else:

@@ -54,7 +54,8 @@ def _save(named_variables, path, bits=DEFAULT_BITS, generator_bits=None):
 
   `generator_bits`, when given, is the precision of G's kernels alone: the rate is set by E
   and the hyperprior, so storing only G with fewer bits shrinks the file without moving a
-  single byte of the bitstream (small-lo at 7 bits everywhere: +4% bpp; G alone: none).
+  single byte of a .hific payload (small-lo at 7 bits everywhere: +4% bpp; G alone: none;
+  only the header's weights fingerprint changes).
   """
   arrays = {}
   for key, variable in named_variables:
