@@ -230,8 +230,8 @@ def compare_with_peer(args, sizes, rows):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="hific-lo,small-lo",
-                      help="Configs (untrained) or bundled codec names.")
+  parser.add_argument("--models", "--config", dest="models", default="hific-lo,small-lo",
+                      help="Configs (untrained) or bundled codec names, comma-separated.")
   parser.add_argument("--sizes", default="768x512,2048x1536")
   parser.add_argument("--rss_sizes", default="2048x1536,4096x3072",
                       help="Sizes for the fresh-process peak-RSS runs (bfloat16, auto tiling).")

@@ -70,7 +70,7 @@ def test_no_import_cycles():
 LAYERS = (
     ("hific_tf.errors", "hific_tf.geometry", "hific_tf.runtime"),
     ("hific_tf.configs", "hific_tf.images"),
-    ("hific_tf.perceptual", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
+    ("hific_tf.perceptual", "hific_tf.lpips", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
      "hific_tf.serving.bitstream"),
     ("hific_tf.models",),
     ("hific_tf.zoo",),

@@ -160,3 +160,13 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
   monkeypatch.delenv("HIFIC_WEIGHTS_DIR", raising=False)
   with pytest.raises(weights.WeightsNotFoundError, match="hific weights"):
     lpips_lib.LPIPS("alex")
+
+
+def test_public_import_path_is_the_port():
+  """`hific_tf.lpips.LPIPS(net=...)` is the documented Python entry point."""
+  import hific_tf.lpips
+  assert hific_tf.lpips.LPIPS is lpips_lib.LPIPS
+  pair = json.loads(REFERENCE.read_text())[0]
+  model = hific_tf.lpips.LPIPS(net="alex")
+  distance = float(model(_load(pair["a"]), _load(pair["b"]))[0])
+  assert distance == pytest.approx(pair["alex"], abs=1e-4)
