@@ -70,9 +70,9 @@ def test_no_import_cycles():
 LAYERS = (
     ("hific_tf.errors", "hific_tf.geometry", "hific_tf.runtime"),
     ("hific_tf.configs", "hific_tf.images"),
-    ("hific_tf.perceptual", "hific_tf.lpips", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
+    ("hific_tf.perceptual", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
      "hific_tf.serving.bitstream"),
-    ("hific_tf.models",),
+    ("hific_tf.models", "hific_tf.lpips"),
     ("hific_tf.zoo",),
     ("hific_tf.training", "hific_tf.serving", "hific_tf.evaluation.runner"),
     ("hific_tf.cli",),
