@@ -14,7 +14,8 @@ them, and each bundled codec) and precision of E and G (float32, bfloat16):
   TensorFlow's, whichever is faster): what the machine could not beat at full efficiency.
   encode / FLOP floor and decode / FLOP floor are the ratios to watch;
 - the conv floor: the generator's convolutions alone, as bfloat16 (or float32) convs with
-  constant weights at the same shapes, in one tf.function;
+  constant weights at the same shapes, in one tf.function, and its own ratio to the FLOP
+  floor ("conv x"): a decode cannot get under it without faster convolutions;
 - peak RSS of a fresh child process that loads the codec and encodes (or decodes) one image.
 
 The header states the kernels hific_tf chose on this machine (hific_tf/runtime.py). Each
@@ -327,7 +328,8 @@ def measure_models(args, rows):
   print(f"times are the best of {args.repeats}; conv floor = the generator's convs alone "
         "with constant weights; x = ms over the FLOP floor")
   print(f"{'model':<12}{'E+G':<6}{'path':<13}{'size':>10}{'GFLOP e/d':>12}{'enc ms':>8}"
-        f"{'x':>6}{'dec ms':>8}{'x':>6}{'x bf':>6}{'conv fl':>8}{'bpp':>7}{'vs SM':>8}")
+        f"{'x':>6}{'dec ms':>8}{'x':>6}{'x bf':>6}{'conv fl':>8}{'conv x':>7}{'bpp':>7}"
+        f"{'vs SM':>8}")
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(","):
       for dtype in args.precisions.split(","):
@@ -406,7 +408,9 @@ def measure_models(args, rows):
                   f"{row['decode_ms']:>8.0f}{decode * 1e3 / row['decode_flop_floor_ms']:>6.2f}"
                   + (f"{decode * 1e3 / row['decode_bf16_floor_ms']:>6.2f}"
                      if dtype == "mixed_bfloat16" else f"{'':>6}") +
-                  f"{row['floor_ms']:>8.0f}{row['bpp']:>7.3f}{against:>8}")
+                  f"{row['floor_ms']:>8.0f}"
+                  f"{row['floor_ms'] / row['decode_flop_floor_ms']:>7.2f}"
+                  f"{row['bpp']:>7.3f}{against:>8}")
         for width, height in rss_sizes:
           whole_file = pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific"
           if not whole_file.exists():

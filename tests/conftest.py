@@ -87,12 +87,23 @@ def pytest_collection_modifyitems(items):
   by hand, keeps the fast tier honest as tests are added.
   """
   import inspect
+
+  def source_of(function):
+    try:
+      return inspect.getsource(function)
+    except (OSError, TypeError):
+      return ""
+
   for item in items:
     function = getattr(item, "function", None)
-    try:
-      source = inspect.getsource(function) if function else ""
-    except (OSError, TypeError):
-      source = ""
+    source = source_of(function) if function else ""
+    if function is not None:
+      # Helpers of the same module that the test calls count as the test's own code.
+      module = inspect.getmodule(function)
+      for name in function.__code__.co_names:
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == function.__module__:
+          source += source_of(helper)
     uses = set(getattr(item, "fixturenames", ()))
     if uses & _END_TO_END_FIXTURES or any(call in source for call in _END_TO_END_CALLS):
       item.add_marker(pytest.mark.e2e)
