@@ -45,6 +45,12 @@ def load_checkpoint(net, path=None):
   return convs, lins
 
 
+def _unit_length(feature):
+  """Each pixel's feature vector scaled to unit length (LPIPS' normalize_tensor)."""
+  norm = tf.sqrt(tf.reduce_sum(tf.square(feature), axis=-1, keepdims=True))
+  return feature / (norm + 1e-10)
+
+
 class LPIPS(tf.keras.layers.Layer):
   """Learned perceptual distance between two batches of NHWC RGB images; one value per image.
 
@@ -98,14 +104,20 @@ class LPIPS(tf.keras.layers.Layer):
     return (image - _SHIFT) / _SCALE
 
   def layer_distances(self, image_a, image_b):
-    """The five per-layer terms, each [B]; they sum to the distance."""
-    batch = tf.shape(image_a)[0]
-    both = tf.concat([self._standardize(image_a), self._standardize(image_b)], axis=0)
+    """The five per-layer terms, each [B]; they sum to the distance.
+
+    The two images go through the network in two passes, not as one batch of both: in a
+    training step only the reconstruction needs gradients, and a joint batch would be
+    backpropagated whole (the photo's half included) and split again with strided-slice
+    gradients, each a full-size copy. Two passes made LPIPS' forward and backward 1.6x faster
+    (alex and vgg, 4 crops of 256², bench/lpips_speed.py); the distances and gradients are
+    the same to float round-off.
+    """
     terms = []
-    for feature, lin in zip(self._features(both), self._lins):
-      norm = tf.sqrt(tf.reduce_sum(tf.square(feature), axis=-1, keepdims=True))
-      feature = feature / (norm + 1e-10)
-      diff = tf.square(feature[:batch] - feature[batch:])
+    for feature_a, feature_b, lin in zip(self._features(self._standardize(image_a)),
+                                         self._features(self._standardize(image_b)),
+                                         self._lins):
+      diff = tf.square(_unit_length(feature_a) - _unit_length(feature_b))
       weighted = tf.nn.conv2d(diff, lin, 1, "VALID")
       terms.append(tf.reduce_mean(weighted, axis=[1, 2, 3]))
     return terms
