@@ -21,9 +21,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+# hific_tf loads TensorFlow itself, after choosing its kernels (runtime.py).
 from hific_tf import configs, runtime
 from hific_tf.models.hific import layers
 from hific_tf.models.hific.model import HiFiC
@@ -40,6 +39,7 @@ CONTAINERS = {"Process", "Run", "While", "StatelessWhile", "If", "StatelessIf", 
 
 def op_times(logdir, steps):
   """{(part, "forward"|"backward"): ms per step} and {op type: ms per step} from a trace."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
   path = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]
   space = xplane_pb2.XSpace()
   space.ParseFromString(pathlib.Path(path).read_bytes())
@@ -71,6 +71,7 @@ def main():
   parser.add_argument("--steps", type=int, default=2, help="Profiled steps.")
   parser.add_argument("--top", type=int, default=15, help="Op types to list.")
   args = parser.parse_args()
+  import tensorflow as tf
   precision, _ = runtime.choose(args.precision, False)
   tf.keras.mixed_precision.set_global_policy(precision)
   tf.keras.utils.set_random_seed(0)
