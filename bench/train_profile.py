@@ -2,8 +2,8 @@
 
 Runs a few stage-2 steps of a config (default small-hific-lo, 4 + 4 crops of 256², as
 `hific train --precision auto` traces them) under TensorFlow's profiler and adds up the ops'
-own time, per network (E, G, the hyperprior, LPIPS, D; "grad" ops are the backward pass) and
-per op type. Times are summed over the threads that ran the ops, so they add up to more than
+own time, per network (E, G, the hyperprior, LPIPS, D; ops under the gradient tape's scope
+are the backward pass) and per op type. Times are summed over the threads that ran the ops, so they add up to more than
 the step's wall time on a multi-core machine; it is the split that says what to make faster.
 Hold other work off the cores while it runs (`bin/train_ladder.py pause`).
 
@@ -95,10 +95,10 @@ def main():
     by_part, by_type = op_times(logdir, args.steps)
   print(f"{args.config}, {precision}, {args.batch} + {args.batch} crops of 256², "
         f"{os.cpu_count()} CPU threads, kernels: {runtime.KERNELS}")
-  print(f"step wall time (median of 3, unprofiled): {np.median(times) * 1e3:.0f} ms; "
-        f"op time summed over threads: {sum(by_part.values()):.0f} ms per step")
-  print(f"{'part':<16}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
   total = sum(by_part.values())
+  print(f"step wall time (median of 3, unprofiled): {np.median(times) * 1e3:.0f} ms; "
+        f"op time summed over threads: {total:.0f} ms per step")
+  print(f"{'part':<16}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
   parts = sorted({part for part, _ in by_part},
                  key=lambda p: -(by_part[p, "forward"] + by_part[p, "backward"]))
   for part in parts:

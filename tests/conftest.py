@@ -96,8 +96,9 @@ def pytest_collection_modifyitems(items):
 
   for item in items:
     function = getattr(item, "function", None)
-    source = source_of(function) if function else ""
+    source = ""
     if function is not None:
+      source = source_of(function)
       # Helpers of the same module that the test calls count as the test's own code.
       module = inspect.getmodule(function)
       for name in function.__code__.co_names:
