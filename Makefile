@@ -42,8 +42,10 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "make: no chromium; the web-page test will be skipped"
 
+# Two workers, whole modules each, the costliest first (tests/conftest.py); fixtures that train
+# or export are built once per run and shared. The 15 slowest tests are printed at the end.
 test: $(WEIGHTS_STAMP) $(TORCH_STAMP) browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # The fast unit tier for the inner loop (no trained model, no subprocess): under 3 minutes,
 # in two pytest workers (tracing is single-threaded Python, so two workers overlap it).

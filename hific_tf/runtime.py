@@ -27,10 +27,15 @@ import sys
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 CHOSEN_MARK = "HIFIC_TF_CHOSE_ONEDNN"  # Child processes inherit the choice, not a user's.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# The CPU flags hific_tf acts on, in place of /proc/cpuinfo's (space-separated): lets the
+# test suite take the decisions an AVX2-only CPU takes on whatever machine it runs on.
+CPU_FLAGS_VARIABLE = "HIFIC_TF_CPU_FLAGS"
 
 
 def cpu_flags():
   """The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
+  if CPU_FLAGS_VARIABLE in os.environ:
+    return frozenset(os.environ[CPU_FLAGS_VARIABLE].split())
   try:
     with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
       for line in info:
@@ -66,6 +71,64 @@ def configure_environment():
 
 
 KERNELS = configure_environment()
+
+
+def onednn_chosen_here():
+  """Whether oneDNN is on because hific_tf chose it (not the user, not TensorFlow)."""
+  return os.environ.get(CHOSEN_MARK) == "1" and os.environ.get(ONEDNN_VARIABLE) == "1"
+
+
+def kernels_for_bfloat16():
+  """Makes a process that will compute in bfloat16 use kernels that can; before TF loads.
+
+  oneDNN's fused convolutions (which TensorFlow's graph optimizer makes of every conv + bias
+  in a tf.function) have bfloat16 kernels only on CPUs with AVX512-BF16 or AMX-BF16;
+  elsewhere the graph fails with "Value for attr 'T' of bfloat16 is not in the list of
+  allowed values". TensorFlow's own kernels run bfloat16 on any x86 CPU, emulated (about 3x
+  slower than float32 on an AVX2-only EPYC, docs/PERFORMANCE.md). So where this CPU has no
+  native bfloat16 and oneDNN is on by hific_tf's choice, it is turned off for this process.
+  A user's own TF_ENABLE_ONEDNN_OPTS=1 is kept (`bfloat16_refusal` then explains).
+  Returns what was decided.
+  """
+  global KERNELS
+  if native_bfloat16() or not onednn_chosen_here() or "tensorflow" in sys.modules:
+    return KERNELS
+  os.environ[ONEDNN_VARIABLE] = os.environ[CHOSEN_MARK] = "0"
+  KERNELS = (f"{ONEDNN_VARIABLE}=0 (TensorFlow's own kernels: bfloat16 was asked for and "
+             "this CPU has no native bfloat16, which oneDNN needs)")
+  return KERNELS
+
+
+def onednn_enabled():
+  """Whether this process's TensorFlow runs oneDNN's kernels (imports TensorFlow)."""
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def bfloat16_refusal(what, flags=None, onednn=None):
+  """One line saying why `what` cannot compute in bfloat16 in this process, or None.
+
+  `flags` and `onednn` default to this CPU's and this process's (onednn_enabled).
+  """
+  flags = cpu_flags() if flags is None else flags
+  if native_bfloat16(flags) or platform.machine().lower() not in ("x86_64", "amd64"):
+    return None
+  if not (onednn_enabled() if onednn is None else onednn):
+    return None
+  return (f"{what} computes in bfloat16, which oneDNN's kernels cannot run on this CPU (it "
+          f"has neither {' nor '.join(f.upper().replace('_', '-') for f in NATIVE_BF16_FLAGS)})"
+          f": use float32 (--precision float32), or set {ONEDNN_VARIABLE}=0 for TensorFlow's "
+          "own kernels (bfloat16 emulated, about 3x slower)")
+
+
+def check_bfloat16(what, dtypes):
+  """Raises UsageError (one line) if any of `dtypes` is bfloat16 and cannot run here."""
+  if not any("bfloat16" in str(dtype) for dtype in dtypes):
+    return
+  refusal = bfloat16_refusal(what)
+  if refusal:
+    from hific_tf.errors import UsageError
+    raise UsageError(refusal)
 
 
 def _gpu_capabilities():
@@ -121,9 +184,16 @@ def generator_dtype(precision="auto", gpus=None):
 def describe(precision, jit_compile):
   """One line saying how this process computes, for the start of `hific train`."""
   bf16 = native_bfloat16()
+  if not bf16 and onednn_enabled() and not onednn_chosen_here():
+    bf16 = (f"no native bfloat16: bfloat16 refused while {ONEDNN_VARIABLE}=1 is set")
+  elif not bf16 and onednn_enabled():
+    bf16 = ("no native bfloat16: a command asking for bfloat16 turns oneDNN off and runs it "
+            "emulated on TensorFlow's own kernels")
+  elif not bf16:
+    bf16 = "no native bfloat16: bfloat16 emulated on TensorFlow's own kernels"
   gpus = _gpu_capabilities()
   device = (f"{len(gpus)} GPU(s), compute capability {min(gpus)}" if gpus else
-            f"CPU ({'native bfloat16: ' + bf16 if bf16 else 'no native bfloat16'})")
+            f"CPU ({bf16 if bf16.startswith('no ') else 'native bfloat16: ' + bf16})")
   return (f"{device}; precision {precision}; XLA {'on' if jit_compile else 'off'}; "
           f"kernels: {KERNELS}")
 

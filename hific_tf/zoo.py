@@ -29,6 +29,7 @@ import pathlib
 import shutil
 import tempfile
 
+from hific_tf import runtime
 from hific_tf.configs import Config
 from hific_tf.errors import HificError, OutputExistsError, UsageError
 
@@ -114,6 +115,7 @@ def build_model(source, generator_dtype=None, encoder_dtype=None):
   from hific_tf.models.hific import stored_weights
   from hific_tf.models.hific.model import HiFiC
   config = load_config(source)
+  runtime.check_bfloat16(f"codec {source}", (generator_dtype, encoder_dtype))
   model = HiFiC(config.replace(stage="mselpips"), generator_dtype=generator_dtype,
                 encoder_dtype=encoder_dtype, lean_generator=True).build_all()
   stored_weights.load_weights(model, codec_dir(source) / WEIGHTS)

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import scipy.linalg
 
-from conftest import REFERENCE_DIR, run_hific
+from conftest import REFERENCE_DIR, hific_here, run_hific
 from hific_tf.evaluation import classical, metrics
 
 
@@ -97,13 +97,14 @@ def test_classical_codecs_land_on_the_requested_rate(name):
 
 @pytest.mark.e2e  # A whole `hific evaluate` run: rate search, LPIPS, FID, plots.
 def test_evaluate_classical_codecs(photo_dir, tmp_path):
-  # The six photos at most 384 px on a side: the same work per row, half of the pixels.
+  # The six photos cut to 256x256 (one patch each): the same work per row, fewest pixels.
   small = tmp_path / "small"
   small.mkdir()
   for path in sorted(photo_dir.glob("*.png")):
     image = Image.open(path)
-    image.thumbnail((384, 384))
-    image.save(small / path.name)
+    image.thumbnail((10 ** 4, 256) if image.width > image.height else (256, 10 ** 4))
+    left, top = (image.width - 256) // 2, (image.height - 256) // 2
+    image.crop((left, top, left + 256, top + 256)).save(small / path.name)
   out = tmp_path / "eval"
   args = ["evaluate", "--model", "none", "--images", small, "--codecs",
           "jpeg,webp,avif,heic,jxl", "--bpp", "0.15,0.3", "--out", out]
@@ -124,7 +125,7 @@ def test_evaluate_classical_codecs(photo_dir, tmp_path):
     assert (out / f"bpp_vs_{column}.png").stat().st_size > 1000
   assert len(list((out / "crops").glob("*.png"))) == 3
   assert "in range" in done.stdout
-  again = run_hific(*args)
+  again = hific_here(*args)  # The cache is the point here, not a fresh process.
   assert "(60 from a previous run)" in again.stdout
 
 
@@ -150,9 +151,9 @@ def test_evaluate_an_exported_model(saved_model, photo_dir, tmp_path):
 
 
 def test_evaluate_rejects_bad_arguments(photo_dir, tmp_path):
-  done = run_hific("evaluate", "--model", "none", "--images", photo_dir, "--codecs", "bpg",
-                   "--out", tmp_path, check=False)
+  done = hific_here("evaluate", "--model", "none", "--images", photo_dir, "--codecs", "bpg",
+                    "--out", tmp_path, check=False)
   assert done.returncode == 2 and "unknown codec" in done.stderr
-  done = run_hific("evaluate", "--model", "none", "--images", tmp_path / "nothing",
+  done = hific_here("evaluate", "--model", "none", "--images", tmp_path / "nothing",
                    "--out", tmp_path, check=False)
   assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1

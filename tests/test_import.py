@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch", reason="`make test` installs torch for hifi
 import port_reference as reference  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from conftest import run_hific, sample_photos  # noqa: E402
+from conftest import hific_here, run_hific, sample_photos  # noqa: E402
 from hific_tf import images as images_lib  # noqa: E402
 from hific_tf.models.hific import port_checkpoint  # noqa: E402
 from hific_tf.models.hific.model import HiFiC  # noqa: E402
@@ -134,10 +134,12 @@ def test_imported_codec_decodes_to_the_ports_reconstruction(imported, tmp_path):
   assert described["card"]["fingerprint"] == card["fingerprint"]
 
 
-def _fresh_codec_cache(tmp_path):
-  """A new codec cache, with the LPIPS and Inception weights still found where they are."""
+@pytest.fixture(scope="module")
+def narrow_cache(tmp_path_factory):
+  """A new codec cache for this module (the narrow codec's SavedModel is built on first use,
+  once), with the LPIPS and Inception weights still found where they are."""
   from hific_tf.perceptual import weights
-  return {"XDG_CACHE_HOME": str(tmp_path / "cache"),
+  return {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("narrow-cache")),
           "HIFIC_WEIGHTS_DIR": str(weights.cache_dir())}
 
 
@@ -149,20 +151,20 @@ def narrow_codec(tmp_path_factory):
   return folder / "codec"
 
 
-def test_imported_codec_evaluates(narrow_codec, photo_dir, tmp_path):
+def test_imported_codec_evaluates(narrow_codec, narrow_cache, photo_dir, tmp_path):
   images = tmp_path / "few"
   images.mkdir()
   (images / "coffee.png").write_bytes((photo_dir / "coffee.png").read_bytes())
   run_hific("evaluate", "--model", narrow_codec, "--images", images, "--codecs", "jpeg",
             "--bpp", "0.5", "--out", tmp_path / "eval", "--no_fid",
-            env=_fresh_codec_cache(tmp_path))
+            env=narrow_cache)
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
   assert summary["hific@narrow"]["images"] == 1 and summary["hific@narrow"]["bpp"] > 0
 
 
-def test_imported_codec_serves(narrow_codec, tmp_path, monkeypatch):
+def test_imported_codec_serves(narrow_codec, narrow_cache, tmp_path, monkeypatch):
   from hific_tf.serving import resolve
-  for key, value in _fresh_codec_cache(tmp_path).items():
+  for key, value in narrow_cache.items():
     monkeypatch.setenv(key, value)  # The server's too.
   codec = resolve.load_codec(str(narrow_codec))
   expected = codec.compress(PHOTO).to_bytes()
@@ -206,7 +208,7 @@ def test_imported_codec_fine_tunes(narrow_codec, photo_dir, tmp_path):
 
 def _refused(tmp_path, checkpoint, needle):
   out = tmp_path / "codec"
-  done = run_hific("import", checkpoint, "--out", out, check=False)
+  done = hific_here("import", checkpoint, "--out", out, check=False)
   lines = done.stderr.strip().splitlines()
   assert done.returncode == 1 and len(lines) == 1, done.stderr
   assert needle in lines[0], lines[0]
@@ -267,11 +269,11 @@ def test_without_torch_it_says_how_to_install_it(tmp_path):
   assert not (tmp_path / "codec").exists()
 
 
-def test_imported_codec_exports_for_stock_tf_serving(narrow_codec, tmp_path):
+def test_imported_codec_exports_for_stock_tf_serving(narrow_codec, narrow_cache, tmp_path):
   # The stock-op split (no tfc ops in the SavedModel; the client range-codes): same bytes as
   # the codec folder's own SavedModel, with every layout setting of the port in the graph.
   Image.fromarray(PHOTO).save(tmp_path / "photo.png")
-  env = _fresh_codec_cache(tmp_path)
+  env = narrow_cache
   run_hific("export", "--model_dir", narrow_codec, "--out", tmp_path / "serving", "--serving")
   run_hific("compress", "--model", tmp_path / "serving", tmp_path / "photo.png",
             tmp_path / "split.hific", env=env)

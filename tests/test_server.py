@@ -268,10 +268,10 @@ def test_a_short_soak_has_no_failures_and_bounded_memory():
   # checked, hostile requests refused with 4xx, no other 5xx, /health ok at the end.
   done = subprocess.run(
       [sys.executable, str(pathlib.Path(__file__).parent.parent / "bench" / "serve_soak.py"),
-       "--seconds", "25", "--clients", "3", "--json", "-"], capture_output=True, text=True,
+       "--seconds", "12", "--clients", "3", "--json", "-"], capture_output=True, text=True,
       timeout=900)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
   figures = json.loads(done.stdout[done.stdout.index("{\n"):])
   assert figures["failures"] == 0 and figures["health_at_end"]["status"] == "ok"
-  assert figures["requests"] > 20
+  assert figures["requests"] > 10  # The long soak is bench/serve_soak.py's own run.
   assert figures["rss_peak_mb"] < 1700  # docs/SERVING.md: 1.3 GB + 0.2 GB x 2 workers.

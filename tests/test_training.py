@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, TRAIN_STEPS, run_hific
+from conftest import REPO, TRAIN_STEPS, hific_here, run_hific
 from hific_tf import configs
 from hific_tf.models.hific.model import HiFiC, rate_weight, schedules
 from hific_tf.training import data
@@ -212,7 +212,7 @@ def test_hific_train_both_stages_from_the_command_line(stage1_dir, photo_dir, tm
     (["--train_glob", "x"], 2, "required"),
 ])
 def test_bad_training_input_exits_with_one_line(args, code, message, tmp_path):
-  done = run_hific("train", "--model_dir", tmp_path / "m", *args, check=False)
+  done = hific_here("train", "--model_dir", tmp_path / "m", *args, check=False)
   assert done.returncode == code
   lines = done.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("hific: error:") and message in lines[0]
@@ -254,30 +254,31 @@ _FLOAT16_SCRIPT = textwrap.dedent("""
     import json, sys, numpy as np, tensorflow as tf
     from hific_tf import configs
     from hific_tf.models.hific.model import HiFiC
-    tf.keras.mixed_precision.set_global_policy(sys.argv[1])
-    tf.keras.utils.set_random_seed(0)
-    model = HiFiC(configs.get_config("tiny-hific")).build_all(64)
-    model.compile()
-    step = tf.function(model.train_step)
     images = tf.cast(tf.random.stateless_uniform([4, 64, 64, 3], [1, 2], 0, 256, tf.int32),
                      tf.uint8)
-    losses = []
-    for _ in range(int(sys.argv[2])):
-      for tracker in model.metrics:
-        tracker.reset_state()
-      losses.append(float(step(images)["loss"]))
-    print(json.dumps(losses))
+    runs = {}
+    for precision in sys.argv[1].split(","):  # One process, one model per policy.
+      tf.keras.mixed_precision.set_global_policy(precision)
+      tf.keras.utils.set_random_seed(0)
+      model = HiFiC(configs.get_config("tiny-hific")).build_all(64)
+      model.compile()
+      step = tf.function(model.train_step)
+      losses = []
+      for _ in range(int(sys.argv[2])):
+        for tracker in model.metrics:
+          tracker.reset_state()
+        losses.append(float(step(images)["loss"]))
+      runs[precision] = losses
+    print(json.dumps(runs))
 """)
 
 
 def test_float16_training_tracks_float32():
-  runs = {}
-  for precision in ("float32", "mixed_float16"):
-    done = subprocess.run([sys.executable, "-c", _FLOAT16_SCRIPT, precision, "24"],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs[precision] = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
-  float32, float16 = runs["float32"], runs["mixed_float16"]
+  done = subprocess.run([sys.executable, "-c", _FLOAT16_SCRIPT, "float32,mixed_float16", "20"],
+                        capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert done.returncode == 0, done.stderr[-3000:]
+  runs = json.loads(done.stdout.strip().splitlines()[-1])
+  float32, float16 = np.array(runs["float32"]), np.array(runs["mixed_float16"])
   assert np.isfinite(float16).all()
   # Dynamic loss scaling starts at 2^15, skips the steps whose gradients overflow (MSE on
   # [0, 255] values has large gradients) and halves the scale each time, so float16 starts a

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, run_hific
-from hific_tf import images, zoo
+from conftest import REPO, hific_here, run_hific
+from hific_tf import images, runtime, zoo
 from hific_tf.models.hific import stored_weights
 
 HELD_OUT = REPO / "tests" / "data" / "heldout"
@@ -18,12 +18,6 @@ BPP_MARGIN = 0.10
 LPIPS_MARGIN = 0.03
 WEIGHTS_LIMIT_BYTES = 40 * 2 ** 20
 PRECISION_PSNR_DB = 40.  # bfloat16 generator against float32, same file (see the test).
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-  """A fresh user cache: every bundled SavedModel is built on first use, as for a new user."""
-  return {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
 
 
 def test_codecs_are_bundled_within_the_size_budget():
@@ -37,15 +31,24 @@ def test_codecs_are_bundled_within_the_size_budget():
     assert card["heldout"]["images"] >= 8
 
 
+@pytest.fixture(scope="module")
+def round_trips(cache_env, tmp_path_factory):
+  """PHOTO through every bundled codec: each SavedModel built on first use into a fresh
+  cache, then one fresh process decodes all the files, finding each codec by fingerprint."""
+  folder = tmp_path_factory.mktemp("round-trips")
+  for name in zoo.names():
+    hific_here("compress", "--model", name, PHOTO, folder / f"{name}.hific", env=cache_env)
+  run_hific("decompress", folder, env=cache_env)
+  return folder
+
+
 @pytest.mark.parametrize("name", zoo.names())
-def test_bundled_codec_round_trips_a_held_out_photo(name, cache_env, tmp_path):
+def test_bundled_codec_round_trips_a_held_out_photo(name, round_trips):
   card = zoo.load_card(name)
   shipped = {row["image"]: row for row in card["heldout_images"]}[PHOTO.stem]
-  out = tmp_path / "photo.hific"
-  run_hific("compress", "--model", name, PHOTO, out, env=cache_env)
-  run_hific("decompress", out, tmp_path / "photo.png", env=cache_env)  # Found by fingerprint.
+  out = round_trips / f"{name}.hific"
   original = images.load_rgb(PHOTO)
-  decoded = images.load_rgb(tmp_path / "photo.png")
+  decoded = images.load_rgb(round_trips / f"{name}.png")
   assert decoded.shape == original.shape
   bpp = images.bits_per_pixel(out.stat().st_size, *original.shape[:2])
   from hific_tf.perceptual.lpips import LPIPS
@@ -67,15 +70,15 @@ def test_default_codec_and_rate_choice(cache_env, tmp_path):
   (tmp_path / "in").mkdir()
   photo = tmp_path / "in" / "photo.png"
   photo.write_bytes(PHOTO.read_bytes())
-  run_hific("compress", photo, env=cache_env)  # No --model: the default codec.
-  run_hific("decompress", tmp_path / "in" / "photo.hific", tmp_path / "out.png", env=cache_env)
-  header = run_hific("info", tmp_path / "in" / "photo.hific", env=cache_env).stdout
+  hific_here("compress", photo, env=cache_env)  # No --model: the default codec.
+  hific_here("decompress", tmp_path / "in" / "photo.hific", tmp_path / "out.png", env=cache_env)
+  header = hific_here("info", tmp_path / "in" / "photo.hific", env=cache_env).stdout
   assert zoo.load_card(zoo.DEFAULT_CODEC)["config"] in header
   assert images.load_rgb(tmp_path / "out.png").shape == images.load_rgb(PHOTO).shape
   for name in zoo.names():
     rate = zoo.load_card(name)["heldout"]["bpp"]
     assert zoo.closest_to_rate(rate) == name
-  listing = run_hific("models", env=cache_env).stdout
+  listing = hific_here("models", env=cache_env).stdout
   assert all(name in listing for name in zoo.names())
 
 
@@ -86,28 +89,45 @@ def test_generator_precision_changes_pixels_not_bytes(cache_env, tmp_path):
   bound measured on PHOTO (bench/precision.py measures all held-out photos)."""
   files = {}
   for precision in ("float32", "mixed_bfloat16"):
+    # bfloat16 in a fresh process: the command picks kernels for it before TensorFlow loads.
+    run = run_hific if precision == "mixed_bfloat16" else hific_here
     files[precision] = tmp_path / f"{precision}.hific"
-    run_hific("compress", "--model", zoo.DEFAULT_CODEC, "--precision", precision, PHOTO,
-              files[precision], env=cache_env)
-    run_hific("decompress", "--precision", precision, files["float32"],
-              tmp_path / f"{precision}.png", env=cache_env)
+    run("compress", "--model", zoo.DEFAULT_CODEC, "--precision", precision, PHOTO,
+        files[precision], env=cache_env)
+    run("decompress", "--precision", precision, files["float32"],
+        tmp_path / f"{precision}.png", env=cache_env)
   assert files["float32"].read_bytes() == files["mixed_bfloat16"].read_bytes()
   from hific_tf.evaluation import metrics
   psnr = metrics.psnr(images.load_rgb(tmp_path / "float32.png"),
                       images.load_rgb(tmp_path / "mixed_bfloat16.png"))
   assert PRECISION_PSNR_DB < psnr < 99, psnr  # Different pixels, close to the float32 ones.
-  done = run_hific("decompress", "--precision", "bfloat16", files["float32"], env=cache_env,
-                   check=False)
+  done = hific_here("decompress", "--precision", "bfloat16", files["float32"], env=cache_env,
+                    check=False)
   assert done.returncode == 2 and done.stderr.count("\n") == 1
+  # A CPU without native bfloat16 (AVX2 only; the flags hific_tf acts on are replaced): the
+  # command turns oneDNN off, whose fused convolutions have no bfloat16 kernel there, and
+  # decodes on TensorFlow's own kernels; the user's own TF_ENABLE_ONEDNN_OPTS=1 is refused.
+  avx2 = dict(cache_env, **{runtime.CPU_FLAGS_VARIABLE: "sse4_2 avx avx2 fma"})
+  emulated = tmp_path / "emulated.png"
+  run_hific("decompress", "--precision", "mixed_bfloat16", files["float32"], emulated,
+            env=avx2)
+  psnr = metrics.psnr(images.load_rgb(tmp_path / "float32.png"), images.load_rgb(emulated))
+  assert PRECISION_PSNR_DB < psnr < 99, psnr
+  forced = dict(avx2, TF_ENABLE_ONEDNN_OPTS="1", **{runtime.CHOSEN_MARK: ""})  # The user's.
+  done = run_hific("decompress", "--precision", "mixed_bfloat16", files["float32"],
+                   tmp_path / "refused.png", env=forced, check=False)
+  assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+  assert "AVX512-BF16" in done.stderr and "TF_ENABLE_ONEDNN_OPTS=0" in done.stderr
+  assert not (tmp_path / "refused.png").exists()
 
 
 def test_bad_model_names_and_foreign_files_are_one_line_errors(cache_env, tmp_path):
-  done = run_hific("compress", "--model", "no-such-codec", PHOTO, tmp_path / "x.hific",
-                   env=cache_env, check=False)
+  done = hific_here("compress", "--model", "no-such-codec", PHOTO, tmp_path / "x.hific",
+                    env=cache_env, check=False)
   assert done.returncode == 2 and done.stderr.count("\n") == 1
   assert "no-such-codec" in done.stderr and not (tmp_path / "x.hific").exists()
-  done = run_hific("compress", "--model", zoo.DEFAULT_CODEC, "--target_bpp", "0.2", PHOTO,
-                   env=cache_env, check=False)
+  done = hific_here("compress", "--model", zoo.DEFAULT_CODEC, "--target_bpp", "0.2", PHOTO,
+                    env=cache_env, check=False)
   assert done.returncode == 2
 
 
@@ -238,3 +258,37 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
   stored_weights.save_weights(stage_1, tmp_path / "s1.npz")
   assert not stored_weights.discriminator_path(tmp_path / "s1.npz").exists()
   assert not train.restore_codec(HiFiC(config).build_all(), str(tmp_path / "s1.npz"))
+
+
+def test_effort_search_lowers_the_objective_at_no_more_bits():
+  """The latent search through the frozen codec: less distortion (k_M MSE + k_P LPIPS) than
+  the encoder's own latents, in no more bits, on a small crop of a held-out photo."""
+  from hific_tf.models.hific import latent_search
+  from hific_tf.perceptual.lpips import LPIPS
+  model = zoo.build_model(zoo.DEFAULT_CODEC)
+  search = latent_search.LatentSearch(model, LPIPS(model.config.lpips_net))
+  crop = images.load_rgb(PHOTO)[:128, :192]
+  seen = []
+  y, report = search.search(crop, 25, progress=lambda done, total: seen.append(done))
+  assert seen == list(range(1, 26))
+  assert report["bits"] <= report["start_bits"]
+  assert report["distortion"] < report["start_distortion"] - 0.01, report
+  assert y.shape == model.analyze(crop).shape
+  _, none = search.search(crop, 0)
+  assert none["distortion"] == none["start_distortion"]
+  with pytest.raises(latent_search.EffortError, match="time budget"):
+    search.search(crop, 5, deadline=0.)
+
+
+def test_effort_files_decode_with_the_plain_decoder(cache_env, tmp_path):
+  """`compress --effort` writes an ordinary file: a fresh process decodes it with no effort
+  of its own (found by fingerprint); bad values are one-line errors that write nothing."""
+  crop = tmp_path / "crop.png"
+  crop.write_bytes(images.encode_png(images.load_rgb(PHOTO)[:128, :192]))
+  run_hific("compress", "--effort", 1, crop, tmp_path / "e1.hific", env=cache_env)
+  run_hific("decompress", tmp_path / "e1.hific", tmp_path / "e1.png", env=cache_env)
+  assert images.load_rgb(tmp_path / "e1.png").shape == (128, 192, 3)
+  for bad in (("--effort", "9"), ("--effort", "-1"), ("--effort", "1", "--effort_seconds", "0")):
+    done = hific_here("compress", *bad, crop, tmp_path / "bad.hific", env=cache_env, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "bad.hific").exists()

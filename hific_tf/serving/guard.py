@@ -22,6 +22,7 @@ import threading
 
 import tensorflow as tf
 
+from hific_tf import runtime
 from hific_tf.serving import bitstream
 
 # Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
@@ -100,6 +101,8 @@ class GuardedDecoder:
     config = info.get("config", {})
     self.latent_channels = int(config.get("latent_channels", 0))
     self.hyper_channels = int(config.get("hyper_filters", 0))
+    runtime.check_bfloat16(f"the codec {self.config_name} ({info.get('format', 'SavedModel')})",
+                           (info.get("generator_dtype"), info.get("encoder_dtype")))
 
   # Files whose strings the preflight worker has range-decoded already (prove_range_decoding),
   # by digest: the decode that follows skips that step. A few, in arrival order.

@@ -64,7 +64,9 @@ def load_codec(source, max_pixels=None, log=None, precision="auto"):
   if zoo.is_codec_dir(path) or (not path.is_dir() and source in zoo.names()):
     directory = saved_model_path(source, log=log,
                                  generator_dtype=runtime.generator_dtype(precision))
-    return codec.SavedModelCodec(directory, **limits)
+    loaded = codec.SavedModelCodec(directory, **limits)
+    loaded.effort_source = source  # Its Keras model, for `compress(effort=)`.
+    return loaded
   if path.is_dir():
     if tflite.is_tflite_codec(path):
       loaded = tflite.TfliteCodec(path, **limits)

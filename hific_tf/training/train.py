@@ -13,6 +13,7 @@ Continuing a stage-2 model (its model_dir, a bundled rung or a checkpoints/ resu
 restores its D too, when the source has one.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -246,7 +247,27 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
 
   precision, jit_compile = runtime.choose(
       precision, {"on": True, "off": False}.get(jit_compile, jit_compile))
-  tf.keras.mixed_precision.set_global_policy(precision)
+  runtime.check_bfloat16("training", (precision,))
+  # The policy decides the types of the layers built under it; the caller's is restored.
+  with _global_policy(precision):
+    return _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_size,
+                          crop_size, checkpoint_every, init_from, val_glob, seed, precision,
+                          jit_compile, tfds_name, tfds_data_dir, callbacks, verbose, strategy)
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_size, crop_size,
+                   checkpoint_every, init_from, val_glob, seed, precision, jit_compile,
+                   tfds_name, tfds_data_dir, callbacks, verbose, strategy):
   tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
   strategy = strategy or default_strategy()
   with strategy.scope():

@@ -1,0 +1,106 @@
+"""Encoder effort: what `hific compress --effort N` buys per photo, and what it costs in time.
+
+For each bundled rung and effort level, every held-out photo is compressed into a real
+`.hific` file (codec.compress(effort=N), models/hific/latent_search.py) and decoded by the
+plain decoder. Prints per rung and effort: mean bpp, PSNR, LPIPS, patch FID, and the encode
+time as a multiple of effort 0's in the same run; then, over the rungs' range, the BD-rate of
+each effort against effort 0 (LPIPS against bpp, Bjontegaard's cubic fit in log rate) and the
+mean LPIPS change at equal or fewer bytes.
+
+  python bench/effort.py [--models small-lo,small-mi,small-hi] [--efforts 0,2] \
+      [--images tests/data/heldout] [--json effort.jsonl]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+from hific_tf import images as images_lib
+from hific_tf.evaluation import metrics
+from hific_tf.perceptual.inception import InceptionV3
+from hific_tf.perceptual.lpips import LPIPS
+from hific_tf.serving import bitstream, resolve
+
+
+def bd_rate(rates_a, quality_a, rates_b, quality_b):
+  """Mean rate difference of curve b against curve a at equal quality, in percent.
+
+  Bjontegaard's measure: log rate as a cubic (fewer points: lower degree) of quality, both
+  integrated over the overlap of the two quality ranges. Quality here is -LPIPS.
+  """
+  degree = min(3, len(rates_a) - 1, len(rates_b) - 1)
+  fit_a = np.polyfit(quality_a, np.log(rates_a), degree)
+  fit_b = np.polyfit(quality_b, np.log(rates_b), degree)
+  low, high = max(min(quality_a), min(quality_b)), min(max(quality_a), max(quality_b))
+  if high <= low:
+    return float("nan")
+  integral_a = np.polyval(np.polyint(fit_a), [low, high])
+  integral_b = np.polyval(np.polyint(fit_b), [low, high])
+  mean_difference = ((integral_b[1] - integral_b[0]) - (integral_a[1] - integral_a[0])) / (
+      high - low)
+  return float((np.exp(mean_difference) - 1) * 100)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="small-lo,small-mi,small-hi")
+  parser.add_argument("--efforts", default="0,2")
+  parser.add_argument("--images", default="tests/data/heldout")
+  parser.add_argument("--json", help="Append one JSON row per model and effort to this file.")
+  args = parser.parse_args()
+  efforts = [int(e) for e in args.efforts.split(",")]
+  if efforts[0] != 0:
+    efforts.insert(0, 0)
+  paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]
+  photos = {p.stem: images_lib.load_rgb(p) for p in paths}
+  lpips, inception = LPIPS("alex"), InceptionV3()
+  reference = inception(np.concatenate([metrics.patches(x) for x in photos.values()]))
+  table = {}
+  print(f"{'model':10s} {'effort':>6s} {'bpp':>7s} {'PSNR':>6s} {'LPIPS':>6s} {'pFID':>6s} "
+        f"{'encode x':>8s}")
+  for name in args.models.split(","):
+    codec = resolve.load_codec(name, precision="float32")
+    for effort in efforts:
+      rows, tiles, seconds = [], [], 0.
+      for image in photos.values():
+        start = time.perf_counter()
+        data = codec.compress(image, effort=effort).to_bytes()
+        seconds += time.perf_counter() - start
+        decoded = codec.decompress(bitstream.HificFile.from_bytes(data))
+        rows.append((images_lib.bits_per_pixel(len(data), *image.shape[:2]),
+                     metrics.psnr(image, decoded), lpips.image_distance(image, decoded)))
+        tiles.append(metrics.patches(decoded))
+      bpp, psnr, distance = np.mean(rows, axis=0)
+      fid = metrics.fid(reference, inception(np.concatenate(tiles)))
+      table[name, effort] = dict(model=name, effort=effort, bpp=float(bpp), psnr=float(psnr),
+                                 lpips=float(distance), patch_fid=float(fid),
+                                 encode_seconds=seconds, per_photo=rows)
+      base = table[name, 0]["encode_seconds"]
+      print(f"{name:10s} {effort:6d} {bpp:7.4f} {psnr:6.2f} {distance:6.4f} {fid:6.1f} "
+            f"{seconds / base:8.1f}", flush=True)
+      if args.json:
+        with open(args.json, "a", encoding="utf-8") as out:
+          out.write(json.dumps(table[name, effort]) + "\n")
+  names = args.models.split(",")
+  for effort in efforts[1:]:
+    lower = [table[n, 0]["lpips"] - table[n, effort]["lpips"] for n in names]
+    fewer = [100 * (table[n, effort]["bpp"] / table[n, 0]["bpp"] - 1) for n in names]
+    line = (f"effort {effort} against 0: LPIPS {-np.mean(lower):+.4f} (per model "
+            f"{', '.join(f'{-v:+.4f}' for v in lower)}), bytes "
+            f"{', '.join(f'{v:+.1f}%' for v in fewer)}")
+    if len(names) >= 2:
+      rate = bd_rate([table[n, 0]["bpp"] for n in names], [-table[n, 0]["lpips"] for n in names],
+                     [table[n, effort]["bpp"] for n in names],
+                     [-table[n, effort]["lpips"] for n in names])
+      line += f"; BD-rate at equal LPIPS over the models' range {rate:+.1f}%"
+    print(line)
+
+
+if __name__ == "__main__":
+  main()
