@@ -86,7 +86,7 @@ def child(mode, directory, width, height, tile):
   image = photo(width, height)
   if mode == "decode":
     data = pathlib.Path(directory).parent / f"{pathlib.Path(directory).name}_{width}x{height}.hific"
-    from hific_tf.serving import bitstream
+    from hific_tf import bitstream
     if not data.exists():
       raise SystemExit(f"missing {data}")
     before, start = peak_rss_mb(), time.perf_counter()

@@ -21,11 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+from hific_tf import bitstream
 from hific_tf import images as images_lib
 from hific_tf.evaluation import metrics
 from hific_tf.perceptual.inception import InceptionV3
 from hific_tf.perceptual.lpips import LPIPS
-from hific_tf.serving import bitstream, resolve
+from hific_tf.serving import resolve
 
 
 def bd_rate(rates_a, quality_a, rates_b, quality_b):

@@ -27,7 +27,7 @@ import zlib
 
 import numpy as np
 
-from hific_tf.serving import bitstream
+from hific_tf import bitstream
 
 OUTCOMES = ("refused", "decoded", "cut_off", "crashes", "hangs", "over_limit", "mismatches")
 

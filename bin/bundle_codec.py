@@ -46,8 +46,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def heldout_figures(saved_model_dir, image_files):
   """Per-image and mean figures of a SavedModel codec on `image_files`."""
+  from hific_tf import bitstream
   from hific_tf.perceptual.lpips import LPIPS
-  from hific_tf.serving import bitstream
   codec = codec_lib.SavedModelCodec(saved_model_dir)
   lpips = LPIPS("alex")
   rows = []

@@ -38,10 +38,9 @@ def main():
   import skimage.data
   import tensorflow as tf
 
-  from hific_tf import images
+  from hific_tf import bitstream, images
   from hific_tf.evaluation import classical
   from hific_tf.perceptual import lpips
-  from hific_tf.serving import bitstream
 
   out = pathlib.Path(args.out)
   if out.exists():

@@ -120,8 +120,10 @@ def saved_model(tmp_path_factory, stage1_dir):
 @pytest.fixture(scope="session")
 def cache_env(tmp_path_factory):
   """A fresh user cache for the run: every bundled SavedModel is built on first use, as for a
-  new user, once per run."""
-  return {"XDG_CACHE_HOME": str(built_once(tmp_path_factory, "cache", lambda folder: None))}
+  new user, once per run; the LPIPS and Inception weights are still found where they are."""
+  from hific_tf.perceptual import weights
+  return {"XDG_CACHE_HOME": str(built_once(tmp_path_factory, "cache", lambda folder: None)),
+          "HIFIC_WEIGHTS_DIR": str(weights.cache_dir())}
 
 
 @pytest.fixture(scope="session")

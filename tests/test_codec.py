@@ -13,10 +13,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, random_image, run_hific, sample_photos
-from hific_tf import images, runtime
+from hific_tf import bitstream, images, runtime
 from hific_tf.errors import UsageError
 from hific_tf.models.hific import model as model_lib
-from hific_tf.serving import bitstream
 from hific_tf.serving import codec as codec_lib
 from hific_tf.training import train
 

@@ -106,8 +106,8 @@ def test_a_server_loses_one_request_to_a_spinning_file_not_its_health(spinning_f
   # spinning file costs that worker, which is killed and replaced; the server keeps decoding.
   import numpy as np
 
-  from hific_tf import zoo
-  from hific_tf.serving import bitstream, guard, resolve, server
+  from hific_tf import bitstream, zoo
+  from hific_tf.serving import guard, resolve, server
   crafted, verdict = spinning_file
   assert verdict[0] == "spins", verdict
   codec = resolve.load_codec(zoo.DEFAULT_CODEC)

@@ -71,7 +71,7 @@ LAYERS = (
     ("hific_tf.errors", "hific_tf.geometry", "hific_tf.runtime"),
     ("hific_tf.configs", "hific_tf.images"),
     ("hific_tf.perceptual", "hific_tf.evaluation.metrics", "hific_tf.evaluation.classical",
-     "hific_tf.serving.bitstream"),
+     "hific_tf.bitstream"),
     ("hific_tf.models", "hific_tf.lpips"),
     ("hific_tf.zoo",),
     ("hific_tf.training", "hific_tf.serving", "hific_tf.evaluation.runner"),
@@ -107,7 +107,7 @@ def test_user_facing_failures_raise_hific_errors():
   allowed = {  # (module, exception): why it is a programming error, not a user's.
       ("hific_tf/models/hific/layers.py", "ValueError"): "a network built with 1 channel",
       ("hific_tf/models/hific/hyperprior.py", "RuntimeError"): "coding before build_coders",
-      ("hific_tf/serving/bitstream.py", "ValueError"): "a fingerprint of the wrong length",
+      ("hific_tf/bitstream.py", "ValueError"): "a fingerprint of the wrong length",
   }
   builtin = {"ValueError", "FileNotFoundError", "FileExistsError", "RuntimeError", "KeyError",
              "TypeError", "OSError", "IOError", "Exception"}
@@ -141,10 +141,9 @@ def test_nothing_reads_outside_the_checkout():
 
 
 def test_every_user_facing_error_shares_one_base():
-  from hific_tf import zoo
+  from hific_tf import bitstream, zoo
   from hific_tf.evaluation import runner
   from hific_tf.perceptual import weights
-  from hific_tf.serving import bitstream
   from hific_tf.training import data, photos, train
   for error in (images.ImageError, data.DataError, train.TrainError, runner.EvaluationError,
                 bitstream.FormatError, weights.WeightsNotFoundError, photos.PhotoDataError,

@@ -254,7 +254,7 @@ def test_compress_has_its_own_pixel_limit_and_requests_a_deadline(codec):
   status, body = _asgi_post(app, "/compress", _png(np.full((100, 100, 3), 90, np.uint8)))
   assert status == 400 and "over the /compress limit of 4000 pixels" in json.loads(body)["error"]
   status, body = _asgi_post(app, "/compress", _png(np.full((60, 60, 3), 90, np.uint8)))
-  from hific_tf.serving import bitstream
+  from hific_tf import bitstream
   assert status == 200 and bitstream.HificFile.from_bytes(body).width == 60
   # A real compress cannot finish in a millisecond: 503 with Retry-After, server unharmed.
   hurried = server_lib.create_app(server_lib.CodecService(codec, isolate=False),

@@ -115,7 +115,7 @@ def test_split_client_refuses_damaged_payloads_in_one_line(serving_model, tmp_pa
   declared size (a range coder cannot tell more; docs/SECURITY.md), never anything else."""
   import dataclasses
 
-  from hific_tf.serving import bitstream
+  from hific_tf import bitstream
   from hific_tf.serving.split import SplitCodec
   client = SplitCodec(serving_model)
   good = client.compress(sample_photos()["coffee"][:128, :128])

@@ -12,11 +12,10 @@ import tensorflow_compression as tfc
 
 tf.get_logger().setLevel("ERROR")
 
-from hific_tf import configs, runtime
+from hific_tf import bitstream, configs, runtime
 from hific_tf import images as images_lib
 from hific_tf.errors import InputNotFoundError, OutputExistsError, UsageError
 from hific_tf.evaluation import metrics
-from hific_tf.serving import bitstream
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

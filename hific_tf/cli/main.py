@@ -15,9 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl.flags import argparse_flags
 
-from hific_tf import runtime
+from hific_tf import bitstream, runtime
 from hific_tf.errors import UsageError
-from hific_tf.serving import bitstream
 
 
 class _Parser(argparse_flags.ArgumentParser):

@@ -14,10 +14,10 @@ import pathlib
 
 import numpy as np
 
+from hific_tf import bitstream
 from hific_tf import images as images_lib
 from hific_tf.errors import UsageError
 from hific_tf.evaluation import classical, metrics
-from hific_tf.serving import bitstream
 
 COLUMNS = ("image", "method", "setting", "target_bpp", "knob", "bpp", "psnr", "ms_ssim",
            "lpips", "in_range")

@@ -19,10 +19,10 @@ import tempfile
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the range-coding ops SavedModels use)
 
-from hific_tf import geometry
+from hific_tf import bitstream, geometry
 from hific_tf.errors import InvalidModelError, UsageError
 from hific_tf.models.hific import stored_weights
-from hific_tf.serving import bitstream, guard, split, windows
+from hific_tf.serving import guard, split, windows
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,

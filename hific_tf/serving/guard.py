@@ -22,8 +22,7 @@ import threading
 
 import tensorflow as tf
 
-from hific_tf import runtime
-from hific_tf.serving import bitstream
+from hific_tf import bitstream, runtime
 
 # Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
 # tens of millions of symbols per second). The deadline covers range decoding only, never the

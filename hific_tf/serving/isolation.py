@@ -17,8 +17,9 @@ import os
 import threading
 import time
 
+from hific_tf import bitstream
 from hific_tf.errors import HificError
-from hific_tf.serving import bitstream, guard
+from hific_tf.serving import guard
 
 # Loading TensorFlow and the SavedModel in a new worker: not counted against any file.
 STARTUP_SECONDS = 300.

@@ -35,11 +35,11 @@ import signal
 import sys
 import threading
 
+from hific_tf import bitstream, runtime
 from hific_tf import images as images_lib
-from hific_tf import runtime
 from hific_tf.errors import HificError
 from hific_tf.evaluation import classical, metrics
-from hific_tf.serving import bitstream, guard
+from hific_tf.serving import guard
 
 WEB_DIR = pathlib.Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_BYTES = 32 << 20

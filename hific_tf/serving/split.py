@@ -25,8 +25,9 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from hific_tf import bitstream
 from hific_tf.errors import InvalidModelError
-from hific_tf.serving import bitstream, guard
+from hific_tf.serving import guard
 
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")

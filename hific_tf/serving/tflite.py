@@ -34,10 +34,10 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from hific_tf import images
+from hific_tf import bitstream, images
 from hific_tf.errors import InvalidModelError, UsageError
 from hific_tf.models.hific import layers
-from hific_tf.serving import bitstream, guard, split, windows
+from hific_tf.serving import guard, split, windows
 
 CODING = "coding"
 ENCODER, TRUNK, TAIL = "encoder.tflite", "synthesis_trunk.tflite", "synthesis_tail.tflite"

@@ -15,7 +15,6 @@ import tensorflow as tf
 
 from hific_tf import geometry
 from hific_tf.configs import Config
-from hific_tf.evaluation import metrics
 from hific_tf.models.hific import hyperprior as hyperprior_lib
 from hific_tf.models.hific import networks
 
@@ -263,7 +262,7 @@ class HiFiC(tf.keras.Model):
     mse = tf.reduce_mean(squared, axis=[1, 2, 3])
     lpips = self.lpips(outputs["reconstruction"], outputs["image"])
     per_image = (weight * outputs["bpp_noisy"] + config.k_mse * mse + config.k_lpips * lpips)
-    psnr = metrics.psnr_tensor(outputs["image"], outputs["reconstruction"], 1.)
+    psnr = tf.image.psnr(outputs["image"], outputs["reconstruction"], 1.)
     reports = dict(mse=mse, psnr=psnr, lpips=lpips, rate_weight=weight,
                    bpp_noisy=outputs["bpp_noisy"], bpp_quantized=outputs["bpp_quantized"],
                    target_bpp=target, learning_rate=learning_rate)

@@ -13,9 +13,9 @@ import pathlib
 
 import numpy as np
 
+from hific_tf import bitstream
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError, UsageError
-from hific_tf.serving import bitstream
 
 # Kernels of at least this many values are stored as int8 codes with one float32 scale per
 # slice of the last axis; everything else (biases, norms, the z prior) as float16. On
