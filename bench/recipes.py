@@ -17,7 +17,8 @@ weights (`hific train --init_from`); a GAN phase after one without D starts a fr
       --cpu_hours 0.5 [--recipes gan,mselpips] [--start small-lo] [--out runs/recipes]
 
 Prints one row per recipe and phase end (CPU-hours, steps, bpp, LPIPS, patch FID, JPEG's at
-the same size) and writes them to OUT/recipes.jsonl.
+the same size) and writes them to OUT/recipes.jsonl; `--plot FILE.png` draws LPIPS and patch
+FID against CPU-hours from that file (no training).
 """
 
 import argparse
@@ -120,7 +121,10 @@ def main():
   parser.add_argument("--out", default="runs/recipes")
   parser.add_argument("--batch_size", type=int, default=4)
   parser.add_argument("--checkpoint_every", type=int, default=25)
+  parser.add_argument("--plot", help="Only draw OUT/recipes.jsonl to this PNG.")
   args = parser.parse_args()
+  if args.plot:
+    return plot(REPO / args.out / "recipes.jsonl", args.plot)
   names = args.recipes.split(",")
   unknown = [name for name in names if name not in RECIPES]
   if unknown:
@@ -150,10 +154,36 @@ def main():
       with open(rows, "a", encoding="utf-8") as file:
         file.write(json.dumps(dict(result, recipe=name, phase=index, config=config,
                                    cpu_hours=cpu_total / 3600, steps=steps_total,
-                                   start=args.start, images=args.images)) + "\n")
+                                   start=args.start, images=args.images,
+                                   **{f"start_{key}": results[0][3][key]
+                                      for key in ("bpp", "lpips", "patch_fid")})) + "\n")
   log("\n" + header)
   for name, cpu_hours, steps, result in results:
     log(row_text(name, cpu_hours, steps, result))
+
+
+def plot(rows_path, target):
+  """LPIPS and patch FID against CPU-hours, one line per recipe from the shared start."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = [json.loads(line) for line in pathlib.Path(rows_path).read_text().splitlines()]
+  figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  for name in dict.fromkeys(row["recipe"] for row in rows):
+    mine = [row for row in rows if row["recipe"] == name]
+    for axis, key in zip(axes, ("lpips", "patch_fid")):
+      label = f"{name} ({mine[-1]['steps']} steps, {mine[-1]['bpp']:.3f} bpp)"
+      axis.plot([0] + [r["cpu_hours"] for r in mine],
+                [mine[0].get(f"start_{key}", float("nan"))] + [r[key] for r in mine],
+                "o-", label=label)
+  for axis, title in zip(axes, ("held-out LPIPS", "held-out patch FID")):
+    axis.set_xlabel("CPU-hours from the same start")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(target, dpi=110)
+  print(f"recipes: plot written to {target}")
 
 
 if __name__ == "__main__":

@@ -238,13 +238,29 @@ def _asgi_post(app, path, body):
   async def send(message):
     sent.append(message)
 
+  path, _, query = path.partition("?")
   scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
-           "headers": [(b"content-length", str(len(body)).encode())], "query_string": b"",
+           "headers": [(b"content-length", str(len(body)).encode())],
+           "query_string": query.encode(),
            "http_version": "1.1", "scheme": "http", "server": ("test", 80),
            "client": ("test", 1), "root_path": "", "asgi": {"version": "3.0"}}
   asyncio.run(app(scope, receive, send))
   status = next(m["status"] for m in sent if m["type"] == "http.response.start")
   return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_compress_effort_is_checked_before_any_work(codec):
+  """/compress?effort=N: a bad value, or a codec the search cannot run through (a SavedModel
+  folder has no Keras model), is a 400 with one line; effort 0 is the plain encode."""
+  from hific_tf.serving import server as server_lib
+  app = server_lib.create_app(server_lib.CodecService(codec, isolate=False), request_seconds=60)
+  small = _png(np.full((40, 40, 3), 90, np.uint8))
+  for query, needle in (("effort=x", "integer"), ("effort=9", "from 0 to 4"),
+                        ("effort=1", "bundled codec or a codec folder")):
+    status, body = _asgi_post(app, f"/compress?{query}", small)
+    assert status == 400 and needle in json.loads(body)["error"], (query, body)
+  status, body = _asgi_post(app, "/compress?effort=0", small)
+  assert status == 200 and body == codec.compress(np.full((40, 40, 3), 90, np.uint8)).to_bytes()
 
 
 def test_compress_has_its_own_pixel_limit_and_requests_a_deadline(codec):

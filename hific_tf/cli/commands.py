@@ -238,7 +238,8 @@ def serve(args):
                                 isolate=not args.in_process_decoding,
                                 queue_seconds=args.queue_seconds,
                                 compress_max_pixels=args.compress_max_pixels, log=_log,
-                                trim_memory=args.malloc_arenas > 0)
+                                trim_memory=args.malloc_arenas > 0,
+                                effort_seconds=0.75 * args.request_seconds)
   app = server.create_app(service, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                           request_seconds=args.request_seconds)
   server.serve(app, args.host, args.port, log=_log)

@@ -168,7 +168,8 @@ def build_parser():
                  help="Largest image /compress accepts.")
   _precision_argument(p)
   p.add_argument("--request_seconds", type=float, default=60.,
-                 help="A request still running after this is answered 503.")
+                 help="A request still running after this is answered 503 (/compress?effort=N "
+                 "stops its latent search at three quarters of it).")
   p.add_argument("--workers", type=int, default=2,
                  help="Requests that may run the codec at the same time.")
   p.add_argument("--queue_seconds", type=float, default=10.,

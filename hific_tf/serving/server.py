@@ -34,11 +34,13 @@ import pathlib
 import signal
 import sys
 import threading
+import time
 
 from hific_tf import bitstream, runtime
 from hific_tf import images as images_lib
-from hific_tf.errors import HificError
+from hific_tf.errors import HificError, UsageError
 from hific_tf.evaluation import classical, metrics
+from hific_tf.models.hific.latent_search import EffortError as EffortTimeout
 from hific_tf.serving import guard
 
 WEB_DIR = pathlib.Path(__file__).parent / "web"
@@ -51,6 +53,9 @@ DEFAULT_MAX_PIXELS = 4_000_000
 # A request that has not finished in this time is answered 503 (its worker finishes and
 # frees its slot; the pixel limits keep that rare).
 DEFAULT_REQUEST_SECONDS = 60.
+# /compress?effort=N: the latent search stops (503, nothing sent) past this, before the
+# request deadline cuts the answer off.
+DEFAULT_EFFORT_SECONDS = 45.
 COMPARED_CODECS = ("jpeg", "avif")
 
 
@@ -81,8 +86,9 @@ class CodecService:
   def __init__(self, codec, lpips_metric=None, workers=2,
                compare_max_pixels=DEFAULT_COMPARE_MAX_PIXELS, isolate=True,
                queue_seconds=DEFAULT_QUEUE_SECONDS, compress_max_pixels=DEFAULT_MAX_PIXELS,
-               log=None, trim_memory=True):
+               log=None, trim_memory=True, effort_seconds=DEFAULT_EFFORT_SECONDS):
     self.codec = codec
+    self.effort_seconds = effort_seconds
     self.queue_seconds = queue_seconds
     self.compress_max_pixels = compress_max_pixels
     self.trim_memory = trim_memory
@@ -120,10 +126,17 @@ class CodecService:
           f"upload: {width}x{height} is over the {endpoint} limit of {max_pixels} pixels")
     return image
 
-  def compress(self, data):
+  def compress(self, data, effort=0):
+    """`effort` > 0 searches the latents first (latent_search), within `effort_seconds`."""
     image = self._image(data, self.compress_max_pixels, "/compress")
+    if effort:
+      from hific_tf.models.hific import latent_search
+      latent_search.iterations_for(effort)  # A bad value is a 400 before any work.
     with self._slot():
-      return self.codec.compress(image).to_bytes()
+      if not effort:
+        return self.codec.compress(image).to_bytes()
+      deadline = time.monotonic() + self.effort_seconds
+      return self.codec.compress(image, effort=effort, deadline=deadline).to_bytes()
 
   def decompress(self, data):
     hific_file = bitstream.HificFile.from_bytes(data)
@@ -197,6 +210,10 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
   async def busy(request, error):
     return JSONResponse({"error": str(error)}, status_code=429, headers={"Retry-After": "5"})
 
+  @app.exception_handler(EffortTimeout)
+  async def effort_timed_out(request, error):
+    return JSONResponse({"error": str(error)}, status_code=503)
+
   @app.exception_handler(RequestTimeout)
   async def timed_out(request, error):
     return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": "5"})
@@ -226,7 +243,12 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
 
   @app.post("/compress")
   async def compress(request: Request):
-    data = await run(service.compress, await read_body(request))
+    # ?effort=N (0-4): the encoder's latent search, within the service's effort budget.
+    effort = request.query_params.get("effort", "0")
+    if not effort.isdigit():
+      raise UsageError(f"effort must be an integer from 0 to 4, got {effort!r}")
+    data = await run(lambda body: service.compress(body, int(effort)),
+                     await read_body(request))
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": 'attachment; filename="image.hific"'})
 
