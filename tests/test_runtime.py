@@ -78,3 +78,26 @@ def test_the_server_allocates_with_malloc_unless_the_user_decided():
   assert _allocator({}).startswith("1 |")
   assert _allocator({runtime.SYSTEM_ALLOCATOR_VARIABLE: "0"}) == (
       f"0 | {runtime.SYSTEM_ALLOCATOR_VARIABLE}=0 (set by the user)")
+
+
+def test_bfloat16_refusal_names_the_missing_feature():
+  avx2 = frozenset({"avx2", "fma"})
+  line = runtime.bfloat16_refusal("decoding", flags=avx2, onednn=True)
+  assert "AVX512-BF16" in line and "AMX-BF16" in line and "\n" not in line
+  assert "TF_ENABLE_ONEDNN_OPTS=0" in line and "--precision float32" in line
+  assert runtime.bfloat16_refusal("decoding", flags=avx2, onednn=False) is None
+  assert runtime.bfloat16_refusal("decoding", flags=frozenset({"avx512_bf16"}),
+                                  onednn=True) is None
+
+
+def test_asking_for_bfloat16_turns_onednn_off_only_where_it_cannot_run_it():
+  code = ("import os; from hific_tf import runtime; runtime.kernels_for_bfloat16(); "
+          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), '|', runtime.KERNELS)")
+  unset = ("TF_ENABLE_ONEDNN_OPTS", runtime.CHOSEN_MARK)
+  emulated = _fresh_python(code, {runtime.CPU_FLAGS_VARIABLE: "avx2 fma"}, unset)
+  assert emulated.startswith("0 |") and "own kernels" in emulated
+  native = _fresh_python(code, {runtime.CPU_FLAGS_VARIABLE: "avx2 avx512_bf16"}, unset)
+  assert native.startswith("1 |")
+  users = _fresh_python(code, {runtime.CPU_FLAGS_VARIABLE: "avx2 fma",
+                               "TF_ENABLE_ONEDNN_OPTS": "1"}, unset)
+  assert users.startswith("1 |") and "set by the user" in users  # Then refused in one line.
