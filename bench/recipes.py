@@ -31,6 +31,9 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hific_tf.training.ladder import run_step as latest_step  # noqa: E402  (no TensorFlow)
 
 # name -> phases: (config, share of the CPU budget). Continued from --start.
 RECIPES = {
@@ -50,16 +53,6 @@ def cpu_seconds(pid):
   except OSError:
     return None
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def latest_step(model_dir):
-  index = pathlib.Path(model_dir) / "checkpoints" / "checkpoint"
-  if not index.is_file():
-    return 0
-  for line in index.read_text().splitlines():
-    if line.startswith("model_checkpoint_path:"):
-      return int(line.split("ckpt-")[1].rstrip('"'))
-  return 0
 
 
 def train_phase(config, model_dir, init_from, cpu_budget, args, log):
