@@ -31,9 +31,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from hific_tf.training.ladder import run_step as latest_step  # noqa: E402  (no TensorFlow)
+from hific_tf.training.ladder import run_step as latest_step  # (no TensorFlow)
 
 # name -> phases: (config, share of the CPU budget). Continued from --start.
 RECIPES = {
