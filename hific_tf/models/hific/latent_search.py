@@ -60,7 +60,7 @@ class LatentSearch:
     self._step = tf.function(self._terms)
 
   def _terms(self, image, y, z_offset):
-    """(loss to descend, exact bits, exact distortion) for y: forward exactly as coded."""
+    """(exact bits, exact distortion) of y, forward exactly as the coder codes it."""
     model, config = self.model, self.model.config
     out = model.hyperprior(y, training=False, z_offset=z_offset)
     bits = out.y_bits_quantized[0] + out.z_bits_quantized[0]
