@@ -76,8 +76,8 @@ train-ladder: $(WEIGHTS_STAMP) $(DATA_DIR)/SOURCES.tsv
 bench: $(WEIGHTS_STAMP)
 	$(BIN)/python bench/lpips_speed.py
 	$(BIN)/python bench/codec_speed.py --json bench_codec_speed.json
-	$(BIN)/python bench/precision.py
-	$(BIN)/python bench/tflite_codec.py
+	$(BIN)/python bench/codec_speed.py --held_out precision
+	$(BIN)/python bench/codec_speed.py --held_out tflite
 	$(BIN)/python bench/train_speed.py
 
 clean:

@@ -25,8 +25,25 @@ what one model leaves behind in a process slows the next.
 JPEG, WebP and AVIF run on the same images. `--json FILE` writes every figure (decode_ms,
 encode_ms, floor_ms, peak_rss_mb per model, size, precision and path) for tracking.
 
+With --held_out, what a variant of one codec (--model) costs in quality on the held-out photos
+instead, side by side in one run (means over --images; times are each photo's second encode
+and decode):
+
+- `precision`: the codec exported four times, identical but for the compute type of E and G.
+  A bfloat16 encoder only changes which latents are picked, so its files decode anywhere; a
+  bfloat16 generator only changes the decoded pixels (the hyperprior, and so the range
+  coder's tables, stay float32). "PSNR to f32" is each variant's decode of the float32
+  encoder's files against the all-float32 decode. bfloat16 is only fast on CPUs that compute
+  it natively (AVX512-BF16, AMX) and emulated about 3-5x slower elsewhere.
+- `tflite`: the SavedModel against TFLite folders with float32, float16 and int8 weights.
+  "same bytes" is the share of photos whose file equals the SavedModel's byte for byte; "PSNR
+  to SM" compares each codec's decode of the SavedModel's file with the SavedModel's own
+  decode; "SM reads" whether the SavedModel decodes this codec's files to within 40 dB of this
+  codec's own decode (the bitstream is the same format everywhere).
+
 Usage: python bench/codec_speed.py [--sizes 768x512,2048x1536] [--repeats 3] [--json F]
        [--models hific-lo,small-lo] [--rss_sizes 2048x1536,4096x3072]
+       python bench/codec_speed.py --held_out precision|tflite [--model small-lo]
 """
 
 import argparse
@@ -34,7 +51,6 @@ import itertools
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,29 +59,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import port_peer
 
+import common
 from hific_tf import geometry
-
-
-def peak_rss_mb():
-  """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss across exec, so
-  a child forked from this big process would report the parent's size."""
-  with open("/proc/self/status") as status:
-    for line in status:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(function, repeats):
-  function()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    function()
-    times.append(time.perf_counter() - start)
-  return min(times)
+import port_peer
 
 
 def photo(width, height):
@@ -89,12 +86,12 @@ def child(mode, directory, width, height, tile):
     from hific_tf import bitstream
     if not data.exists():
       raise SystemExit(f"missing {data}")
-    before, start = peak_rss_mb(), time.perf_counter()
+    before, start = common.peak_rss_mb(), time.perf_counter()
     runner.decompress(bitstream.HificFile.from_bytes(data.read_bytes()))
   else:
-    before, start = peak_rss_mb(), time.perf_counter()
+    before, start = common.peak_rss_mb(), time.perf_counter()
     runner.compress(image)
-  print(json.dumps({"peak_rss_mb": peak_rss_mb(), "before_mb": before,
+  print(json.dumps({"peak_rss_mb": common.peak_rss_mb(), "before_mb": before,
                     "seconds": time.perf_counter() - start}))
 
 
@@ -110,11 +107,11 @@ def matmul_gflops(repeats=20, n=2048):
   be far from its own."""
   import tensorflow as tf
   a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  numpy_s = timed(lambda: a @ a, repeats)
+  numpy_s = common.best_seconds(lambda: a @ a, repeats)
   t = tf.constant(a)
-  tf_s = timed(lambda: tf.linalg.matmul(t, t).numpy(), repeats)
+  tf_s = common.best_seconds(lambda: tf.linalg.matmul(t, t).numpy(), repeats)
   b = tf.cast(t, tf.bfloat16)
-  bf16_s = timed(lambda: tf.linalg.matmul(b, b)[0, 0].numpy(), repeats)
+  bf16_s = common.best_seconds(lambda: tf.linalg.matmul(b, b)[0, 0].numpy(), repeats)
   return tuple(2 * n ** 3 / s / 1e9 for s in (numpy_s, tf_s, bf16_s))
 
 
@@ -180,7 +177,7 @@ def conv_floor(model, y_shape, dtype, repeats):
       total += out[0, 0, 0, 0]
     return total
 
-  return timed(lambda: run().numpy(), repeats)
+  return common.best_seconds(lambda: run().numpy(), repeats)
 
 
 def memory_variants(directory, width, height, rows):
@@ -253,9 +250,16 @@ def main():
                       "and decompress of the same sizes run beside ours (bench/port_peer.py).")
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch, "
                       "numpy<2, autograd, scipy, scikit-image, tqdm); default: this one.")
+  parser.add_argument("--held_out", choices=["precision", "tflite"],
+                      help="Instead: the quality of one codec's variants on held-out photos.")
+  parser.add_argument("--model", default="small-lo", help="The codec --held_out measures.")
+  parser.add_argument("--images", default=str(common.HELD_OUT),
+                      help="The photos --held_out measures on.")
   parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
   parser.add_argument("--model_rows", help=argparse.SUPPRESS)  # One model's rows, to a file.
   args = parser.parse_args()
+  if args.held_out:
+    return {"precision": held_out_precision, "tflite": held_out_tflite}[args.held_out](args)
   if args.child:
     mode, directory, width, height, tile = args.child
     return child(mode, directory, int(width), int(height),
@@ -282,7 +286,7 @@ def main():
         raise SystemExit(f"codec_speed: measuring {name} failed")
       rows += json.loads(part.read_text())
   from hific_tf import images
-  from hific_tf.evaluation import classical
+  from hific_tf.measure import classical
   sizes = parse_sizes(args.sizes)
   if args.peer_src:
     compare_with_peer(args, sizes, rows)
@@ -294,8 +298,8 @@ def main():
       image = photo(width, height)
       quality = {"jpeg": 75, "webp": 75, "avif": 50}[name]
       data = runner.encode(image, quality)
-      encode = timed(lambda: runner.encode(image, quality), args.repeats)
-      decode = timed(lambda: runner.decode(data), args.repeats)
+      encode = common.best_seconds(lambda: runner.encode(image, quality), args.repeats)
+      decode = common.best_seconds(lambda: runner.decode(data), args.repeats)
       row = dict(model=f"{name} q{quality}", size=f"{width}x{height}", encode_ms=encode * 1e3,
                  decode_ms=decode * 1e3,
                  bpp=images.bits_per_pixel(len(data), *image.shape[:2]))
@@ -308,11 +312,95 @@ def main():
   return None
 
 
+# (encoder, generator) compute types of --held_out precision.
+PRECISION_VARIANTS = (("float32", "float32"), ("mixed_bfloat16", "float32"),
+                      ("float32", "mixed_bfloat16"), ("mixed_bfloat16", "mixed_bfloat16"))
+
+
+def _coded(runner, photo, lpips):
+  """(file, decode, encode s, decode s, row) of one photo, times of the second calls."""
+  from hific_tf.measure import metrics
+  hific_file, encode = common.timed(lambda: runner.compress(photo))
+  decoded, decode = common.timed(lambda: runner.decompress(hific_file))
+  return hific_file, decoded, encode, decode, metrics.measure(
+      photo, decoded, len(hific_file.to_bytes()), lpips, with_ms_ssim=False)
+
+
+def held_out_precision(args):
+  from hific_tf import runtime
+  from hific_tf.measure import metrics
+  from hific_tf.measure.lpips import LPIPS
+  from hific_tf.models import sources
+  from hific_tf.serving import codec
+  photos, lpips = common.photos(args.images), LPIPS("alex")
+  print(f"{args.model} on {len(photos)} photos; native bfloat16: "
+        f"{runtime.native_bfloat16() or 'no'}")
+  print(f"{'E':<10}{'G':<10}{'bpp':>8}{'PSNR dB':>9}{'LPIPS':>8}{'PSNR to f32':>13}"
+        f"{'encode ms':>11}{'decode ms':>11}")
+  reference_files = reference_pixels = None
+  with tempfile.TemporaryDirectory() as tmp:
+    for encoder_dtype, generator_dtype in PRECISION_VARIANTS:
+      directory = pathlib.Path(tmp) / f"{encoder_dtype}_{generator_dtype}"
+      codec.export(sources.build_model(args.model, encoder_dtype=encoder_dtype,
+                                       generator_dtype=generator_dtype), directory)
+      runner = codec.SavedModelCodec(directory)
+      coded = [_coded(runner, photo, lpips) for photo in photos]
+      if reference_files is None:
+        reference_files, reference_pixels = [c[0] for c in coded], [c[1] for c in coded]
+      to_reference = np.mean([metrics.psnr(pixels, runner.decompress(f))
+                              for f, pixels in zip(reference_files, reference_pixels)])
+      bpp, psnr, distance = np.mean([(c[4]["bpp"], c[4]["psnr"], c[4]["lpips"])
+                                     for c in coded], axis=0)
+      print(f"{encoder_dtype.replace('mixed_', ''):<10}{generator_dtype.replace('mixed_', ''):<10}"
+            f"{bpp:>8.4f}{psnr:>9.2f}{distance:>8.4f}{min(to_reference, 99):>13.1f}"
+            f"{np.mean([c[2] for c in coded]) * 1e3:>11.0f}"
+            f"{np.mean([c[3] for c in coded]) * 1e3:>11.0f}")
+
+
+def held_out_tflite(args):
+  from hific_tf import runtime
+  from hific_tf.measure import metrics
+  from hific_tf.measure.lpips import LPIPS
+  from hific_tf.models import sources
+  from hific_tf.serving import codec, tflite
+  photos, lpips = common.photos(args.images), LPIPS("alex")
+  print(f"{args.model} on {len(photos)} photos; kernels: {runtime.KERNELS}; "
+        f"TFLite threads: {tflite.cpu_threads()}")
+  print(f"{'codec':<16}{'MB':>7}{'bpp':>8}{'PSNR':>7}{'LPIPS':>8}{'same bytes':>11}"
+        f"{'PSNR to SM':>11}{'SM reads':>9}{'enc ms':>8}{'dec ms':>8}")
+  with tempfile.TemporaryDirectory() as tmp:
+    model = sources.build_model(args.model)
+    folders = {"SavedModel": pathlib.Path(tmp) / "saved_model"}
+    codec.export(model, folders["SavedModel"])
+    for weights in tflite.WEIGHT_TYPES:
+      folders[f"TFLite {weights}"] = pathlib.Path(tmp) / f"tflite_{weights}"
+      codec.export(model, folders[f"TFLite {weights}"], kind="tflite", tflite_weights=weights)
+    reference = codec.SavedModelCodec(folders["SavedModel"])
+    reference_files = [reference.compress(photo) for photo in photos]
+    reference_pixels = [reference.decompress(f) for f in reference_files]
+    for label, folder in folders.items():
+      runner = reference if label == "SavedModel" else tflite.TfliteCodec(folder)
+      rows = []
+      for photo, reference_file, reference_decode in zip(photos, reference_files,
+                                                         reference_pixels):
+        hific_file, decoded, encode, decode, measured = _coded(runner, photo, lpips)
+        rows.append((measured["bpp"], measured["psnr"], measured["lpips"],
+                     hific_file.to_bytes() == reference_file.to_bytes(),
+                     min(metrics.psnr(runner.decompress(reference_file), reference_decode), 99.),
+                     metrics.psnr(reference.decompress(hific_file), decoded) > 40,
+                     encode, decode))
+      bpp, quality, distance, same, to_sm, reads, encode, decode = np.mean(rows, axis=0)
+      print(f"{label:<16}{common.folder_mb(folder):>7.1f}{bpp:>8.4f}{quality:>7.2f}"
+            f"{distance:>8.4f}{same * 100:>10.0f}%{to_sm:>10.1f}dB{reads * 100:>8.0f}%"
+            f"{encode * 1e3:>8.0f}{decode * 1e3:>8.0f}")
+
+
 def measure_models(args, rows):
   """Every row of the --models (one, in practice: main gives each its own process)."""
   import tensorflow as tf
 
-  from hific_tf import configs, runtime, zoo
+  from hific_tf import configs, runtime
+  from hific_tf.models import zoo
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec, tflite, windows
   sizes = parse_sizes(args.sizes)
@@ -375,10 +463,10 @@ def measure_models(args, rows):
               (pathlib.Path(tmp) / f"{directory.name}_{width}x{height}.hific").write_bytes(
                   hific_file.to_bytes())
               references[width, height] = hific_file, runner.decompress(hific_file)
-            encode = timed(lambda: runner.compress(image), args.repeats)
-            decode = timed(lambda: runner.decompress(hific_file), args.repeats)
+            encode = common.best_seconds(lambda: runner.compress(image), args.repeats)
+            decode = common.best_seconds(lambda: runner.decompress(hific_file), args.repeats)
             # What `compress` cost before the estimate left it: compress plus estimate_bits.
-            with_estimate = (timed(lambda: runner.compress(image, with_estimate=True),
+            with_estimate = (common.best_seconds(lambda: runner.compress(image, with_estimate=True),
                                    args.repeats) if path == "whole" else float("nan"))
             y_shape = list(geometry.latent_shapes(height, width)[0])
             floor = conv_floor(model, y_shape, floor_dtype, args.repeats)

@@ -2,7 +2,7 @@
 
 For each bundled rung and effort level, every held-out photo is compressed into a real
 `.hific` file (codec.compress(effort=N), models/hific/latent_search.py) and decoded by the
-plain decoder. Prints per rung and effort: mean bpp, PSNR, LPIPS, patch FID, and the encode
+plain decoder, measured by hific_tf/evaluation/heldout.py. Prints per rung and effort: mean bpp, PSNR, LPIPS, patch FID, and the encode
 time as a multiple of effort 0's in the same run; then, over the rungs' range, the BD-rate of
 each effort against effort 0 (LPIPS against bpp, Bjontegaard's cubic fit in log rate) and the
 mean LPIPS change at equal or fewer bytes.
@@ -14,19 +14,16 @@ mean LPIPS change at equal or fewer bytes.
 import argparse
 import json
 import os
-import pathlib
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from hific_tf import bitstream
+import common
 from hific_tf import images as images_lib
-from hific_tf.evaluation import metrics
-from hific_tf.perceptual.inception import InceptionV3
-from hific_tf.perceptual.lpips import LPIPS
-from hific_tf.serving import resolve
+from hific_tf import load_codec
+from hific_tf.evaluation import heldout
+from hific_tf.measure.lpips import LPIPS
 
 
 def bd_rate(rates_a, quality_a, rates_b, quality_b):
@@ -52,39 +49,32 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default="small-lo,small-mi,small-hi")
   parser.add_argument("--efforts", default="0,2")
-  parser.add_argument("--images", default="tests/data/heldout")
+  parser.add_argument("--images", default=str(common.HELD_OUT))
   parser.add_argument("--json", help="Append one JSON row per model and effort to this file.")
   args = parser.parse_args()
   efforts = [int(e) for e in args.efforts.split(",")]
   if efforts[0] != 0:
     efforts.insert(0, 0)
-  paths = [pathlib.Path(p) for p in images_lib.list_images(args.images)]
-  photos = {p.stem: images_lib.load_rgb(p) for p in paths}
-  lpips, inception = LPIPS("alex"), InceptionV3()
-  reference = inception(np.concatenate([metrics.patches(x) for x in photos.values()]))
+  paths = images_lib.list_images(args.images)
+  lpips = LPIPS("alex")
   table = {}
   print(f"{'model':10s} {'effort':>6s} {'bpp':>7s} {'PSNR':>6s} {'LPIPS':>6s} {'pFID':>6s} "
         f"{'encode x':>8s}")
   for name in args.models.split(","):
-    codec = resolve.load_codec(name, precision="float32")
+    codec = load_codec(name, precision="float32")
     for effort in efforts:
-      rows, tiles, seconds = [], [], 0.
-      for image in photos.values():
-        start = time.perf_counter()
-        data = codec.compress(image, effort=effort).to_bytes()
-        seconds += time.perf_counter() - start
-        decoded = codec.decompress(bitstream.HificFile.from_bytes(data))
-        rows.append((images_lib.bits_per_pixel(len(data), *image.shape[:2]),
-                     metrics.psnr(image, decoded), lpips.image_distance(image, decoded)))
-        tiles.append(metrics.patches(decoded))
-      bpp, psnr, distance = np.mean(rows, axis=0)
-      fid = metrics.fid(reference, inception(np.concatenate(tiles)))
-      table[name, effort] = dict(model=name, effort=effort, bpp=float(bpp), psnr=float(psnr),
-                                 lpips=float(distance), patch_fid=float(fid),
-                                 encode_seconds=seconds, per_photo=rows)
+      coder = heldout.FileCoder(codec, effort)
+      report = heldout.measure(coder, paths, patch_fid=True, with_ms_ssim=False, lpips=lpips)
+      means = report.summary()
+      table[name, effort] = dict(
+          model=name, effort=effort, bpp=means["bpp"], psnr=means["psnr"],
+          lpips=means["lpips"], patch_fid=means["patch_fid"],
+          encode_seconds=coder.encode_seconds,
+          per_photo=[(r["bpp"], r["psnr"], r["lpips"]) for r in report.rows])
       base = table[name, 0]["encode_seconds"]
-      print(f"{name:10s} {effort:6d} {bpp:7.4f} {psnr:6.2f} {distance:6.4f} {fid:6.1f} "
-            f"{seconds / base:8.1f}", flush=True)
+      print(f"{name:10s} {effort:6d} {means['bpp']:7.4f} {means['psnr']:6.2f} "
+            f"{means['lpips']:6.4f} {means['patch_fid']:6.1f} {coder.encode_seconds / base:8.1f}",
+            flush=True)
       if args.json:
         with open(args.json, "a", encoding="utf-8") as out:
           out.write(json.dumps(table[name, effort]) + "\n")

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf
 
-from hific_tf.perceptual.lpips import LPIPS, _unit_length
+from hific_tf.measure.lpips import LPIPS, _unit_length
 
 
 def joint_batch_distance(model, image_a, image_b):

@@ -20,14 +20,16 @@ src/loss/perceptual_similarity/weights) over an AlexNet of torchvision's shape w
 weights: torchvision's pretrained AlexNet is a download, and its values do not change the
 time.
 
-Usage (in the port's venv):
-  python bench/port_peer.py --src PORT_CHECKOUT --width 768 --height 512 [--repeats 3]
-  python bench/port_peer.py --src PORT_CHECKOUT --train [--batch 2] [--crop 256] [--repeats 3]
+Usage (in the port's venv, with its checkout importable; `run` below sets PYTHONPATH so):
+  PYTHONPATH=PORT_CHECKOUT python bench/port_peer.py --src PORT_CHECKOUT --width 768 --height 512
+  PYTHONPATH=PORT_CHECKOUT python bench/port_peer.py --src PORT_CHECKOUT --train [--batch 2]
 """
 
 import argparse
+import importlib.util
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -37,8 +39,10 @@ import types
 def run(src, python, *flags):
   """Runs this file in the port's venv (`python`; default: this Python) from its checkout
   `src`, for the benchmarks beside it: (its JSON line, None), or (None, why it failed)."""
+  path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
   done = subprocess.run([python or sys.executable, __file__, "--src", src, *map(str, flags)],
-                        capture_output=True, text=True, cwd=src, check=False)
+                        capture_output=True, text=True, cwd=src, check=False,
+                        env=dict(os.environ, PYTHONPATH=path))
   if done.returncode:
     return None, (done.stderr.strip().splitlines() or ["?"])[-1][:100]
   return json.loads(done.stdout.strip().splitlines()[-1]), None
@@ -138,7 +142,8 @@ def main():
   parser.add_argument("--batch", type=int, default=2, help="Crops per step of each network.")
   parser.add_argument("--crop", type=int, default=256)
   args = parser.parse_args()
-  sys.path.insert(0, args.src)
+  if importlib.util.find_spec("default_config") is None:
+    parser.error(f"the port is not importable: run with PYTHONPATH={args.src}")
   import torch
   if args.threads:
     torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ forward and backward, twice the images), so where the CPU-hours go decides what 
 reaches. This trains every recipe from the same start point (a bundled codec, E, G,
 hyperprior and D) on the same photos, each for the same budget of CPU time, then measures
 each on the held-out photos against JPEG at the same size per photo
-(bench/heldout_rate.py's measure: entropy-model bytes, LPIPS, patch FID).
+(hific_tf/evaluation/heldout.py: entropy-model bytes, LPIPS, patch FID).
 
 The budget is CPU time of the training process (user + system, from /proc), not wall-clock
 time, so recipes compare fairly on a machine whose cores something else also uses. A recipe is
@@ -32,7 +32,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-from hific_tf.training.ladder import run_step as latest_step  # (no TensorFlow)
+from hific_tf.models.sources import checkpoint_step as latest_step  # (no TensorFlow)
 
 # name -> phases: (config, share of the CPU budget). Continued from --start.
 RECIPES = {
@@ -86,15 +86,16 @@ def train_phase(config, model_dir, init_from, cpu_budget, args, log):
   return used, steps
 
 
-def measure(source_flag, source, args):
-  """Held-out means of a model_dir or bundled codec (bench/heldout_rate.py)."""
-  done = subprocess.run(
-      [sys.executable, str(REPO / "bench" / "heldout_rate.py"), source_flag, str(source),
-       "--images", args.images, "--against", "jpeg", "--patch_fid", "--json", "-"],
-      cwd=REPO, capture_output=True, text=True, check=False)
-  if done.returncode != 0:
-    raise SystemExit(f"recipes: measuring {source} failed: {done.stderr.strip()[-500:]}")
-  return json.loads(done.stdout.strip().splitlines()[-1])
+def measure(source, args):
+  """Held-out means of a model_dir or bundled codec: hific_tf/evaluation/heldout.py's, with
+  entropy-model bytes, against JPEG at the same size, with patch FIDs."""
+  from hific_tf import images as images_lib
+  from hific_tf.evaluation import heldout
+  from hific_tf.models import sources
+  report = heldout.measure(heldout.EntropyModelCoder(sources.build_model(str(source))),
+                           images_lib.list_images(args.images), against="jpeg",
+                           patch_fid=True, with_ms_ssim=False)
+  return report.summary()
 
 
 def row_text(recipe, cpu_hours, steps, result):
@@ -130,7 +131,7 @@ def main():
 
   header = (f"{'recipe':20s} {'CPU-h':>6s} {'steps':>6s}  {'bpp':6s}  {'LPIPS':6s}  "
             f"{'pFID':>6s}   {'JPEG bpp':8s} {'LPIPS':6s}  {'pFID':>6s}")
-  results = [("start", 0., 0, measure("--model", args.start, args))]
+  results = [("start", 0., 0, measure(args.start, args))]
   log(header)
   log(row_text("start " + args.start, 0., 0, results[0][3]))
   for name in names:
@@ -140,7 +141,7 @@ def main():
       used, steps = train_phase(config, model_dir, source, share * args.cpu_hours * 3600,
                                 args, log)
       cpu_total, steps_total, source = cpu_total + used, steps_total + steps, model_dir
-      result = measure("--model_dir", model_dir, args)
+      result = measure(model_dir, args)
       results.append((name, cpu_total / 3600, steps_total, result))
       log(row_text(f"{name}/{index}", cpu_total / 3600, steps_total, result))
       with open(rows, "a", encoding="utf-8") as file:

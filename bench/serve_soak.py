@@ -40,8 +40,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import fuzz  # noqa: E402  (the fuzzer's mutations and RSS reader)
+import fuzz  # bench/fuzz.py, beside this script: its mutations and RSS reader
 
 SIZES = ((48, 48), (200, 300), (512, 384), (768, 1024), (333, 517), (1536, 2048))
 
@@ -152,8 +151,8 @@ def main():
   parser.add_argument("--json", help="Write the figures as JSON here ('-': stdout).")
   args = parser.parse_args()
 
-  from hific_tf.serving import resolve
-  codec = resolve.load_codec(args.model)
+  from hific_tf import load_codec
+  codec = load_codec(args.model)
   rng = np.random.default_rng(args.seed)
   good, hostile = _requests(codec, rng, args.spinning)
   del codec

@@ -22,26 +22,38 @@ With --peer_src, also the paper's hific-lo stage-2 step (2 + 2 crops of 256²) i
 HiFiC port beside hific_tf's, each in its own process: the port's networks come only at the
 paper's widths, so the small configs have no peer.
 
+With --profile, where one step's time goes instead: a few steps of a config (default
+small-hific-lo, 4 + 4 crops of 256², as `hific train --precision auto` traces them) under
+TensorFlow's profiler, the ops' own time added up per network (E, G, the hyperprior, LPIPS,
+D; ops under the gradient tape's scope are the backward pass) and per op type. Times are
+summed over the threads that ran the ops, so they add up to more than the step's wall time on
+a multi-core machine; it is the split that says what to make faster.
+
+Every step here is set up by hific_tf.training.train.build_for_training and step_function,
+the ones `hific train` uses, so a figure here is a figure of `hific train`'s step.
+
 Usage: python bench/train_speed.py [--steps 3]
        python bench/train_speed.py --compare [--steps 4]
        python bench/train_speed.py --compare --peer_src PORT --peer_python PORT_VENV/bin/python
+       python bench/train_speed.py --profile [--config small-hific-lo] [--precision auto]
 """
 
 import argparse
+import collections
+import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("HIFIC_BENCH_TF_FIRST"):
+  import tensorflow  # noqa: F401  (before hific_tf: TensorFlow keeps its default kernels)
 
 import port_peer
-import tensorflow as tf
-
-from hific_tf import configs
-from hific_tf.models.hific.model import HiFiC
 
 CASES = (("tiny-mselpips", 4, 128), ("tiny-hific", 4, 128), ("small-mselpips-lo", 8, 256),
          ("small-hific-lo", 8, 256), ("hific-lo", 2, 256))
@@ -96,38 +108,45 @@ LESSER_CPUS = tuple(
         ("as on AVX-512+BF16: oneDNN, mixed_bfloat16", "AVX512_CORE_BF16", "mixed_bfloat16",
          {})))
 
-_CHILD = """
-import json, os, sys, time
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-if os.environ.get("HIFIC_BENCH_TF_FIRST"):
-  import tensorflow  # Before hific_tf: TensorFlow keeps its own default kernels.
-import tensorflow as tf
-from hific_tf import configs, runtime
-from hific_tf.models.hific.model import HiFiC
-precision, jit, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-config, batch = sys.argv[4], int(sys.argv[5])
-precision, jit = runtime.choose(precision, jit)
-if not os.environ.get("HIFIC_BENCH_PLAIN_NORM"):
-  from hific_tf.models.hific import layers
-  layers.fused_norms().__enter__()  # As `hific train` traces its step.
-tf.keras.mixed_precision.set_global_policy(precision)
-tf.keras.utils.set_random_seed(0)
-model = HiFiC(configs.get_config(config)).build_all(64)
-model.compile(jit_compile=jit)
-step = tf.function(model.train_step)
-images = tf.cast(tf.random.stateless_uniform([2 * batch, 256, 256, 3], [0, 1], 0, 256,
-                                             tf.int32), tf.uint8)
-start = time.perf_counter()
-float(step(images)["loss"])
-trace = time.perf_counter() - start
-times = []
-for _ in range(steps):
+
+def timed_step(config_name, batch, crop, precision, jit, steps, fused_norms=True):
+  """{trace, times}: `steps` generator steps of `hific train`'s step after the traced one.
+
+  Random crops: 2 x `batch` in stage 2 (G's and D's), `batch` in stage 1.
+  """
+  import tensorflow as tf
+
+  from hific_tf import configs
+  from hific_tf.training import train
+  config = configs.get_config(config_name)
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    model = train.build_for_training(config, crop_size=crop, jit_compile=jit)
+    step = train.step_function(model, fused_norms=fused_norms)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+  images = tf.cast(tf.random.stateless_uniform(
+      [batch * (2 if config.use_gan else 1), crop, crop, 3], [0, 1], 0, 256, tf.int32), tf.uint8)
   start = time.perf_counter()
   float(step(images)["loss"])
-  times.append(time.perf_counter() - start)
-print(json.dumps(dict(trace=trace, times=times, precision=precision, jit=jit,
-                      kernels=runtime.KERNELS)))
-"""
+  trace = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    float(step(images)["loss"])
+    times.append(time.perf_counter() - start)
+  return dict(trace=trace, times=times, step=step, images=images)
+
+
+def child(precision, jit, steps, config, batch):
+  """One configuration's step in this fresh process (kernels are chosen as it loads TF)."""
+  from hific_tf import runtime
+  precision, jit = runtime.choose(precision, jit)
+  result = timed_step(config, batch, 256, precision, jit, steps,
+                      fused_norms=not os.environ.get("HIFIC_BENCH_PLAIN_NORM"))
+  print(json.dumps(dict(trace=result["trace"], times=result["times"], precision=precision,
+                        jit=jit, kernels=runtime.KERNELS)))
 
 
 def our_step(label, env, precision, jit, steps, config, batch):
@@ -136,8 +155,8 @@ def our_step(label, env, precision, jit, steps, config, batch):
                  if k not in ("TF_ENABLE_ONEDNN_OPTS", "HIFIC_BENCH_TF_FIRST",
                               "ONEDNN_MAX_CPU_ISA", "HIFIC_BENCH_PLAIN_NORM")}
   environment.update(env)
-  done = subprocess.run([sys.executable, "-c", _CHILD, precision, json.dumps(jit), str(steps),
-                         config, str(batch)],
+  done = subprocess.run([sys.executable, __file__, "--child", precision, json.dumps(jit),
+                         str(steps), config, str(batch)],
                         capture_output=True, text=True, env=environment, check=False)
   if done.returncode:
     reason = (done.stderr.strip().splitlines() or ["?"])[-1][:80]
@@ -170,6 +189,74 @@ def compare(steps):
     print(f"{label:<44}{result['trace']:>9.1f}{result['best'] * 1e3:>9.0f}"
           f"{result['median'] * 1e3:>11.0f}{baseline / result['median']:>11.2f}x"
           f"{against_eigen}{chosen}")
+
+
+# Name scopes of the step's parts, matched in this order against each op's name.
+PARTS = (("estimate_tails", "z offset (tfc)"), ("lpips", "LPIPS"), ("discriminator", "D"),
+         ("generator", "G"), ("encoder", "E"), ("hyperprior", "hyperprior"),
+         ("adam", "optimizers"))
+
+# Ops whose events enclose other ops' events (loops, conditionals, function calls).
+CONTAINERS = {"Process", "Run", "While", "StatelessWhile", "If", "StatelessIf", "Case",
+              "PartitionedCall", "StatefulPartitionedCall"}
+
+
+def op_times(logdir, steps):
+  """{(part, "forward"|"backward"): ms per step} and {op type: ms per step} from a trace."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  path = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]
+  space = xplane_pb2.XSpace()
+  space.ParseFromString(pathlib.Path(path).read_bytes())
+  by_part, by_type = collections.Counter(), collections.Counter()
+  for plane in space.planes:
+    metadata = plane.event_metadata
+    for line in plane.lines:
+      for event in line.events:
+        name = metadata[event.metadata_id].name
+        if ":" not in name:
+          continue  # Executor and function wrappers, not ops.
+        op_name, op_type = name.rsplit(":", 1)
+        if op_type in CONTAINERS or op_type.strip().startswith("__inference"):
+          continue  # Its time is its ops' time, counted where they are.
+        lowered = op_name.lower()
+        part = next((label for key, label in PARTS if key in lowered), "other")
+        direction = "backward" if "gradient_tape" in lowered else "forward"
+        milliseconds = event.duration_ps / 1e9 / steps
+        by_part[part, direction] += milliseconds
+        by_type[op_type] += milliseconds
+  return by_part, by_type
+
+
+def profile(args):
+  """Op time per network and direction, and per op type, of a few profiled steps."""
+  import numpy as np
+  import tensorflow as tf
+
+  from hific_tf import runtime
+  precision, _ = runtime.choose(args.precision, False)
+  result = timed_step(args.config, args.batch, 256, precision, False, 3)
+  step, images = result["step"], result["images"]
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    for _ in range(args.profile_steps):
+      float(step(images)["loss"])
+    tf.profiler.experimental.stop()
+    by_part, by_type = op_times(logdir, args.profile_steps)
+  print(f"{args.config}, {precision}, {args.batch} + {args.batch} crops of 256², "
+        f"{os.cpu_count()} CPU threads, kernels: {runtime.KERNELS}")
+  total = sum(by_part.values())
+  print(f"step wall time (median of 3, unprofiled): {np.median(result['times']) * 1e3:.0f} ms; "
+        f"op time summed over threads: {total:.0f} ms per step")
+  print(f"{'part':<16}{'forward ms':>12}{'backward ms':>13}{'share':>8}")
+  parts = sorted({part for part, _ in by_part},
+                 key=lambda p: -(by_part[p, "forward"] + by_part[p, "backward"]))
+  for part in parts:
+    both = by_part[part, "forward"] + by_part[part, "backward"]
+    print(f"{part:<16}{by_part[part, 'forward']:>12.0f}{by_part[part, 'backward']:>13.0f}"
+          f"{both / total:>8.0%}")
+  print(f"{'op type':<40}{'ms':>8}")
+  for op_type, milliseconds in by_type.most_common(args.top):
+    print(f"{op_type:<40}{milliseconds:>8.0f}")
 
 
 def compare_with_peer(peer_src, peer_python, steps, batch):
@@ -210,40 +297,41 @@ def main():
   parser.add_argument("--peer_python", help="The Python of the port's own venv (torch); "
                       "default: this one.")
   parser.add_argument("--peer_batch", type=int, default=2)
+  parser.add_argument("--profile", action="store_true",
+                      help="Where a step's time goes, per network and op type.")
+  parser.add_argument("--config", default="small-hific-lo", help="The config --profile runs.")
+  parser.add_argument("--precision", default="auto", help="The precision --profile runs.")
+  parser.add_argument("--batch", type=int, default=4,
+                      help="--profile: crops for G (and as many for D).")
+  parser.add_argument("--profile_steps", type=int, default=2, help="Profiled steps.")
+  parser.add_argument("--top", type=int, default=15, help="Op types --profile lists.")
+  parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.child:
+    precision, jit, steps, config, batch = args.child
+    return child(precision, json.loads(jit), int(steps), config, int(batch))
+  if args.profile:
+    return profile(args)
   if args.compare:
     compare(args.steps)
     if args.peer_src:
       compare_with_peer(args.peer_src, args.peer_python, args.steps, args.peer_batch)
-    return
+    return None
+  import tensorflow as tf
   print(f"{os.cpu_count()} CPU threads, TF {tf.__version__}; batch is the generator batch "
         "(stage 2 feeds D as many again)")
   print(f"{'config':<16}{'precision':<16}{'batch':>6}{'crop':>6}{'trace s':>9}{'ms/step':>10}"
         f"{'img/s':>8}")
   for name, batch, crop in CASES:
     for precision in ("float32", "mixed_bfloat16"):
-      tf.keras.mixed_precision.set_global_policy(precision)
-      config = configs.get_config(name)
-      model = HiFiC(config).build_all(64)
-      model.compile()
-      step = tf.function(model.train_step)
-      factor = 2 if config.use_gan else 1
-      images = tf.cast(tf.random.uniform([batch * factor, crop, crop, 3], 0, 256, tf.int32),
-                       tf.uint8)
-      start = time.perf_counter()
-      step(images)
-      trace = time.perf_counter() - start
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        logs = step(images)
-      float(logs["loss"])
-      seconds = (time.perf_counter() - start) / args.steps
-      print(f"{name:<16}{precision:<16}{batch:>6}{crop:>6}{trace:>9.1f}{seconds * 1e3:>10.0f}"
-            f"{batch / seconds:>8.2f}")
-  tf.keras.mixed_precision.set_global_policy("float32")
+      result = timed_step(name, batch, crop, precision, False, args.steps)
+      seconds = sum(result["times"]) / args.steps
+      print(f"{name:<16}{precision:<16}{batch:>6}{crop:>6}{result['trace']:>9.1f}"
+            f"{seconds * 1e3:>10.0f}{batch / seconds:>8.2f}")
   for crop in (128, 256):
     print(f"input pipeline, {crop}x{crop} crops: {pipeline_images_per_second(crop):.0f} img/s "
           "(the model above consumes the img/s column)")
+  return None
 
 
 if __name__ == "__main__":

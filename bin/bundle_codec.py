@@ -1,8 +1,9 @@
 """Turns a trained model_dir into a bundled codec: stored weights, config and a measured card.
 
 The card's figures are measured here, on the held-out photos, through the real path a user
-takes (SavedModel built from the stored int8/float16 weights, real .hific files): mean bpp of
-whole files, PSNR, MS-SSIM and LPIPS. Nothing in a card is typed in by hand.
+takes (SavedModel built from the stored int8/float16 weights, real .hific files) by the one
+held-out measurement (hific_tf/evaluation/heldout.py): mean bpp of whole files, PSNR, MS-SSIM
+and LPIPS, per photo and mean. Nothing in a card is typed in by hand.
 
 A stage-2 run's D is stored beside the weights (weights.discriminator.npz), so that
 `hific train --init_from NAME` continues the GAN. With --resume_point the same files go to
@@ -32,34 +33,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 from hific_tf import images as images_lib
-from hific_tf import zoo
-from hific_tf.configs import Config
-from hific_tf.evaluation import metrics
+from hific_tf.evaluation import heldout
+from hific_tf.models import sources, zoo
 from hific_tf.models.hific import stored_weights
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.serving import codec as codec_lib
-from hific_tf.training import calibration, ladder
-from hific_tf.training import train as train_lib
+from hific_tf.training import calibration
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def heldout_figures(saved_model_dir, image_files):
-  """Per-image and mean figures of a SavedModel codec on `image_files`."""
-  from hific_tf import bitstream
-  from hific_tf.perceptual.lpips import LPIPS
-  codec = codec_lib.SavedModelCodec(saved_model_dir)
-  lpips = LPIPS("alex")
-  rows = []
-  for path in image_files:
-    image = images_lib.load_rgb(path)
-    data = codec.compress(image).to_bytes()
-    reconstruction = codec.decompress(bitstream.HificFile.from_bytes(data))
-    rows.append({"image": pathlib.Path(path).stem,
-                 **metrics.measure(image, reconstruction, len(data), lpips)})
-  means = {k: float(np.nanmean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim",
-                                                                 "lpips")}
-  return means, rows
 
 
 def _write_resume_point(staging, weights_path):
@@ -81,7 +62,7 @@ def main():
                       help="A bundled codec, stored again (e.g. with other --bits).")
   parser.add_argument("--name", required=True)
   parser.add_argument("--bits", type=int, default=stored_weights.DEFAULT_BITS,
-                      help="Bits of the large kernels' codes (bench/weight_bits.py).")
+                      help="Bits of the large kernels' codes (docs/MODELS.md, storage).")
   parser.add_argument("--generator_bits", type=int, default=None,
                       help="Bits of G's kernels alone (default: --bits). E and the hyperprior "
                            "set the rate, so fewer bits for G alone leave the files' "
@@ -96,34 +77,38 @@ def main():
   parser.add_argument("--colour_offset_on", metavar="TRAIN_PHOTOS",
                       help="Training photos (folder or glob) to measure G's colour cast on; "
                       "it is then removed from G's last bias. Never the held-out photos.")
+  parser.add_argument("--out", help="Write the codec folder here instead (default: "
+                      "hific_tf/bundled/NAME, where `hific models` lists it).")
   parser.add_argument("--force", action="store_true")
   args = parser.parse_args()
 
   if args.resume_point:
     target = REPO / "checkpoints" / f"{args.name}.npz"
   else:
-    target = zoo.BUNDLED_DIR / args.name
+    target = pathlib.Path(args.out) if args.out else zoo.BUNDLED_DIR / args.name
   if target.exists() and not args.force:
     sys.exit(f"bundle_codec: {target} exists (use --force)")
-  previous = zoo.load_card(args.name) if args.name in zoo.names() else {}
+  if args.out:
+    previous = zoo.load_card(target) if zoo.is_codec_dir(target) else {}
+  else:
+    previous = zoo.load_card(args.name) if args.name in zoo.names() else {}
+  source = sources.source_of(args.restore or args.model_dir)
+  config = sources.config_of(source)
+  trained = HiFiC(config).build_all()  # With D for a stage-2 config: it is stored beside.
+  sources.restore(trained, source)
   if args.restore:
     restored = zoo.load_card(args.restore)
-    config = Config.from_json((zoo.BUNDLED_DIR / args.restore / "config.json").read_text())
-    trained = HiFiC(config).build_all()
-    stored_weights.load_weights(trained, zoo.weights_file(args.restore))
     steps = args.steps or restored.get("steps")
     args.training = args.training or restored.get("training", "")
   else:
-    trained = train_lib.load_trained(args.model_dir)
-    config = trained.config
     origin = pathlib.Path(args.model_dir) / "ladder.json"
     steps = args.steps or (json.loads(origin.read_text())["base_steps"] +
-                           ladder.run_step(args.model_dir) if origin.is_file() else None)
+                           sources.checkpoint_step(args.model_dir) if origin.is_file() else None)
   colour = {}
   if args.colour_offset_on:
     files = images_lib.list_images(args.colour_offset_on)
-    heldout = pathlib.Path(args.heldout).resolve()
-    if any(pathlib.Path(f).resolve().parent == heldout for f in files):
+    heldout_dir = pathlib.Path(args.heldout).resolve()
+    if any(pathlib.Path(f).resolve().parent == heldout_dir for f in files):
       sys.exit("bundle_codec: the colour offset is measured on training photos, not held-out")
     offset = calibration.colour_offset(trained, files)
     calibration.remove_colour_offset(trained, offset)
@@ -141,8 +126,10 @@ def main():
     parameters = sum(int(np.prod(v.shape)) for _, v in model.codec_variables())
     info = codec_lib.export(model, staging / "saved_model")
     assert info["fingerprint"] == fingerprint
-    files = images_lib.list_images(args.heldout)
-    means, rows = heldout_figures(staging / "saved_model", files)
+    report = heldout.measure(
+        heldout.FileCoder(codec_lib.SavedModelCodec(staging / "saved_model")),
+        images_lib.list_images(args.heldout))
+    means, rows = {k: report.means[k] for k in ("bpp", "psnr", "ms_ssim", "lpips")}, report.rows
     card = {
         "name": args.name,
         "config": config.name,
@@ -166,11 +153,14 @@ def main():
     if args.resume_point:
       _write_resume_point(staging, target)
     else:
+      # Copied beside the target and renamed into place: no reader sees half a codec.
+      target.parent.mkdir(parents=True, exist_ok=True)
+      placed = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+      shutil.copytree(staging, placed, dirs_exist_ok=True)
+      placed.chmod(0o755)  # mkdtemp's 0700 would otherwise stay.
       if target.exists():
         shutil.rmtree(target)
-      target.parent.mkdir(parents=True, exist_ok=True)
-      shutil.copytree(staging, target)
-      target.chmod(0o755)  # mkdtemp's 0700 would otherwise follow the copy.
+      placed.rename(target)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   print(json.dumps({k: v for k, v in card.items() if k != "heldout_images"}, indent=2))

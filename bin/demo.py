@@ -43,8 +43,7 @@ def main():
   import numpy as np
 
   from hific_tf import images
-  from hific_tf.evaluation import classical, metrics
-  from hific_tf.perceptual import lpips
+  from hific_tf.measure import classical, lpips, metrics
 
   start = time.time()
   out = pathlib.Path(args.out)

@@ -39,8 +39,7 @@ def main():
   import tensorflow as tf
 
   from hific_tf import bitstream, images
-  from hific_tf.evaluation import classical
-  from hific_tf.perceptual import lpips
+  from hific_tf.measure import classical, lpips
 
   out = pathlib.Path(args.out)
   if out.exists():

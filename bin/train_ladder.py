@@ -10,13 +10,13 @@ Each rung trains in its own model_dir (runs/ladder/NAME) with `hific train`, whi
 from its BackupAndRestore state, so a stop (or a killed machine) costs at most the steps since
 the last checkpoint (`--checkpoint_every`, 50 steps). The ladder trains one rung for
 `--slice_steps`, measures it on the held-out photos against JPEG at the same per-photo size
-(bench/heldout_rate.py, appended to runs/ladder/NAME/heldout.jsonl: the curve of held-out
-LPIPS, patch FID and bpp against steps), then picks the next rung (hific_tf/training/ladder.py says
-how). Tests and benchmarks come first: TensorFlow's thread pools do not yield to a lower
-nice value (a benchmark step ran 1.7x slower beside a nice-19 trainer), so the ladder stops its
-trainer (SIGSTOP) while other work keeps more than --yield_cores busy (default 1.5 of this
-project's 2 cores: a test suite or a benchmark using both) and continues it (SIGCONT) when
-that falls under half of it; `pause` holds it for a clean measurement.
+(hific_tf/evaluation/heldout.py, entropy-model bytes; appended to
+runs/ladder/NAME/heldout.jsonl: the curve of held-out LPIPS, patch FID and bpp against
+steps), then picks the next rung (bin/ladder.py says how). Tests and benchmarks come first:
+TensorFlow's thread pools do not yield to a lower nice value (a benchmark step ran 1.7x
+slower beside a nice-19 trainer), so the ladder stops its trainer (SIGSTOP) while other work
+keeps more than --yield_cores busy (default 1.5 cores: a test suite or a benchmark using two)
+and continues it (SIGCONT) when that falls under half of it; `pause` holds it for a clean measurement.
 
 Shipping a rung stays a decision. The run's own checkpoints roll on (the last three), so the
 check that beats every earlier one (lower LPIPS at a rate at most 5% higher: ladder.is_best)
@@ -27,7 +27,9 @@ version at the same rate (a rung must beat JPEG on both to ship),
 """
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import pathlib
 import signal
@@ -35,10 +37,10 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hific_tf.models import sources
+import ladder  # bin/ladder.py, beside this script
 
-from hific_tf.training import ladder
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 RUNS = REPO / "runs" / "ladder"
 CHECKPOINTS = REPO / "checkpoints"  # Committed resume points of rungs still in training.
@@ -105,7 +107,7 @@ def train_slice(rung_state, args):
   on_train_end, so the BackupAndRestore state stays for the next resume).
   """
   ladder.record_origin(rung_state)
-  start = ladder.run_step(rung_state.model_dir)
+  start = sources.checkpoint_step(rung_state.model_dir)
   goal = start + args.slice_steps
   log(f"{rung_state.rung.name}: training from run step {start} to {goal} "
       f"({rung_state.total_steps} steps behind it)")
@@ -117,7 +119,7 @@ def train_slice(rung_state, args):
   calm = 0
   try:
     while process.poll() is None:
-      if ladder.run_step(rung_state.model_dir) >= goal:
+      if sources.checkpoint_step(rung_state.model_dir) >= goal:
         if paused:
           process.send_signal(signal.SIGCONT)
         process.terminate()
@@ -145,26 +147,37 @@ def train_slice(rung_state, args):
     process.terminate()
     process.wait()
     raise
-  reached = ladder.run_step(rung_state.model_dir)
+  reached = sources.checkpoint_step(rung_state.model_dir)
   if reached < goal and code not in (0, -signal.SIGTERM):
     raise RuntimeError(f"hific train exited with {code} at step {reached} "
                        f"(see {rung_state.model_dir / 'train.log'})")
   return reached
 
 
+def heldout_check(model_dir, photos):
+  """The held-out measurement of a run's latest checkpoint against JPEG at the same size,
+  with patch FIDs: entropy-model bytes (no export), in a child process at the lowest
+  priority (TensorFlow loads there, not in the ladder)."""
+  from hific_tf import images as images_lib
+  from hific_tf.evaluation import heldout
+  model = sources.build_model(model_dir)
+  report = heldout.measure(heldout.EntropyModelCoder(model), images_lib.list_images(photos),
+                           against="jpeg", patch_fid=True, with_ms_ssim=False)
+  return report.summary()
+
+
 def measure(rung_state, args):
   """Held-out rate, LPIPS and patch FID against JPEG at the same size, appended to
   heldout.jsonl."""
-  result = subprocess.run(
-      [sys.executable, str(REPO / "bench" / "heldout_rate.py"), "--model_dir",
-       str(rung_state.model_dir), "--against", "jpeg", "--patch_fid", "--json", "-"],
-      cwd=REPO,
-      capture_output=True, text=True, check=False, preexec_fn=lambda: os.nice(19))
-  if result.returncode:
-    log(f"held-out measure failed: {result.stderr.strip().splitlines()[-1:]}")
-    return None
-  row = json.loads(result.stdout.strip().splitlines()[-1])
-  row.update(step=ladder.run_step(rung_state.model_dir), base_steps=rung_state.base_steps,
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=os.nice,
+                                              initargs=(19,)) as pool:
+    try:
+      row = pool.submit(heldout_check, str(rung_state.model_dir), args.heldout).result()
+    except Exception as error:  # The ladder logs it and trains on.  # noqa: BLE001
+      log(f"held-out measure failed: {error.__class__.__name__}: {error}")
+      return None
+  row.update(step=sources.checkpoint_step(rung_state.model_dir), base_steps=rung_state.base_steps,
              time=time.strftime("%Y-%m-%dT%H:%M:%S"))
   earlier = ladder.checks(rung_state.model_dir)
   with open(rung_state.model_dir / ladder.CHECKS, "a", encoding="utf-8") as out:
@@ -260,7 +273,7 @@ def status():
     for row in ladder.checks(s.model_dir)[-5:]:
       print(f"    step {row['step']:6d}: {row['bpp']:.4f} bpp LPIPS {row['lpips']:.4f} | JPEG "
             f"{row['against_bpp']:.4f} bpp LPIPS {row['against_lpips']:.4f}" + _patch_fids(row))
-    kept = [f"{folder}/ step {ladder.run_step(s.model_dir / folder)}"
+    kept = [f"{folder}/ step {sources.checkpoint_step(s.model_dir / folder)}"
             for folder in (ladder.BEST, ladder.BEST_REALISM) if (s.model_dir / folder).is_dir()]
     if kept:
       print(f"    kept: {', '.join(kept)}")
@@ -276,6 +289,8 @@ def main(argv=None):
   parser.add_argument("--slice_steps", type=int, default=500,
                       help="Steps of one rung before measuring and choosing again.")
   parser.add_argument("--train_glob", default="data/photos/train")
+  parser.add_argument("--heldout", default="tests/data/heldout",
+                      help="The photos each slice is checked on (hific_tf/evaluation/heldout.py).")
   parser.add_argument("--batch_size", type=int, default=4)
   parser.add_argument("--checkpoint_every", type=int, default=50)
   parser.add_argument("--max_steps", type=int, default=100000,

@@ -36,7 +36,7 @@ class Config:
   pixel than 256² crops (small-lo: 0.155 against about 0.12), so a codec meant to land whole
   photos on `target_bpp` trains against a lower crop target. `random_flip` mirrors half of
   the training crops (the paper's recipe has no flips; on a few dozen photos they widen the
-  set: bench/generalisation.py).
+  set).
 
   The layout fields say how the transforms and the entropy model compute, with the official
   code's behaviour as the default. The PyTorch port (Justin-Tan/high-fidelity-generative-

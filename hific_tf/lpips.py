@@ -2,9 +2,9 @@
 
 Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", CVPR
 2018 (LPIPS v0.1), the distortion term HiFiC trains with. The port itself lives in
-`hific_tf.perceptual.lpips`; this module keeps the short import path users and scripts rely on.
+`hific_tf.measure.lpips`; this module keeps the short import path users and scripts rely on.
 """
 
-from hific_tf.perceptual.lpips import LPIPS
+from hific_tf.measure.lpips import LPIPS
 
 __all__ = ["LPIPS"]

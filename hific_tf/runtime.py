@@ -165,7 +165,7 @@ CODING_PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 def generator_dtype(precision="auto", gpus=None):
   """The compute type of the generator of a codec built here; "auto" picks the fastest.
 
-  Only the generator: its pixels are all a bfloat16 decode changes (bench/precision.py
+  Only the generator: its pixels are all a bfloat16 decode changes (bench/codec_speed.py --held_out precision
   measures by how much), while a bfloat16 encoder would make the same photo compress to
   different bytes on different machines, and the hyperprior, which derives the range coder's
   tables on both ends, is float32 whatever is asked. bfloat16 where the CPU computes it

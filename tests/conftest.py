@@ -118,10 +118,24 @@ def saved_model(tmp_path_factory, stage1_dir):
 
 
 @pytest.fixture(scope="session")
+def serving_model(tmp_path_factory, stage1_dir):
+  def build(folder):
+    run_hific("export", "--model_dir", stage1_dir, "--out", folder / "transforms", "--serving")
+  return built_once(tmp_path_factory, "serving", build) / "transforms"
+
+
+@pytest.fixture(scope="session")
+def tflite_model(tmp_path_factory, stage1_dir):
+  def build(folder):
+    run_hific("export", "--model_dir", stage1_dir, "--out", folder / "codec", "--tflite")
+  return built_once(tmp_path_factory, "tflite", build) / "codec"
+
+
+@pytest.fixture(scope="session")
 def cache_env(tmp_path_factory):
   """A fresh user cache for the run: every bundled SavedModel is built on first use, as for a
   new user, once per run; the LPIPS and Inception weights are still found where they are."""
-  from hific_tf.perceptual import weights
+  from hific_tf.measure import weights
   return {"XDG_CACHE_HOME": str(built_once(tmp_path_factory, "cache", lambda folder: None)),
           "HIFIC_WEIGHTS_DIR": str(weights.cache_dir())}
 
@@ -138,16 +152,17 @@ def random_image(height, width, channels=3, seed=0):
 
 
 # Fixtures that train, export or serve a model: tests using them are end-to-end.
-_END_TO_END_FIXTURES = {"stage1_dir", "saved_model", "codec", "serving_model", "server",
-                        "other_model", "cache_env"}
+_END_TO_END_FIXTURES = {"stage1_dir", "saved_model", "codec", "serving_model", "tflite_model",
+                        "server", "other_model", "cache_env"}
 _END_TO_END_CALLS = ("run_hific(", "hific_here(", "subprocess.", "zoo.build_model", "zoo.load_codec",
                      "zoo.saved_model")
 
 
 # The costliest modules first (their share of a one-worker run), so that `make test`'s two
 # workers, which take whole modules in this order (--dist loadfile), finish together.
-MODULE_ORDER = ("test_import", "test_training", "test_codec", "test_zoo", "test_server",
-                "test_serving", "test_tflite", "test_evaluation", "test_fuzz", "test_lpips")
+MODULE_ORDER = ("test_import", "test_training", "test_codec", "test_zoo", "test_sources",
+                "test_server", "test_serving", "test_tflite", "test_evaluation", "test_fuzz",
+                "test_lpips")
 
 
 def pytest_collection_modifyitems(items):

@@ -15,13 +15,13 @@ import tensorflow as tf
 from conftest import REPO, random_image, run_hific, sample_photos
 from hific_tf import bitstream, images, runtime
 from hific_tf.errors import UsageError
+from hific_tf.models import sources
 from hific_tf.models.hific import model as model_lib
 from hific_tf.serving import codec as codec_lib
-from hific_tf.training import train
 
 
 def test_range_coded_latents_decode_exactly_and_cost_what_was_estimated(stage1_dir, photo_dir):
-  model = train.load_trained(stage1_dir)
+  model = sources.build_model(stage1_dir)
   model.hyperprior.build_coders()
   photo = images.load_rgb(photo_dir / "astronaut.png")[128:384, 128:384]
   x = tf.cast(photo, tf.float32)[None] / 255.
@@ -151,7 +151,7 @@ def other_model(tmp_path_factory, stage1_dir):
   tf.keras.utils.set_random_seed(123)
   model = HiFiC(configs.get_config("tiny-mselpips")).build_all()
   (directory / "config.json").write_text(model.config.to_json())
-  train.codec_checkpoint(model).save(str(directory / "checkpoints" / "ckpt"))
+  sources.codec_checkpoint(model).save(str(directory / "checkpoints" / "ckpt"))
   out = directory / "codec"
   run_hific("export", "--model_dir", directory, "--out", out)
   return out

@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 
 from conftest import REFERENCE_DIR, hific_here, run_hific
-from hific_tf.evaluation import classical, metrics
+from hific_tf.measure import classical, metrics
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def inception_reference():
 
 
 def test_inception_features_match_the_official_network(inception_reference):
-  from hific_tf.perceptual.inception import InceptionV3
+  from hific_tf.measure.inception import InceptionV3
   reference, _ = inception_reference
   batch = np.stack([np.asarray(Image.open(REFERENCE_DIR / str(name)))
                     for name in reference["names"]])

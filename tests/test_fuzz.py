@@ -1,4 +1,4 @@
-"""A CI-sized run of the decoder fuzzer (bench/fuzz_decode.py runs the long one)."""
+"""A CI-sized run of the decoder fuzzer (bench/fuzz.py runs the long one)."""
 
 import sys
 import time
@@ -12,11 +12,10 @@ pytestmark = pytest.mark.e2e  # Builds the bundled codec and runs worker process
 sys.path.insert(0, str(REPO / "bench"))
 
 import fuzz
-import fuzz_decode
 
 
 def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
-  model_dir, seeds = fuzz_decode.seed_files(tmp_path)
+  model_dir, seeds = fuzz.seed_files(tmp_path)
   report = fuzz.run(str(model_dir), seeds, cases=160, seed=1, workers=1, deadline=30.,
                     memory_mb=3072, files_per_worker=80)
   counts = report["counts"]
@@ -36,7 +35,8 @@ def test_hostile_files_never_crash_blow_memory_or_change_size(tmp_path):
 _FIND_SPINNING_FILE = r"""
 import dataclasses, itertools, sys, time
 import numpy as np
-from hific_tf import runtime, zoo
+from hific_tf import runtime
+from hific_tf.models import zoo
 from hific_tf.serving import codec, guard, resolve
 guard.BASE_SECONDS = 2.
 # The SavedModel `hific decompress` will use here (built now, not in the timed CLI call).
@@ -106,7 +106,8 @@ def test_a_server_loses_one_request_to_a_spinning_file_not_its_health(spinning_f
   # spinning file costs that worker, which is killed and replaced; the server keeps decoding.
   import numpy as np
 
-  from hific_tf import bitstream, zoo
+  from hific_tf import bitstream
+  from hific_tf.models import zoo
   from hific_tf.serving import guard, resolve, server
   crafted, verdict = spinning_file
   assert verdict[0] == "spins", verdict

@@ -138,7 +138,7 @@ def test_imported_codec_decodes_to_the_ports_reconstruction(imported, tmp_path):
 def narrow_cache(tmp_path_factory):
   """A new codec cache for this module (the narrow codec's SavedModel is built on first use,
   once), with the LPIPS and Inception weights still found where they are."""
-  from hific_tf.perceptual import weights
+  from hific_tf.measure import weights
   return {"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("narrow-cache")),
           "HIFIC_WEIGHTS_DIR": str(weights.cache_dir())}
 

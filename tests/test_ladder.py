@@ -1,8 +1,13 @@
 """Which rung the ladder trains next, and where a rung's run starts (TF-free)."""
 
 import json
+import sys
 
-from hific_tf.training import ladder
+from conftest import REPO
+from hific_tf.models import sources
+
+sys.path.insert(0, str(REPO / "bin"))
+import ladder  # noqa: E402  (bin/ladder.py: the maintainer's ladder, outside the package)
 
 
 def _checkpoint(folder, step):
@@ -72,7 +77,7 @@ def test_the_best_check_is_kept_aside_as_a_model_dir(tmp_path):
   ladder.keep_best(run, dict(check, lpips=0.9))
   ladder.keep_best(run, check)  # Overwrites the earlier best whole.
   best = run / ladder.BEST
-  assert ladder.run_step(best) == 2600
+  assert sources.checkpoint_step(best) == 2600
   assert sorted(p.name for p in (best / "checkpoints").iterdir()) == [
       "checkpoint", "ckpt-2600.data-00000-of-00001", "ckpt-2600.index"]
   assert (best / "checkpoints" / "ckpt-2600.index").read_text() == "index"
@@ -101,5 +106,5 @@ def test_the_check_with_the_best_realism_is_kept_aside_too(tmp_path):
   _checkpoint(run, 1700)
   ladder.keep_best(run, dict(worse_lpips, source=str(run / "checkpoints" / "ckpt-1700")),
                    ladder.BEST_REALISM)
-  assert ladder.run_step(run / ladder.BEST_REALISM) == 1700
+  assert sources.checkpoint_step(run / ladder.BEST_REALISM) == 1700
   assert not (run / ladder.BEST).exists()

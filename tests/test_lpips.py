@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REFERENCE_DIR, REPO
-from hific_tf.perceptual import lpips as lpips_lib
+from hific_tf.measure import lpips as lpips_lib
 
 REFERENCE = REFERENCE_DIR / "lpips_reference.json"
 
@@ -155,7 +155,7 @@ def test_no_jax_flax_or_torch_import_in_the_package():
 
 
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
-  from hific_tf.perceptual import weights
+  from hific_tf.measure import weights
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
   monkeypatch.delenv("HIFIC_WEIGHTS_DIR", raising=False)
   with pytest.raises(weights.WeightsNotFoundError, match="hific weights"):

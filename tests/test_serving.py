@@ -9,15 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import built_once, run_hific, sample_photos
-
-
-@pytest.fixture(scope="session")
-def serving_model(tmp_path_factory, stage1_dir):
-  def build(folder):
-    run_hific("export", "--model_dir", stage1_dir, "--out", folder / "transforms", "--serving")
-  return built_once(tmp_path_factory, "serving", build) / "transforms"
-
+from conftest import run_hific, sample_photos
 
 # Runs in a fresh process that never imports tensorflow_compression (nor hific_tf): every op
 # of the SavedModel must then be a stock op, or loading fails with "Op type not registered".

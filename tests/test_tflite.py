@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import built_once, run_hific, sample_photos
+from conftest import run_hific, sample_photos
 from hific_tf.errors import InvalidModelError
 from hific_tf.models.hific import layers
-
-
-@pytest.fixture(scope="session")
-def tflite_model(tmp_path_factory, stage1_dir):
-  def build(folder):
-    run_hific("export", "--model_dir", stage1_dir, "--out", folder / "codec", "--tflite")
-  return built_once(tmp_path_factory, "tflite", build) / "codec"
 
 
 def _crop(name, shape=None):

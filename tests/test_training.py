@@ -128,8 +128,8 @@ def _train_subprocess(model_dir, glob, kill_at):
 
 
 def _final_weights(model_dir):
-  from hific_tf.training import train
-  model = train.load_trained(model_dir)
+  from hific_tf.models import sources
+  model = sources.build_model(model_dir)
   return int(tf.train.latest_checkpoint(str(model_dir / "checkpoints")).split("-")[-1]), [
       v.numpy() for v in model.variables]
 
@@ -373,10 +373,10 @@ def test_random_flip_mirrors_some_crops_and_keeps_the_rest():
 def test_a_collapsed_epoch_rolls_the_codec_back_to_its_checkpoint(tmp_path):
   # A real model and a real checkpoint; then weights as a collapsed step leaves them.
   from hific_tf import configs
-  from hific_tf.models.hific.model import HiFiC
+  from hific_tf.models import sources
   from hific_tf.training import train
   model = HiFiC(configs.get_config("tiny-hific")).build_all()
-  manager = tf.train.CheckpointManager(train.codec_checkpoint(model),
+  manager = tf.train.CheckpointManager(sources.codec_checkpoint(model),
                                        str(tmp_path / "checkpoints"), max_to_keep=3)
   manager.save(checkpoint_number=50)
   good = [v.numpy().copy() for _, v in model.codec_variables()]

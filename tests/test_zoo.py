@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, hific_here, run_hific
-from hific_tf import images, runtime, zoo
+from hific_tf import images, runtime
+from hific_tf.models import zoo
 from hific_tf.models.hific import stored_weights
 
 HELD_OUT = REPO / "tests" / "data" / "heldout"
@@ -51,7 +52,7 @@ def test_bundled_codec_round_trips_a_held_out_photo(name, round_trips):
   decoded = images.load_rgb(round_trips / f"{name}.png")
   assert decoded.shape == original.shape
   bpp = images.bits_per_pixel(out.stat().st_size, *original.shape[:2])
-  from hific_tf.perceptual.lpips import LPIPS
+  from hific_tf.measure.lpips import LPIPS
   distance = LPIPS("alex").image_distance(original, decoded)
   # The card's figures are what a user gets: reproduced here up to float rounding.
   assert bpp == pytest.approx(shipped["bpp"], rel=0.01)
@@ -59,7 +60,7 @@ def test_bundled_codec_round_trips_a_held_out_photo(name, round_trips):
   assert bpp <= shipped["bpp"] * (1 + BPP_MARGIN)
   assert distance <= shipped["lpips"] + LPIPS_MARGIN
   # And the bound that makes the codec worth shipping: better LPIPS than JPEG at its size.
-  from hific_tf.evaluation import classical
+  from hific_tf.measure import classical
   jpeg = classical.get_codec("jpeg")
   match = classical.match_size(jpeg, original, out.stat().st_size)
   jpeg_distance = LPIPS("alex").image_distance(original, jpeg.decode(match.data))
@@ -86,7 +87,7 @@ def test_generator_precision_changes_pixels_not_bytes(cache_env, tmp_path):
   """`--precision` picks the generator's compute type of a bundled codec: the same photo
   compresses to the same bytes (E and the hyperprior stay float32), and the bfloat16 decode
   of that file stays within a level or two of the float32 one. The bound is a regression
-  bound measured on PHOTO (bench/precision.py measures all held-out photos)."""
+  bound measured on PHOTO (bench/codec_speed.py --held_out precision measures all held-out photos)."""
   files = {}
   for precision in ("float32", "mixed_bfloat16"):
     # bfloat16 in a fresh process: the command picks kernels for it before TensorFlow loads.
@@ -97,7 +98,7 @@ def test_generator_precision_changes_pixels_not_bytes(cache_env, tmp_path):
     run("decompress", "--precision", precision, files["float32"],
         tmp_path / f"{precision}.png", env=cache_env)
   assert files["float32"].read_bytes() == files["mixed_bfloat16"].read_bytes()
-  from hific_tf.evaluation import metrics
+  from hific_tf.measure import metrics
   psnr = metrics.psnr(images.load_rgb(tmp_path / "float32.png"),
                       images.load_rgb(tmp_path / "mixed_bfloat16.png"))
   assert PRECISION_PSNR_DB < psnr < 99, psnr  # Different pixels, close to the float32 ones.
@@ -157,8 +158,8 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
         np.testing.assert_array_equal(original.astype(np.float16), loaded)
   assert narrow >= 4  # The large kernels of E and G went to int8.
   third = HiFiC(config).build_all()
-  from hific_tf.training import train
-  train.restore_codec(third, str(tmp_path / "w.npz"))  # --init_from a weights file.
+  from hific_tf.models import sources
+  sources.restore(third, str(tmp_path / "w.npz"))  # --init_from a weights file.
   assert stored_weights.fingerprint(second) == stored_weights.fingerprint(third)
 
 
@@ -238,8 +239,8 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
   """A stage-2 model's D is written beside its weights and comes back with --init_from, so
   continuing a committed rung does not restart the GAN; a stage-1 model writes no D."""
   from hific_tf import configs
+  from hific_tf.models import sources
   from hific_tf.models.hific.model import HiFiC
-  from hific_tf.training import train
   config = configs.get_config("tiny-hific")
   first = HiFiC(config).build_all()
   stored_weights.save_weights(first, tmp_path / "w.npz")
@@ -247,7 +248,7 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
   second = HiFiC(config).build_all()
   for variable in second.discriminator.variables:
     variable.assign(variable * 0. + 0.25)
-  assert train.restore_codec(second, str(tmp_path / "w.npz"))
+  assert sources.restore(second, str(tmp_path / "w.npz"))
   for (key, a), (_, b) in zip(first.discriminator_state(), second.discriminator_state()):
     original, loaded = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
     step = np.abs(original).max(axis=tuple(range(original.ndim - 1))) / 127.
@@ -257,14 +258,14 @@ def test_discriminator_travels_beside_the_weights(tmp_path):
   stage_1 = HiFiC(config.replace(stage="mselpips")).build_all()
   stored_weights.save_weights(stage_1, tmp_path / "s1.npz")
   assert not stored_weights.discriminator_path(tmp_path / "s1.npz").exists()
-  assert not train.restore_codec(HiFiC(config).build_all(), str(tmp_path / "s1.npz"))
+  assert not sources.restore(HiFiC(config).build_all(), str(tmp_path / "s1.npz"))
 
 
 def test_effort_search_lowers_the_objective_at_no_more_bits():
   """The latent search through the frozen codec: less distortion (k_M MSE + k_P LPIPS) than
   the encoder's own latents, in no more bits, on a small crop of a held-out photo."""
+  from hific_tf.measure.lpips import LPIPS
   from hific_tf.models.hific import latent_search
-  from hific_tf.perceptual.lpips import LPIPS
   model = zoo.build_model(zoo.DEFAULT_CODEC)
   search = latent_search.LatentSearch(model, LPIPS(model.config.lpips_net))
   crop = images.load_rgb(PHOTO)[:128, :192]

@@ -15,7 +15,7 @@ tf.get_logger().setLevel("ERROR")
 from hific_tf import bitstream, configs, runtime
 from hific_tf import images as images_lib
 from hific_tf.errors import InputNotFoundError, OutputExistsError, UsageError
-from hific_tf.evaluation import metrics
+from hific_tf.measure import metrics
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -40,13 +40,15 @@ def _progress(items, description):
 # --- train / export ------------------------------------------------------------------------
 
 def train(args):
-  from hific_tf import zoo
+  from hific_tf.models import sources
   from hific_tf.training import train as train_lib
+  if args.init_from:
+    init_from = sources.source_of(args.init_from)  # A typo fails before anything is built.
   if args.config:
     config = _config(args.config)
-  elif args.init_from and (zoo.is_codec_dir(args.init_from) or args.init_from in zoo.names()):
+  elif args.init_from and init_from.kind in (sources.BUNDLED, sources.CODEC_DIR):
     # Fine-tuning a codec: its own layout and loss weights, with the GAN.
-    config = zoo.load_config(args.init_from).replace(stage="hific")
+    config = sources.config_of(init_from).replace(stage="hific")
   else:
     raise UsageError("--config is required unless --init_from is a codec folder or a "
                      "bundled codec")
@@ -60,7 +62,7 @@ def train(args):
 
 
 def import_checkpoint(args):
-  from hific_tf import zoo
+  from hific_tf.models import zoo
   from hific_tf.models.hific import port_checkpoint
   from hific_tf.models.hific.model import HiFiC
   out = pathlib.Path(args.out)
@@ -89,8 +91,8 @@ def import_checkpoint(args):
 
 
 def export(args):
+  from hific_tf.models import sources
   from hific_tf.serving import codec
-  from hific_tf.training import train as train_lib
   out = pathlib.Path(args.out)
   if args.serving and args.tflite:
     raise UsageError("give --serving or --tflite, not both")
@@ -99,8 +101,8 @@ def export(args):
                      "--encoder_dtype at float32")
   if out.exists() and not args.force:
     raise OutputExistsError(f"{out} exists (use --force to replace it)")
-  model = train_lib.load_trained(args.model_dir, generator_dtype=args.generator_dtype,
-                                 encoder_dtype=args.encoder_dtype, lean=True)
+  model = sources.build_model(args.model_dir, generator_dtype=args.generator_dtype,
+                              encoder_dtype=args.encoder_dtype)
   kind = "serving" if args.serving else "tflite" if args.tflite else "codec"
   info = codec.export_to(model, out, replace=True, kind=kind,
                          tflite_weights=args.tflite_weights)
@@ -212,7 +214,7 @@ def decompress(args):
 
 def _codec_for_file(hific_file):
   """The bundled codec that wrote `hific_file`, from the weights fingerprint in its header."""
-  from hific_tf import zoo
+  from hific_tf.models import zoo
   name = zoo.by_fingerprint(hific_file.fingerprint.hex())
   if name is None:
     raise UsageError(f"the file was made by '{hific_file.config_name}' (weights "
@@ -224,7 +226,7 @@ def _codec_for_file(hific_file):
 # --- serve ---------------------------------------------------------------------------------
 
 def serve(args):
-  from hific_tf.perceptual.lpips import LPIPS
+  from hific_tf.measure.lpips import LPIPS
   from hific_tf.serving import server
   if (not 0 < args.port < 65536 or args.workers < 1 or args.max_upload_mb <= 0 or
       args.queue_seconds < 0 or args.request_seconds <= 0 or args.max_pixels < 1 or
@@ -294,7 +296,8 @@ def info(args):
           f"{runtime.generator_dtype()}, encoder and hyperprior float32")
     return None
   path = pathlib.Path(args.path)
-  from hific_tf import configs, zoo
+  from hific_tf import configs
+  from hific_tf.models import zoo
   if zoo.is_codec_dir(path):
     card, config = zoo.load_card(path), zoo.load_config(path)
     layout = {field: getattr(config, field) for field in configs.LAYOUT_CHOICES}
@@ -321,7 +324,7 @@ def info(args):
 
 
 def weights(args):
-  from hific_tf.perceptual import weights as weights_lib
+  from hific_tf.measure import weights as weights_lib
   for name, path in weights_lib.fetch(destination=args.dir).items():
     print(f"{name}: {path}")
 
@@ -342,7 +345,7 @@ def evaluate(args):
 
 
 def models(args):
-  from hific_tf import zoo
+  from hific_tf.models import zoo
   available = zoo.names()
   if not available:
     print("no bundled codecs in this installation")

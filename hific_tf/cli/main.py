@@ -98,7 +98,9 @@ def build_parser():
   p.add_argument("--seed", type=int, default=0, help="Initial weights, noise and crops.")
 
   p = _subcommand(sub, "export", "Export a trained model_dir as a codec SavedModel.")
-  p.add_argument("--model_dir", required=True, help="A model_dir written by `hific train`.")
+  p.add_argument("--model_dir", required=True,
+                 help="A model_dir written by `hific train` (its latest checkpoint), or any "
+                 "codec with weights: a bundled name, a codec folder, a weights .npz.")
   p.add_argument("--out", required=True, help="SavedModel folder to write.")
   p.add_argument("--generator_dtype", choices=["float32", "mixed_bfloat16"],
                  default="float32", help="Compute type of the generator (decoder).")

@@ -1,4 +1,5 @@
-"""Measuring codecs: metrics, classical codecs at matched rates, and the evaluation runner.
+"""Measuring a codec on a folder of photos: the held-out measurement (heldout) and `hific
+evaluate`'s reports (runner).
 
 Library code: it never imports the command line (hific_tf.cli).
 """

@@ -2,8 +2,10 @@
 
 For every image, method and setting: a CSV row (real bpp, PSNR, MS-SSIM, LPIPS-alex); per
 method and setting: means, FID/KID on whole images and on 256x256 patches (HiFiC's protocol)
-in summary.json; bpp-vs-metric plots, one line per method; side-by-side crops. Inception
-features of every reconstruction are cached under OUT/features, so a rerun skips finished rows.
+with the patch FID's jackknife spread, in summary.json; bpp-vs-metric plots, one line per
+method; side-by-side crops. The figures are heldout.py's, the same the bundled codecs' cards
+and the ladder report. Inception features of every reconstruction are cached under
+OUT/features, so a rerun skips finished rows.
 """
 
 import csv
@@ -14,10 +16,10 @@ import pathlib
 
 import numpy as np
 
-from hific_tf import bitstream
 from hific_tf import images as images_lib
 from hific_tf.errors import UsageError
-from hific_tf.evaluation import classical, metrics
+from hific_tf.evaluation import heldout
+from hific_tf.measure import classical
 
 COLUMNS = ("image", "method", "setting", "target_bpp", "knob", "bpp", "psnr", "ms_ssim",
            "lpips", "in_range")
@@ -68,7 +70,7 @@ class _Features:
   def __init__(self, folder, enabled):
     self.folder = pathlib.Path(folder)
     self.enabled = enabled
-    self._network = None
+    self._features = heldout.InceptionFeatures()
 
   def path(self, key, stem):
     return self.folder / key / f"{stem}.npz"
@@ -79,23 +81,18 @@ class _Features:
   def compute(self, key, stem, image):
     if self.has(key, stem):  # Cached, or features disabled.
       return
-    if self._network is None:
-      from hific_tf.perceptual.inception import InceptionV3
-      self._network = InceptionV3()
-    whole = self._network(image[None])
-    tiles = metrics.patches(image)
-    patch_features = self._network(np.stack(tiles)) if tiles else np.zeros([0, 2048])
+    whole, patch_features = self._features(image)
     buffer = io.BytesIO()
     np.savez(buffer, whole=whole, patches=patch_features)
     images_lib.write_atomic(self.path(key, stem), buffer.getvalue(), force=True)
 
   def load(self, key, stems):
-    whole, tiles = [], []
+    """{stem: (whole-image features, patch features)}, as heldout.feature_statistics takes."""
+    loaded = {}
     for stem in stems:
       with np.load(self.path(key, stem)) as saved:
-        whole.append(saved["whole"])
-        tiles.append(saved["patches"])
-    return np.concatenate(whole), np.concatenate(tiles)
+        loaded[stem] = (saved["whole"], saved["patches"])
+    return loaded
 
 
 def _reconstruct(task, image, model, hific_bytes, effort=0):
@@ -105,9 +102,8 @@ def _reconstruct(task, image, model, hific_bytes, effort=0):
   codec for its best encoding no larger than that (equal bytes, image by image).
   """
   if task.method == "hific":
-    data = (model.compress(image, effort=effort) if effort else model.compress(image)).to_bytes()
-    reconstruction = model.decompress(bitstream.HificFile.from_bytes(data))
-    return (reconstruction, images_lib.bits_per_pixel(len(data), *image.shape[:2]),
+    num_bytes, reconstruction = heldout.FileCoder(model, effort).code(image)
+    return (reconstruction, images_lib.bits_per_pixel(num_bytes, *image.shape[:2]),
             float("nan"), True)
   codec = classical.get_codec(task.method)
   if task.setting == MATCH:
@@ -141,7 +137,7 @@ def _format(value):
 def _summarize(rows, tasks, stems, features):
   summary = {}
   if features.enabled:
-    reference_whole, reference_patches = features.load("original", stems)
+    reference = features.load("original", stems)
   for task in tasks:
     selected = [rows[(stem, task.method, task.setting)] for stem in stems]
     entry = {"method": task.method, "setting": task.setting, "images": len(selected),
@@ -150,12 +146,7 @@ def _summarize(rows, tasks, stems, features):
     for column in ("bpp", "psnr", "ms_ssim", "lpips"):
       entry[column] = float(np.nanmean([float(r[column]) for r in selected]))
     if features.enabled:
-      whole, tiles = features.load(task.key, stems)
-      entry["fid"] = metrics.fid(reference_whole, whole)
-      entry["kid"] = metrics.kid(reference_whole, whole)
-      entry["patch_fid"] = metrics.fid(reference_patches, tiles)
-      entry["patch_kid"] = metrics.kid(reference_patches, tiles)
-      entry["patches"] = int(len(tiles))
+      entry.update(heldout.feature_statistics(reference, features.load(task.key, stems), stems))
     summary[task.key] = entry
   return summary
 
@@ -216,7 +207,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
     raise EvaluationError("nothing to evaluate: no model and no codecs")
   from tqdm import tqdm
 
-  from hific_tf.perceptual.lpips import LPIPS
+  from hific_tf.measure.lpips import LPIPS
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   hific_setting = (None if model is None else
@@ -253,7 +244,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
         reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes,
                                                            effort)
         features.compute(task.key, stem, reconstruction)
-        measured = metrics.measure(image, reconstruction, lpips=lpips)
+        measured = heldout.measure_photo(image, reconstruction, None, lpips)
         rows[key] = {
             "image": stem, "method": task.method, "setting": task.setting,
             "target_bpp": _format(task.target_bpp), "knob": _format(knob),
@@ -277,8 +268,9 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
 
 
 def print_summary(summary, log=print):
-  columns = ["bpp", "psnr", "ms_ssim", "lpips", "patch_fid", "patch_kid"]
-  log(f"{'method':<24}" + "".join(f"{c:>11}" for c in columns) + "  in range")
+  """One line per method and setting; patch FID with its jackknife standard error."""
+  columns = ["bpp", "psnr", "ms_ssim", "lpips", "patch_fid", "patch_fid_se", "patch_kid"]
+  log(f"{'method':<24}" + "".join(f"{c:>13}" for c in columns) + "  in range")
   for key, entry in summary.items():
-    values = "".join(f"{entry.get(c, float('nan')):>11.4f}" for c in columns)
+    values = "".join(f"{entry.get(c, float('nan')):>13.4f}" for c in columns)
     log(f"{key:<24}{values}  {entry['in_range']}/{entry['images']}")

@@ -1,1 +1,2 @@
-"""Model families. Each subpackage holds one paper's networks, entropy model and objective."""
+"""Model families (each subpackage holds one paper's networks, entropy model and objective),
+the bundled codecs (zoo) and what a user's name or path for a codec means (sources)."""

@@ -1,1 +1,2 @@
-"""Using a trained HiFiC: the .hific container, SavedModel export and loading, bundled codecs."""
+"""Using a trained HiFiC: a codec from any source (`load_codec`), SavedModel, stock-op and
+TFLite exports with their in-process codecs, guarded decoding and `hific serve`."""

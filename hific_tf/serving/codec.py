@@ -21,6 +21,7 @@ import tensorflow_compression  # noqa: F401  (registers the range-coding ops Sav
 
 from hific_tf import bitstream, geometry
 from hific_tf.errors import InvalidModelError, UsageError
+from hific_tf.models import sources
 from hific_tf.models.hific import stored_weights
 from hific_tf.serving import guard, split, windows
 
@@ -94,7 +95,7 @@ class CodecModule(tf.Module):
 # The export info beside the SavedModel, readable without TensorFlow (assets.extra is the
 # SavedModel's place for files that serving ignores): the CLI reads the compute types from it
 # before TensorFlow loads, to pick kernels that can run them (runtime.kernels_for_bfloat16).
-INFO_FILE = pathlib.Path("assets.extra") / "hific_codec.json"
+INFO_FILE = sources.EXPORT_INFO
 
 # What `hific export` can write: the full codec SavedModel; the stock-op transforms for stock
 # TF Serving, range coding in the client (split.py); E and G as TFLite models (tflite.py).
@@ -108,6 +109,7 @@ def export(model, directory, kind="codec", tflite_weights="float32"):
     raise UsageError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
   info = {
       "format": "hific_tf codec",
+      "kind": kind,
       "container_version": bitstream.VERSION,
       "export_version": EXPORT_VERSION,
       "config_name": model.config.name,
@@ -204,8 +206,8 @@ class SavedModelCodec(guard.GuardedDecoder):
         core, self.latent_downsampling)
     return image[:hific_file.height, :hific_file.width]
 
-  # Set by resolve.load_codec for bundled codecs and codec folders: where the Keras model
-  # that `effort` searches latents with comes from (a SavedModel has no gradients to give).
+  # Set by resolve.load_codec for sources with Keras weights (models/sources.py): where the
+  # Keras model that `effort` searches latents with comes from (a SavedModel has none).
   effort_source = None
   _latent_search = None
 
@@ -214,16 +216,16 @@ class SavedModelCodec(guard.GuardedDecoder):
     from hific_tf.models.hific import latent_search
     iterations = latent_search.iterations_for(effort)
     if self.effort_source is None:
-      raise UsageError(f"--effort {effort} needs a bundled codec or a codec folder (it "
-                       "searches through the Keras model; a SavedModel folder has none)")
+      raise UsageError(f"--effort {effort} needs a codec with weights (a bundled codec, codec "
+                       "folder, model_dir or weights file: it searches through the Keras "
+                       "model; an exported folder has none)")
     if image.shape[0] * image.shape[1] > windows.AUTO_TILE_PIXELS:
       raise UsageError(f"--effort {effort} works on images up to "
                        f"{windows.AUTO_TILE_PIXELS / 1e6:.1f} MP (this one is "
                        f"{image.shape[1]}x{image.shape[0]}); use --effort 0")
     if self._latent_search is None:
-      from hific_tf import zoo
-      from hific_tf.perceptual.lpips import LPIPS
-      model = zoo.build_model(self.effort_source)
+      from hific_tf.measure.lpips import LPIPS
+      model = sources.build_model(self.effort_source)
       self._latent_search = latent_search.LatentSearch(model, LPIPS(model.config.lpips_net))
     y, _ = self._latent_search.search(image, iterations, deadline, progress)
     return y

@@ -1,18 +1,18 @@
-"""From what a user types to a codec: a bundled name, a codec folder (`hific import`'s), a
-SavedModel folder or a serving one.
+"""From what a user types to a working codec: `hific_tf.load_codec`.
 
-One resolver for the command line, the server and the benchmarks. The SavedModel of a bundled
-codec or codec folder is exported into the user cache on first use (keyed by its weights'
-fingerprint) and reused afterwards.
+One call for the command line, the server, bin/ and bench/, in the spirit of CompressAI's
+zoo: a bundled name, a codec folder, a training run's model_dir, a weights .npz, a SavedModel,
+a `--serving` SavedModel or a `--tflite` folder (models/sources.py tells them apart). The
+first four have Keras weights: their SavedModel is exported into the user cache on first use
+(keyed by the weights' fingerprint and config) and reused afterwards.
 """
 
 import hashlib
 import os
 import pathlib
 
-from hific_tf import zoo
 from hific_tf.errors import HificError, UsageError
-from hific_tf.models.hific import stored_weights
+from hific_tf.models import sources, zoo
 
 
 def cache_root():
@@ -20,69 +20,82 @@ def cache_root():
   return pathlib.Path(base) / "hific_tf" / "codecs"
 
 
-def saved_model_path(name, log=None, generator_dtype="float32"):
-  """The SavedModel folder of bundled codec (or codec folder) `name`, exported into the
-  cache on first use, its generator computing in `generator_dtype`.
+def saved_model_path(source, log=None, generator_dtype="float32", config=None):
+  """The SavedModel folder of a codec with Keras weights, exported into the cache on first
+  use, its generator computing in `generator_dtype`.
 
   The export goes to a temporary folder and is renamed into place, so two processes that
   race each produce a complete SavedModel and one of them wins; neither sees a partial one.
+  A bundled codec or codec folder is found by its card's fingerprint without building the
+  model; a model_dir or weights file is built first (its fingerprint names the cache entry).
   """
+  from hific_tf.models.hific import stored_weights
   from hific_tf.serving import codec
-  card = zoo.load_card(name)
-  label = card.get("name") or pathlib.Path(name).name
+  source = source if isinstance(source, sources.CodecSource) else sources.source_of(source)
+  model = None
+  if source.kind in (sources.BUNDLED, sources.CODEC_DIR):
+    card = zoo.load_card(source.path)
+    label, fingerprint = card.get("name") or source.path.name, card["fingerprint"]
+    config_text = (source.path / zoo.CONFIG).read_bytes()
+  else:
+    model = sources.build_model(source, config=config)
+    label = source.label
+    fingerprint = stored_weights.fingerprint(model).hex()
+    config_text = model.config.to_json().encode()
   # The config too: the same weights under another layout are another codec.
-  layout = hashlib.sha256((zoo.codec_dir(name) / zoo.CONFIG).read_bytes()).hexdigest()[:8]
-  target = cache_root() / f"{label}-{card['fingerprint']}-{layout}-v{codec.EXPORT_VERSION}"
+  layout = hashlib.sha256(config_text).hexdigest()[:8]
+  target = cache_root() / f"{label}-{fingerprint}-{layout}-v{codec.EXPORT_VERSION}"
   if generator_dtype != "float32":
     target = target.with_name(f"{target.name}-g-{generator_dtype.replace('mixed_', '')}")
   if (target / "saved_model.pb").is_file():
     return target
   if log:
-    log(f"building the SavedModel of '{name}' (first use, seconds to a minute)")
-  model = zoo.build_model(name, generator_dtype=generator_dtype)
-  fingerprint = stored_weights.fingerprint(model).hex()
-  if fingerprint != card["fingerprint"]:
-    raise HificError(f"bundled codec '{name}': weights fingerprint {fingerprint} "
-                     f"does not match its card ({card['fingerprint']})")
+    log(f"building the SavedModel of '{source.text}' (first use, seconds to a minute)")
+  if model is None or generator_dtype != "float32":
+    model = sources.build_model(source, generator_dtype=generator_dtype, config=config)
+  if stored_weights.fingerprint(model).hex() != fingerprint:
+    raise HificError(f"codec '{source.text}': weights fingerprint "
+                     f"{stored_weights.fingerprint(model).hex()} does not match its card "
+                     f"({fingerprint})")
   codec.export_to(model, target)
   return target
 
 
-def load_codec(source, max_pixels=None, log=None, precision="auto"):
-  """A codec from a SavedModel folder (full or `--serving`), a TFLite codec folder
-  (`--tflite`), a codec folder or a bundled codec name.
+def load_codec(source, max_pixels=None, log=None, precision="auto", config=None):
+  """A codec with `compress(image)` and `decompress(file)` from any of the seven sources.
 
-  `precision` (runtime.CODING_PRECISIONS) is the generator's compute type for a bundled
-  codec or codec folder, built for this machine; "auto" is bfloat16 where the CPU computes it
-  natively. An exported folder computes in the types it was exported with: asking it for
-  another one is refused rather than ignored.
+  Args:
+    source: what the user typed (models/sources.py), or a CodecSource.
+    max_pixels: the largest image the codec codes or decodes (default: the container's).
+    log: called with a line when a SavedModel is built on first use.
+    precision: runtime.CODING_PRECISIONS, the generator's compute type for a codec with Keras
+      weights, built for this machine; "auto" is bfloat16 where the CPU computes it natively.
+      An exported folder computes in the types it was exported with: asking it for another
+      one is refused rather than ignored.
+    config: a weights file's config (a name or Config) when no card beside it names one.
   """
   from hific_tf import runtime
   from hific_tf.serving import codec, split, tflite
   limits = {} if max_pixels is None else {"max_pixels": max_pixels}
-  path = pathlib.Path(source)
-  if zoo.is_codec_dir(path) or (not path.is_dir() and source in zoo.names()):
-    directory = saved_model_path(source, log=log,
+  source = source if isinstance(source, sources.CodecSource) else sources.source_of(source)
+  if source.has_keras_model:
+    directory = saved_model_path(source, log=log, config=config,
                                  generator_dtype=runtime.generator_dtype(precision))
     loaded = codec.SavedModelCodec(directory, **limits)
     loaded.effort_source = source  # Its Keras model, for `compress(effort=)`.
     return loaded
-  if path.is_dir():
-    if tflite.is_tflite_codec(path):
-      loaded = tflite.TfliteCodec(path, **limits)
-    elif split.is_serving_model(path):
-      loaded = split.SplitCodec(path, **limits)
-    else:
-      loaded = codec.SavedModelCodec(path, **limits)
-    exported = loaded.info.get("generator_dtype", "float32")
-    if precision not in ("auto", exported):
-      raise UsageError(f"--precision {precision}: {source} computes its generator in "
-                       f"{exported}, fixed when it was exported (`hific export "
-                       f"--generator_dtype`)")
-    return loaded
-  raise zoo.UnknownCodecError(f"--model {source}: neither a SavedModel folder, a codec folder "
-                              f"nor a bundled codec (bundled: "
-                              f"{', '.join(zoo.names()) or 'none'})")
+  if source.kind == sources.TFLITE:
+    loaded = tflite.TfliteCodec(source.path, **limits)
+  elif source.kind == sources.SERVING or split.is_serving_model(source.path):
+    loaded = split.SplitCodec(source.path, **limits)
+  else:
+    loaded = codec.SavedModelCodec(source.path, **limits)
+  exported = loaded.info.get("generator_dtype", "float32")
+  if precision not in ("auto", exported):
+    raise UsageError(f"--precision {precision}: {source.text} computes its generator in "
+                     f"{exported}, fixed when it was exported (`hific export "
+                     f"--generator_dtype`)")
+  return loaded
 
 
 def codec_name(model=None, target_bpp=None):

@@ -39,7 +39,7 @@ import time
 from hific_tf import bitstream, runtime
 from hific_tf import images as images_lib
 from hific_tf.errors import HificError, UsageError
-from hific_tf.evaluation import classical, metrics
+from hific_tf.measure import classical, metrics
 from hific_tf.models.hific.latent_search import EffortError as EffortTimeout
 from hific_tf.serving import guard
 

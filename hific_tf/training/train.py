@@ -1,6 +1,6 @@
 """The HiFiC training driver behind `hific train`: model.fit with checkpoints and resumption.
 
-Layout of a model_dir:
+Layout of a model_dir (models/sources.py reads it):
   config.json        the Config the run used (export and stage 2 read it back)
   checkpoints/       tf.train checkpoints of encoder, generator, hyperprior, discriminator
   backup/            Keras BackupAndRestore state (model + optimizers), removed when done
@@ -22,91 +22,17 @@ import pathlib
 import tensorflow as tf
 
 from hific_tf import images as images_lib
-from hific_tf import runtime, zoo
+from hific_tf import runtime
 from hific_tf.configs import Config
 from hific_tf.errors import HificError
-from hific_tf.models.hific import layers, networks, stored_weights
+from hific_tf.models import sources
+from hific_tf.models.hific import layers, networks
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.training import data as data_lib
 
 
 class TrainError(HificError, ValueError):
   """A user-facing training problem (bad model_dir, mismatched config...)."""
-
-
-def codec_checkpoint(model, with_discriminator=True):
-  """The tf.train.Checkpoint of everything a trained model is (optimizers excluded)."""
-  parts = dict(model.codec_modules)
-  if with_discriminator and model.discriminator is not None:
-    parts["discriminator"] = model.discriminator
-  return tf.train.Checkpoint(**parts)
-
-
-def read_config(model_dir):
-  path = pathlib.Path(model_dir) / "config.json"
-  if not path.is_file():
-    raise TrainError(f"{model_dir} is not a hific model_dir (no config.json)")
-  return Config.from_json(path.read_text())
-
-
-def latest_checkpoint(model_dir):
-  found = tf.train.latest_checkpoint(str(pathlib.Path(model_dir) / "checkpoints"))
-  if not found:
-    raise TrainError(f"no checkpoint in {model_dir}/checkpoints")
-  return found
-
-
-def restore_codec(model, source):
-  """Loads E, G and the hyperprior into `model` from a model_dir or a bundled codec's name.
-
-  A bundled codec's stored weights (int8 kernels, float16 rest) are the committed state of the
-  shipped models' training, so `--init_from small-lo` continues from what is in the repository
-  (the optimizers restart); a weights file in that format (checkpoints/NAME.npz: a rung still
-  in training) works too. When `model` has a D and the source holds one (a stage-2 model_dir,
-  or NAME.discriminator.npz beside the weights), D is restored as well: a freshly initialised
-  D took about 700 CPU steps to tell real from fake again. Returns whether D was restored.
-  """
-  if not pathlib.Path(source).is_dir() or zoo.is_codec_dir(source):
-    # A bundled rung, a codec folder (`hific import`) or a checkpoints/*.npz resume point.
-    weights = zoo.weights_file(source)
-    if weights is not None:
-      return stored_weights.load_weights(model, weights)
-    raise TrainError(f"--init_from {source}: not a model_dir, a codec folder, a weights .npz "
-                     f"or a bundled codec "
-                     f"({', '.join(zoo.names()) or 'none bundled'})")
-  return restore_checkpoint(model, latest_checkpoint(source))
-
-
-def restore_checkpoint(model, checkpoint_path):
-  """Loads E, G, the hyperprior and, when both have one, D from a codec checkpoint.
-
-  Returns whether D was restored.
-  """
-  with_discriminator = model.discriminator is not None and any(
-      name.startswith("discriminator/") for name, _ in tf.train.list_variables(checkpoint_path))
-  codec_checkpoint(model, with_discriminator=with_discriminator).restore(
-      checkpoint_path).expect_partial().assert_existing_objects_matched()
-  return with_discriminator
-
-
-def load_trained(model_dir, generator_dtype=None, encoder_dtype=None, lean=False):
-  """A HiFiC model with the latest weights of `model_dir` (codec parts only).
-
-  `lean` (for export): a bfloat16 generator then holds its weights in bfloat16
-  (networks.Generator) and keeps the float32 weights' fingerprint.
-  """
-  config = read_config(model_dir)
-  model = HiFiC(config, generator_dtype=generator_dtype, encoder_dtype=encoder_dtype).build_all()
-  restore_codec(model, model_dir)
-  if not lean or model.generator.dtype_policy.variable_dtype == (
-      model.generator.dtype_policy.compute_dtype):
-    return model
-  lean_model = HiFiC(config, generator_dtype=generator_dtype, encoder_dtype=encoder_dtype,
-                     lean_generator=True).build_all()
-  for (_, target), (_, source) in zip(lean_model.codec_variables(), model.codec_variables()):
-    target.assign(tf.cast(source, target.dtype))
-  lean_model.stored_fingerprint = stored_weights.fingerprint(model)
-  return lean_model
 
 
 class _SaveCheckpoint(tf.keras.callbacks.Callback):
@@ -120,8 +46,8 @@ class _SaveCheckpoint(tf.keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     if self.manager is None:
-      self.manager = tf.train.CheckpointManager(codec_checkpoint(self.model), self.directory,
-                                                max_to_keep=self.keep)
+      self.manager = tf.train.CheckpointManager(sources.codec_checkpoint(self.model),
+                                                self.directory, max_to_keep=self.keep)
     self.manager.save(checkpoint_number=int(self.model.step.numpy()))
 
 
@@ -166,7 +92,7 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
     median = recent[len(recent) // 2] if recent else None
     latest = tf.train.latest_checkpoint(self.directory)
     if len(recent) >= 3 and psnr < median - self.drop_db and latest:
-      restore_checkpoint(self.model, latest)
+      sources.restore_checkpoint(self.model, latest)
       self.rollbacks += 1
       self.log(f"hific train: step {int(self.model.step.numpy())}: training PSNR fell to "
                f"{psnr:.1f} dB from {median:.1f}; E, G, hyperprior and D rolled back to "
@@ -234,7 +160,7 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
     raise TrainError("--batch_size and --steps must be positive")
   config_path = model_dir / "config.json"
   if config_path.is_file():
-    existing = read_config(model_dir).name
+    existing = sources.read_config(model_dir).name
     if existing != config.name:
       raise TrainError(f"{model_dir} holds a '{existing}' run; "
                        f"use another --model_dir for '{config.name}'")
@@ -265,13 +191,16 @@ def _global_policy(name):
     tf.keras.mixed_precision.set_global_policy(previous)
 
 
-def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_size, crop_size,
-                   checkpoint_every, init_from, val_glob, seed, precision, jit_compile,
-                   tfds_name, tfds_data_dir, callbacks, verbose, strategy):
+def build_for_training(config, seed=0, crop_size=None, jit_compile=False, strategy=None):
+  """The model `hific train` fits: built, compiled, its optimizers' slots created.
+
+  The one place a training step is set up; bench/train_speed.py times and profiles the same
+  model (with `step_function`). Call it under the global precision policy the run uses.
+  """
   tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
   strategy = strategy or default_strategy()
   with strategy.scope():
-    model = HiFiC(config, seed=seed).build_all(min(crop_size, 64))
+    model = HiFiC(config, seed=seed).build_all(min(crop_size or config.crop_size, 64))
     model.compile(jit_compile=jit_compile)
     # Create optimizer slots now, so a restored backup fills them instead of deferring.
     for optimizer, variables in ((model.transform_optimizer, model.transform_variables),
@@ -279,6 +208,24 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
                                  (model.discriminator_optimizer, model.discriminator_variables)):
       if optimizer is not None:
         optimizer.build(variables)
+  return model
+
+
+def step_function(model, fused_norms=True):
+  """`model.train_step` as one tf.function, traced as `model.fit` traces it in `hific train`
+  (ChannelNorm as one XLA kernel unless `fused_norms` is False), for timing a step alone."""
+  step = tf.function(model.train_step)
+
+  def run(images):
+    with layers.fused_norms() if fused_norms else contextlib.nullcontext():
+      return step(images)
+  return run
+
+
+def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_size, crop_size,
+                   checkpoint_every, init_from, val_glob, seed, precision, jit_compile,
+                   tfds_name, tfds_data_dir, callbacks, verbose, strategy):
+  model = build_for_training(config, seed, crop_size, jit_compile, strategy)
 
   model_dir.mkdir(parents=True, exist_ok=True)
   backup_dir = str(model_dir / "backup")
@@ -288,7 +235,7 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
                      "(or --init_from it)")
   restored_discriminator = None
   if not resumed and init_from:
-    restored_discriminator = restore_codec(model, init_from)
+    restored_discriminator = sources.restore(model, init_from)
   # What the run actually uses, flags included: export, stage 2 and readers of the
   # model_dir see the true batch, crop and length.
   used = config.replace(batch_size=batch_size, crop_size=crop_size, num_steps=steps)

@@ -168,7 +168,8 @@ class SubpixelConv2DTranspose(tf.keras.layers.Conv2DTranspose):
   kernel variable ([3, 3, filters, in]), the same bias, the same sums. TensorFlow runs a
   transposed conv as the input gradient of a conv, which in bfloat16 on a CPU without AMX
   runs at a fraction of a forward conv's speed (120->60 channels at 768x512: 6.7 s against
-  0.86 s for this formulation, measured side by side; bench/transposed_conv.py). Each output pixel
+  0.86 s for this formulation, measured side by side with bench/transposed_conv.py of
+  hific_tf 0.1.0). Each output pixel
   (2i + a, 2j + b) only sees inputs i - 1..i and j - 1..j, so a 2x2 conv over the input padded
   by one row and column at the top and left, with 4 x filters outputs (one group per phase
   (a, b)), followed by depth_to_space gives the same values in a different summation order:

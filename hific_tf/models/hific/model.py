@@ -216,7 +216,7 @@ class HiFiC(tf.keras.Model):
         mixed_float16 policy, where gradients smaller than float16's 6e-8 would flush to
         zero inside E and G (bfloat16 has float32's range and needs none).
     """
-    from hific_tf.perceptual import lpips as lpips_lib  # Only training needs the LPIPS weights.
+    from hific_tf.measure import lpips as lpips_lib  # Only training needs the LPIPS weights.
     config = self.config
     if loss_scale is None:
       loss_scale = tf.keras.mixed_precision.global_policy().compute_dtype == "float16"

@@ -1,6 +1,6 @@
 """How trained weights are stored: large kernels as int8 with per-slice scales, the rest float16.
 
-The bundled codecs (hific_tf/zoo.py) and the resume points of rungs in training
+The bundled codecs (hific_tf/models/zoo.py) and the resume points of rungs in training
 (checkpoints/) share this format, and both training (`--init_from`) and serving read it, so it
 lives beside the model it stores. Weights are widened to float32 on load, so every machine
 rebuilds the same model and the same fingerprint, and decoding stays deterministic.
@@ -26,7 +26,7 @@ INT8_MIN_VALUES = 4096
 SCALE_SUFFIX = ".scale"
 # Codes may use fewer than 8 bits: with `bits=7` they span -63..63 with twice the step, and
 # the compressed .npz shrinks by 14% (the codes' entropy falls by about a bit); the loader
-# is the same (codes times scale). bench/weight_bits.py measures what it costs.
+# is the same (codes times scale). docs/MODELS.md (storage) gives what it costs.
 DEFAULT_BITS = 8
 
 
@@ -141,7 +141,7 @@ def fingerprint(model):
   """
   recorded = getattr(model, "stored_fingerprint", None)
   if recorded is not None:
-    # Only a lean generator's model has one (load_weights, train.load_trained): it holds
+    # Only a lean generator's model has one (load_weights, sources.build_model): it holds
     # bfloat16 copies of the loaded weights, and files carry the float32 values' fingerprint.
     return recorded
   digest = hashlib.sha256()

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.errors import InvalidModelError
-from hific_tf.perceptual import weights
+from hific_tf.measure import weights
 
 INPUT_SIZE = 299
 FEATURES = 2048

@@ -1,6 +1,6 @@
 """Distortion and realism metrics as HiFiC reports them (Mentzer et al., NeurIPS 2020, Sec. 4).
 
-PSNR and MS-SSIM come from tf.image on uint8 RGB; LPIPS from hific_tf.perceptual.lpips; FID (Heusel et
+PSNR and MS-SSIM come from tf.image on uint8 RGB; LPIPS from hific_tf.measure.lpips; FID (Heusel et
 al., 2017) and KID (Bińkowski et al., 2018) from Inception pool_3 features, in float64 numpy.
 Patch FID/KID follow the paper: every image is cut into 256x256 patches on a grid, plus a second
 grid shifted by 128 pixels, so that a few dozen images give hundreds of samples.

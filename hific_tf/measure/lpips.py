@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from hific_tf.errors import UsageError
-from hific_tf.perceptual import weights
+from hific_tf.measure import weights
 
 # The official ScalingLayer: inputs in [-1, 1] are standardised with these per-channel values.
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)

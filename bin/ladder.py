@@ -19,11 +19,10 @@ model_dirs' checkpoint indexes and starts `hific train` processes.
 import dataclasses
 import json
 import pathlib
-import re
 import shutil
 
-from hific_tf import zoo
 from hific_tf.errors import UsageError
+from hific_tf.models import sources, zoo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +57,6 @@ def by_name(name):
   raise UsageError(f"no rung '{name}' (the ladder: {', '.join(r.name for r in LADDER)})")
 
 
-def run_step(model_dir):
-  """The generator step of a run's latest checkpoint (0 when it has none), without TF.
-
-  `hific train` numbers checkpoints by step (checkpoints/ckpt-STEP); the index file names
-  the latest.
-  """
-  index = pathlib.Path(model_dir) / "checkpoints" / "checkpoint"
-  if not index.is_file():
-    return 0
-  found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', index.read_text(), re.M)
-  return int(found.group(1)) if found else 0
-
-
 # A check counts as better only at a rate at most this much above the best check's.
 RATE_TOLERANCE = 0.05
 ORIGIN = "ladder.json"  # Where a run started: {"grow_from", "base_steps"}.
@@ -81,7 +67,7 @@ BEST_REALISM = "best_realism"
 
 
 def checks(model_dir):
-  """A run's held-out checks (rows of bench/heldout_rate.py plus step), oldest first."""
+  """A run's held-out checks (heldout.Report summaries plus step), oldest first."""
   path = pathlib.Path(model_dir) / CHECKS
   if not path.is_file():
     return []
@@ -224,7 +210,7 @@ def state(rung, runs_dir, checkpoints_dir=None):
   if meta.is_file():
     recorded = json.loads(meta.read_text())
     start_from, base = recorded.get("grow_from", start_from), int(recorded["base_steps"])
-  return RungState(rung, model_dir, shipped, base or 0, run_step(model_dir), start_from)
+  return RungState(rung, model_dir, shipped, base or 0, sources.checkpoint_step(model_dir), start_from)
 
 
 def record_origin(rung_state):

@@ -33,7 +33,7 @@ from hific_tf import runtime
 from hific_tf.configs import Config
 from hific_tf.errors import HificError, OutputExistsError, UsageError
 
-BUNDLED_DIR = pathlib.Path(__file__).parent / "bundled"
+BUNDLED_DIR = pathlib.Path(__file__).parents[1] / "bundled"
 DEFAULT_CODEC = "small-lo"
 CARD, CONFIG, WEIGHTS = "card.json", "config.json", "weights.npz"
 

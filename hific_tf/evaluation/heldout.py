@@ -1,0 +1,219 @@
+"""The held-out measurement: one codec on a folder of photos, against a classical codec at
+equal size, photo by photo.
+
+HiFiC (Mentzer et al., NeurIPS 2020) is judged on rate, distortion and realism together: bpp,
+PSNR, MS-SSIM and LPIPS per photo, and the FID/KID of 256x256 patches (the paper's realism
+measure on small test sets) with its spread. This module makes those figures for every report
+hific_tf prints: `hific evaluate`'s rows and summary (runner.py), the cards of bundled codecs
+(bin/bundle_codec.py) and the ladder's checks of a run in training (bin/train_ladder.py).
+
+A photo's bytes can be counted two ways, and a report says which:
+- `FileCoder`: real `.hific` files through a codec's compress and decompress (what users
+  get, header included);
+- `EntropyModelCoder`: ceil(bits / 8) of the rounded latents under a Keras model's priors,
+  and G's reconstruction of them: no range coder and no export, so seconds a photo, a few
+  header bytes fewer than a file. It is how a run is checked while it trains.
+
+Patch FID on a few dozen photos is noisy, so each patch FID comes with its jackknife standard
+error over photos, and a difference between two methods with the paired one (photos left out
+one at a time from both).
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from hific_tf import images as images_lib
+from hific_tf.measure import classical, metrics
+
+FILE_BYTES, ENTROPY_MODEL_BYTES = "file", "entropy model"
+
+
+class FileCoder:
+  """Real files: a codec's compress and decompress (`hific_tf.load_codec`'s codecs)."""
+
+  bytes_from = FILE_BYTES
+
+  def __init__(self, codec, effort=0):
+    self.codec = codec
+    self.effort = effort
+    self.encode_seconds = 0.  # Summed over the photos coded (what --effort costs).
+
+  def code(self, image):
+    """(file bytes, reconstruction) of one uint8 image."""
+    from hific_tf import bitstream
+    start = time.perf_counter()
+    hific_file = (self.codec.compress(image, effort=self.effort) if self.effort
+                  else self.codec.compress(image))
+    self.encode_seconds += time.perf_counter() - start
+    data = hific_file.to_bytes()
+    return len(data), self.codec.decompress(bitstream.HificFile.from_bytes(data))
+
+
+class EntropyModelCoder:
+  """The entropy models' bytes of a Keras HiFiC model, and G's reconstruction."""
+
+  bytes_from = ENTROPY_MODEL_BYTES
+
+  def __init__(self, model):
+    self.model = model
+
+  def code(self, image):
+    import tensorflow as tf
+    y = self.model.analyze(tf.constant(image))
+    outputs = self.model.hyperprior(y, training=False)
+    bits = float(outputs.y_bits_quantized[0] + outputs.z_bits_quantized[0])
+    reconstruction = self.model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
+    return int(np.ceil(bits / 8)), reconstruction
+
+
+def measure_photo(image, reconstruction, num_bytes, lpips, with_ms_ssim=True):
+  """One row (bpp, PSNR, MS-SSIM, LPIPS) of one method on one photo: metrics.measure's."""
+  return metrics.measure(image, reconstruction, num_bytes, lpips, with_ms_ssim=with_ms_ssim)
+
+
+def jackknife_se(statistic, photos):
+  """Jackknife standard error of `statistic(photos)`, each photo left out once."""
+  photos = list(photos)
+  n = len(photos)
+  if n < 3:
+    return float("nan")
+  values = np.array([statistic([p for p in photos if p != left]) for left in photos])
+  return float(np.sqrt((n - 1) / n * ((values - values.mean()) ** 2).sum()))
+
+
+def feature_statistics(reference, features, photos, with_kid=True):
+  """FID/KID of whole images and of patches against the originals, with spreads.
+
+  `reference` and `features`: {photo: (whole-image features [1, 2048], patch features
+  [N, 2048])} of the originals and of one method's reconstructions (InceptionV3 pool_3).
+  """
+  whole_a = np.concatenate([reference[p][0] for p in photos])
+  whole_b = np.concatenate([features[p][0] for p in photos])
+  statistics = {"fid": metrics.fid(whole_a, whole_b)}
+  patch_fid = lambda kept: metrics.fid(np.concatenate([reference[p][1] for p in kept]),
+                                       np.concatenate([features[p][1] for p in kept]))
+  tiles_a = np.concatenate([reference[p][1] for p in photos])
+  tiles_b = np.concatenate([features[p][1] for p in photos])
+  statistics.update(patch_fid=patch_fid(photos), patch_fid_se=jackknife_se(patch_fid, photos),
+                    patches=int(len(tiles_b)))
+  if with_kid:
+    statistics.update(kid=metrics.kid(whole_a, whole_b), patch_kid=metrics.kid(tiles_a, tiles_b))
+  return statistics
+
+
+def patch_fid_difference_se(reference, features_a, features_b, photos):
+  """Paired jackknife standard error of patch FID(a) - patch FID(b) over photos."""
+  def difference(kept):
+    tiles = np.concatenate([reference[p][1] for p in kept])
+    return (metrics.fid(tiles, np.concatenate([features_a[p][1] for p in kept])) -
+            metrics.fid(tiles, np.concatenate([features_b[p][1] for p in kept])))
+  return jackknife_se(difference, photos)
+
+
+class InceptionFeatures:
+  """Whole-image and patch features of an image (InceptionV3 pool_3), the network built once."""
+
+  def __init__(self):
+    self._network = None
+
+  def __call__(self, image):
+    if self._network is None:
+      from hific_tf.measure.inception import InceptionV3
+      self._network = InceptionV3()
+    tiles = metrics.patches(image)
+    return (self._network(image[None]),
+            self._network(np.stack(tiles)) if tiles else np.zeros([0, 2048], np.float32))
+
+
+@dataclasses.dataclass
+class Report:
+  """Per-photo rows and their means; with patch FID, its statistics per method.
+
+  Attributes:
+    rows: one dict per photo: image, bpp, psnr, ms_ssim, lpips, and with a classical codec
+      `against`, the same figures of that codec at the same size as against_bpp, ...
+    bytes_from: FILE_BYTES or ENTROPY_MODEL_BYTES.
+    against: the classical codec's name, or None.
+    statistics: {"hific": feature_statistics, against: ...} when patch FID was asked for,
+      with "difference_se", the paired spread of HiFiC's patch FID minus the codec's.
+  """
+  rows: list
+  bytes_from: str
+  against: str = None
+  statistics: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def means(self):
+    columns = {k: [row[k] for row in self.rows] for k in self.rows[0] if k != "image"}
+    return {k: float(np.nanmean(values)) for k, values in columns.items()
+            if np.isfinite(values).any()}  # MS-SSIM is absent when it was not asked for.
+
+  def summary(self):
+    """One flat JSON-able dict: the means, patch FIDs and their spreads."""
+    summary = dict(self.means, images=len(self.rows), bytes_from=self.bytes_from,
+                   against=self.against)
+    for method, prefix in (("hific", ""), (self.against, "against_")):
+      for key in ("patch_fid", "patch_fid_se", "patch_kid"):
+        if method in self.statistics and key in self.statistics[method]:
+          summary[prefix + key] = self.statistics[method][key]
+    if "difference_se" in self.statistics:
+      summary["patch_fid_difference_se"] = self.statistics["difference_se"]
+    return summary
+
+
+def measure(coder, image_files, against=None, patch_fid=False, with_ms_ssim=True, lpips=None,
+            progress=None):
+  """Measures `coder` on every photo of `image_files` (and `against` at the same size).
+
+  Args:
+    coder: a FileCoder or EntropyModelCoder.
+    image_files: photo paths.
+    against: a classical codec's name (measure/classical.py): each photo is also coded with
+      it at the largest setting no larger than HiFiC's bytes for that photo.
+    patch_fid: also the patch FID/KID of HiFiC (and `against`) with their spreads.
+    with_ms_ssim: MS-SSIM costs about as much as PSNR and LPIPS together; off for quick checks.
+    lpips: an LPIPS-alex instance to reuse (default: one is built).
+    progress: called with (done, total) after each photo.
+
+  Returns:
+    a Report.
+  """
+  if lpips is None:
+    from hific_tf.measure.lpips import LPIPS
+    lpips = LPIPS("alex")
+  codec = classical.get_codec(against) if against else None
+  features = InceptionFeatures() if patch_fid else None
+  collected = {"original": {}, "hific": {}, against: {}}
+  rows = []
+  for done, path in enumerate(image_files, 1):
+    image = images_lib.load_rgb(path)
+    name = pathlib.Path(path).stem
+    num_bytes, reconstruction = coder.code(image)
+    row = {"image": name, **measure_photo(image, reconstruction, num_bytes, lpips, with_ms_ssim)}
+    decoded = None
+    if codec is not None:
+      match = classical.match_size(codec, image, num_bytes)
+      decoded = codec.decode(match.data)
+      theirs = measure_photo(image, decoded, len(match.data), lpips, with_ms_ssim)
+      row.update({f"against_{k}": v for k, v in theirs.items()})
+    rows.append(row)
+    if features is not None:
+      for key, pixels in (("original", image), ("hific", reconstruction), (against, decoded)):
+        if pixels is not None:
+          collected[key][name] = features(pixels)
+    if progress:
+      progress(done, len(image_files))
+  report = Report(rows, coder.bytes_from, against)
+  if features is not None:
+    photos = [row["image"] for row in rows]
+    reference = collected["original"]
+    for method in ("hific", against):
+      if method:
+        report.statistics[method] = feature_statistics(reference, collected[method], photos)
+    if against:
+      report.statistics["difference_se"] = patch_fid_difference_se(
+          reference, collected["hific"], collected[against], photos)
+  return report
