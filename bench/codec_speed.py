@@ -229,7 +229,8 @@ def compare_with_peer(args, sizes, rows):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", "--config", dest="models", default="hific-lo,small-lo",
-                      help="Configs (untrained) or bundled codec names, comma-separated.")
+                      help="Configs (untrained) or codecs with weights (bundled names, codec "
+                      "folders, model_dirs), comma-separated.")
   parser.add_argument("--sizes", default="768x512,2048x1536")
   parser.add_argument("--rss_sizes", default="2048x1536,4096x3072",
                       help="Sizes for the fresh-process peak-RSS runs (bfloat16, auto tiling).")
@@ -400,7 +401,7 @@ def measure_models(args, rows):
   import tensorflow as tf
 
   from hific_tf import configs, runtime
-  from hific_tf.models import zoo
+  from hific_tf.models import sources, zoo
   from hific_tf.models.hific.model import HiFiC
   from hific_tf.serving import codec, tflite, windows
   sizes = parse_sizes(args.sizes)
@@ -422,8 +423,8 @@ def measure_models(args, rows):
     for name in args.models.split(","):
       for dtype in args.precisions.split(","):
         # One precision for E and G: the bfloat16 rows are the fast configuration.
-        if name in zoo.names():
-          model = zoo.build_model(name, generator_dtype=dtype, encoder_dtype=dtype)
+        if name in zoo.names() or pathlib.Path(name).exists():  # Any codec with weights.
+          model = sources.build_model(name, generator_dtype=dtype, encoder_dtype=dtype)
         else:
           config = configs.get_config(name).replace(stage="mselpips")
           model = HiFiC(config, generator_dtype=dtype, encoder_dtype=dtype,

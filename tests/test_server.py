@@ -256,7 +256,7 @@ def test_compress_effort_is_checked_before_any_work(codec):
   app = server_lib.create_app(server_lib.CodecService(codec, isolate=False), request_seconds=60)
   small = _png(np.full((40, 40, 3), 90, np.uint8))
   for query, needle in (("effort=x", "integer"), ("effort=9", "from 0 to 4"),
-                        ("effort=1", "bundled codec or a codec folder")):
+                        ("effort=1", "needs a codec with weights")):
     status, body = _asgi_post(app, f"/compress?{query}", small)
     assert status == 400 and needle in json.loads(body)["error"], (query, body)
   status, body = _asgi_post(app, "/compress?effort=0", small)
