@@ -88,10 +88,12 @@ def main():
     target = pathlib.Path(args.out) if args.out else zoo.BUNDLED_DIR / args.name
   if target.exists() and not args.force:
     sys.exit(f"bundle_codec: {target} exists (use --force)")
-  if args.out:
-    previous = zoo.load_card(target) if zoo.is_codec_dir(target) else {}
+  # The version follows the bundled codec of that name (a candidate written with --out is
+  # its next version), else the folder being replaced.
+  if args.name in zoo.names():
+    previous = zoo.load_card(args.name)
   else:
-    previous = zoo.load_card(args.name) if args.name in zoo.names() else {}
+    previous = zoo.load_card(target) if args.out and zoo.is_codec_dir(target) else {}
   source = sources.source_of(args.restore or args.model_dir)
   config = sources.config_of(source)
   trained = HiFiC(config).build_all()  # With D for a stage-2 config: it is stored beside.
