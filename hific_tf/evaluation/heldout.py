@@ -69,11 +69,6 @@ class EntropyModelCoder:
     return int(np.ceil(bits / 8)), reconstruction
 
 
-def measure_photo(image, reconstruction, num_bytes, lpips, with_ms_ssim=True):
-  """One row (bpp, PSNR, MS-SSIM, LPIPS) of one method on one photo: metrics.measure's."""
-  return metrics.measure(image, reconstruction, num_bytes, lpips, with_ms_ssim=with_ms_ssim)
-
-
 def jackknife_se(statistic, photos):
   """Jackknife standard error of `statistic(photos)`, each photo left out once."""
   photos = list(photos)
@@ -192,12 +187,13 @@ def measure(coder, image_files, against=None, patch_fid=False, with_ms_ssim=True
     image = images_lib.load_rgb(path)
     name = pathlib.Path(path).stem
     num_bytes, reconstruction = coder.code(image)
-    row = {"image": name, **measure_photo(image, reconstruction, num_bytes, lpips, with_ms_ssim)}
+    row = {"image": name, **metrics.measure(image, reconstruction, num_bytes, lpips,
+                                                with_ms_ssim)}
     decoded = None
     if codec is not None:
       match = classical.match_size(codec, image, num_bytes)
       decoded = codec.decode(match.data)
-      theirs = measure_photo(image, decoded, len(match.data), lpips, with_ms_ssim)
+      theirs = metrics.measure(image, decoded, len(match.data), lpips, with_ms_ssim)
       row.update({f"against_{k}": v for k, v in theirs.items()})
     rows.append(row)
     if features is not None:

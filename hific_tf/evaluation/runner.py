@@ -19,7 +19,7 @@ import numpy as np
 from hific_tf import images as images_lib
 from hific_tf.errors import UsageError
 from hific_tf.evaluation import heldout
-from hific_tf.measure import classical
+from hific_tf.measure import classical, metrics
 
 COLUMNS = ("image", "method", "setting", "target_bpp", "knob", "bpp", "psnr", "ms_ssim",
            "lpips", "in_range")
@@ -244,7 +244,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
         reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes,
                                                            effort)
         features.compute(task.key, stem, reconstruction)
-        measured = heldout.measure_photo(image, reconstruction, None, lpips)
+        measured = metrics.measure(image, reconstruction, lpips=lpips)
         rows[key] = {
             "image": stem, "method": task.method, "setting": task.setting,
             "target_bpp": _format(task.target_bpp), "knob": _format(knob),
