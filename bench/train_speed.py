@@ -119,23 +119,21 @@ def timed_step(config_name, batch, crop, precision, jit, steps, fused_norms=True
   from hific_tf import configs
   from hific_tf.training import train
   config = configs.get_config(config_name)
-  previous = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(precision)
-  try:
+  # Built and traced under the run's policy, as `hific train` does.
+  with train.global_policy(precision):
     model = train.build_for_training(config, crop_size=crop, jit_compile=jit)
     step = train.step_function(model, fused_norms=fused_norms)
-  finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
-  images = tf.cast(tf.random.stateless_uniform(
-      [batch * (2 if config.use_gan else 1), crop, crop, 3], [0, 1], 0, 256, tf.int32), tf.uint8)
-  start = time.perf_counter()
-  float(step(images)["loss"])
-  trace = time.perf_counter() - start
-  times = []
-  for _ in range(steps):
+    images = tf.cast(tf.random.stateless_uniform(
+        [batch * (2 if config.use_gan else 1), crop, crop, 3], [0, 1], 0, 256, tf.int32),
+        tf.uint8)
     start = time.perf_counter()
     float(step(images)["loss"])
-    times.append(time.perf_counter() - start)
+    trace = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      float(step(images)["loss"])
+      times.append(time.perf_counter() - start)
   return dict(trace=trace, times=times, step=step, images=images)
 
 

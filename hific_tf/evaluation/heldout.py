@@ -79,6 +79,11 @@ def jackknife_se(statistic, photos):
   return float(np.sqrt((n - 1) / n * ((values - values.mean()) ** 2).sum()))
 
 
+def _patches(features, photos):
+  """The patch features of `photos`, stacked (features: {photo: (whole, patches)})."""
+  return np.concatenate([features[p][1] for p in photos])
+
+
 def feature_statistics(reference, features, photos, with_kid=True):
   """FID/KID of whole images and of patches against the originals, with spreads.
 
@@ -87,13 +92,10 @@ def feature_statistics(reference, features, photos, with_kid=True):
   """
   whole_a = np.concatenate([reference[p][0] for p in photos])
   whole_b = np.concatenate([features[p][0] for p in photos])
-  statistics = {"fid": metrics.fid(whole_a, whole_b)}
-  patch_fid = lambda kept: metrics.fid(np.concatenate([reference[p][1] for p in kept]),
-                                       np.concatenate([features[p][1] for p in kept]))
-  tiles_a = np.concatenate([reference[p][1] for p in photos])
-  tiles_b = np.concatenate([features[p][1] for p in photos])
-  statistics.update(patch_fid=patch_fid(photos), patch_fid_se=jackknife_se(patch_fid, photos),
-                    patches=int(len(tiles_b)))
+  tiles_a, tiles_b = _patches(reference, photos), _patches(features, photos)
+  patch_fid = lambda kept: metrics.fid(_patches(reference, kept), _patches(features, kept))
+  statistics = {"fid": metrics.fid(whole_a, whole_b), "patch_fid": metrics.fid(tiles_a, tiles_b),
+                "patch_fid_se": jackknife_se(patch_fid, photos), "patches": int(len(tiles_b))}
   if with_kid:
     statistics.update(kid=metrics.kid(whole_a, whole_b), patch_kid=metrics.kid(tiles_a, tiles_b))
   return statistics
@@ -102,9 +104,9 @@ def feature_statistics(reference, features, photos, with_kid=True):
 def patch_fid_difference_se(reference, features_a, features_b, photos):
   """Paired jackknife standard error of patch FID(a) - patch FID(b) over photos."""
   def difference(kept):
-    tiles = np.concatenate([reference[p][1] for p in kept])
-    return (metrics.fid(tiles, np.concatenate([features_a[p][1] for p in kept])) -
-            metrics.fid(tiles, np.concatenate([features_b[p][1] for p in kept])))
+    tiles = _patches(reference, kept)
+    return (metrics.fid(tiles, _patches(features_a, kept)) -
+            metrics.fid(tiles, _patches(features_b, kept)))
   return jackknife_se(difference, photos)
 
 

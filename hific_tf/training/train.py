@@ -175,14 +175,15 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
       precision, {"on": True, "off": False}.get(jit_compile, jit_compile))
   runtime.check_bfloat16("training", (precision,))
   # The policy decides the types of the layers built under it; the caller's is restored.
-  with _global_policy(precision):
+  with global_policy(precision):
     return _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_size,
                           crop_size, checkpoint_every, init_from, val_glob, seed, precision,
                           jit_compile, tfds_name, tfds_data_dir, callbacks, verbose, strategy)
 
 
 @contextlib.contextmanager
-def _global_policy(name):
+def global_policy(name):
+  """The Keras global precision policy `name` for the block, the caller's restored after."""
   previous = tf.keras.mixed_precision.global_policy()
   tf.keras.mixed_precision.set_global_policy(name)
   try:
