@@ -40,12 +40,12 @@ class Rung:
   grow_from: str
 
 
-# small-lo trains without D: per CPU-hour it matched the GAN stage's held-out LPIPS at a lower
-# rate and a lower patch FID (bench/recipes.py, docs/MODELS.md "Recipes per CPU-hour"). The
-# other rungs keep the GAN stage until the bench has been run for them.
+# small-lo and small-mi train without D: per CPU-hour it matched the GAN stage's held-out LPIPS
+# at a lower rate and a lower patch FID (bench/recipes.py, docs/MODELS.md "Recipes per
+# CPU-hour"). small-hi keeps the GAN stage until it has been tried there.
 LADDER = (
     Rung("small-lo", "small-mselpips-lo-continue", "small-lo"),
-    Rung("small-mi", "small-hific-mi", "small-mi"),
+    Rung("small-mi", "small-mselpips-mi-continue", "small-mi"),
     Rung("small-hi", "small-hific-hi", "small-mi"),
 )
 
