@@ -1,11 +1,14 @@
 """The .hific container: a small header, the range-coded y and z strings, a CRC32.
 
-See docs/FORMAT.md for the byte layout. The header names the model (config name and a
+See docs/FORMAT.md for the byte layout. Version 2 adds the rate the strings were coded at
+(gains.py); a file at the model's own rate (0) is written as version 1, byte for byte what
+earlier releases wrote, and every version-1 file decodes at rate 0. The header names the model (config name and a
 fingerprint of its weights) so that a file is never decoded by a model that did not make it:
 a different model would range-decode garbage without noticing.
 """
 
 import dataclasses
+import math
 import struct
 import zlib
 
@@ -14,7 +17,12 @@ from hific_tf.errors import HificError
 from hific_tf.images import ImageError, bits_per_pixel
 
 MAGIC = b"HFIC"
-VERSION = 1
+VERSION = 2  # The newest version written and read; version 1 has no rate field.
+VERSIONS = (1, 2)
+_RATE = struct.Struct(">f")
+# Rates beyond this scale y by more than 2^8: no model codes there, and a crafted header must
+# not drive the gains to infinity.
+MAX_RATE = 8.
 MAX_NAME_BYTES = 22  # Keeps the container overhead at 64 bytes or less.
 FINGERPRINT_BYTES = 8
 _FIXED = struct.Struct(">II4HII")  # height, width, y h/w, z h/w, len(y), len(z).
@@ -45,13 +53,19 @@ class HificFile:
   z_shape: tuple
   y_string: bytes
   z_string: bytes
+  rate: float = 0.
+
+  @property
+  def version(self):
+    return 1 if self.rate == 0 else 2
 
   def to_bytes(self):
     name = self.config_name.encode("ascii", "replace")[:MAX_NAME_BYTES]
     if len(self.fingerprint) != FINGERPRINT_BYTES:
       raise ValueError("fingerprint must be 8 bytes")
+    rate = b"" if self.version == 1 else _RATE.pack(self.rate)
     body = b"".join([
-        MAGIC, bytes([VERSION, len(name)]), name, self.fingerprint,
+        MAGIC, bytes([self.version, len(name)]), name, self.fingerprint, rate,
         _FIXED.pack(self.height, self.width, *self.y_shape, *self.z_shape,
                     len(self.y_string), len(self.z_string)),
         self.y_string, self.z_string])
@@ -65,24 +79,29 @@ class HificFile:
   def from_bytes(cls, data):
     if len(data) < 6 or data[:4] != MAGIC:
       raise FormatError("not a .hific file (bad magic)")
-    if data[4] != VERSION:
-      raise FormatError(f"unsupported .hific format version {data[4]} (this reads {VERSION})")
+    version = data[4]
+    if version not in VERSIONS:
+      raise FormatError(f"unsupported .hific format version {version} (this reads "
+                        f"{' and '.join(map(str, VERSIONS))})")
     name_length = data[5]
-    header_end = 6 + name_length + FINGERPRINT_BYTES + _FIXED.size
+    rate_at = 6 + name_length + FINGERPRINT_BYTES
+    rate_bytes = _RATE.size if version == 2 else 0
+    header_end = rate_at + rate_bytes + _FIXED.size
     if len(data) < header_end + 4:
       raise FormatError("truncated .hific file (header incomplete)")
     (crc,) = struct.unpack(">I", data[-4:])
     if zlib.crc32(data[:-4]) != crc:
       raise FormatError("corrupt .hific file (CRC32 mismatch: truncated or altered)")
     name = data[6:6 + name_length].decode("ascii", "replace")
-    fingerprint = data[6 + name_length:6 + name_length + FINGERPRINT_BYTES]
+    fingerprint = data[6 + name_length:rate_at]
+    rate = _RATE.unpack(data[rate_at:rate_at + rate_bytes])[0] if rate_bytes else 0.
     height, width, yh, yw, zh, zw, y_length, z_length = _FIXED.unpack(
         data[header_end - _FIXED.size:header_end])
     if header_end + y_length + z_length + 4 != len(data):
       raise FormatError("corrupt .hific file (string lengths do not match the file size)")
     y_string = data[header_end:header_end + y_length]
     z_string = data[header_end + y_length:header_end + y_length + z_length]
-    return cls(name, fingerprint, height, width, (yh, yw), (zh, zw), y_string, z_string)
+    return cls(name, fingerprint, height, width, (yh, yw), (zh, zw), y_string, z_string, rate)
 
   def validate(self, max_pixels=DEFAULT_MAX_PIXELS, pad_multiple=DEFAULT_PAD_MULTIPLE,
                latent_downsampling=DEFAULT_LATENT_DOWNSAMPLING):
@@ -105,6 +124,9 @@ class HificFile:
                         f"do not fit a {self.width}x{self.height} image)")
     if not self.y_string or not self.z_string:
       raise FormatError("invalid .hific header (empty latent string)")
+    if not math.isfinite(self.rate) or abs(self.rate) > MAX_RATE:
+      raise FormatError(f"invalid .hific header (rate {self.rate} outside "
+                        f"[-{MAX_RATE:g}, {MAX_RATE:g}])")
     return self
 
   def bits_per_pixel(self):

@@ -38,6 +38,13 @@ class Config:
   the training crops (the paper's recipe has no flips; on a few dozen photos they widen the
   set).
 
+  Rate control: every model codes at any `rate` r, a float that scales its quantization gain
+  by 2^r (r = 0 is the rate it was trained at). `rate_points` makes a model of one codec for
+  every rate (gain units, Cui et al., CVPR 2021): pairs [r, crop target bpp]; the model learns
+  per-channel gains at each r, a training step samples one of the points, and rates between
+  points interpolate the gains. `rate_range` is the span of r that `--target_bpp` and
+  `--max_bytes` search.
+
   The layout fields say how the transforms and the entropy model compute, with the official
   code's behaviour as the default. The PyTorch port (Justin-Tan/high-fidelity-generative-
   compression) computes differently in each of them, and `hific import` sets them so that the
@@ -105,11 +112,15 @@ class Config:
   side_quantization: str = "median"
   likelihood: str = "gaussian"
   image_pad_multiple: int = 64
+  rate_points: tuple = ()
+  rate_range: tuple = (-1.5, 1.5)
   source: dict | None = None
 
   def __post_init__(self):
-    # JSON has lists; a frozen config keeps a tuple (hashable, equal to the default).
+    # JSON has lists; a frozen config keeps tuples (hashable, equal to the defaults).
     object.__setattr__(self, "side_prior_filters", tuple(self.side_prior_filters))
+    object.__setattr__(self, "rate_points", tuple(tuple(p) for p in self.rate_points))
+    object.__setattr__(self, "rate_range", tuple(self.rate_range))
 
   @property
   def training_target_bpp(self):
@@ -139,6 +150,13 @@ class Config:
     if self.stage not in STAGES:
       raise UsageError(f"config '{self.name}': stage must be one of {STAGES}, got "
                        f"'{self.stage}'")
+    if len(self.rate_range) != 2 or not self.rate_range[0] < self.rate_range[1]:
+      raise UsageError(f"config '{self.name}': rate_range must be [lowest, highest], got "
+                       f"{list(self.rate_range)}")
+    rates = [point[0] for point in self.rate_points]
+    if any(len(point) != 2 for point in self.rate_points) or rates != sorted(set(rates)):
+      raise UsageError(f"config '{self.name}': rate_points must be [rate, crop target bpp] "
+                       "pairs in increasing rate")
     if not self.lambda_a > self.lambda_b:
       raise UsageError(f"config '{self.name}': lambda_a must exceed lambda_b "
                        "(the rate must cost more above the target than below)")

@@ -157,8 +157,10 @@ def compress(args):
   latent_search.iterations_for(args.effort)  # A bad value fails before anything loads.
   if args.effort_seconds is not None and args.effort_seconds <= 0:
     raise UsageError("--effort_seconds must be positive")
+  from hific_tf.serving import rate_control
   model = _load_codec(_compress_model_name(args.model, args.target_bpp),
                       precision=args.precision)
+  model.checked_rate(args.rate)
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
     options = {}
@@ -166,8 +168,16 @@ def compress(args):
       options = dict(effort=args.effort, progress=_effort_bar(source, args.effort),
                      deadline=None if args.effort_seconds is None else
                      time.monotonic() + args.effort_seconds)
-    hific_file, estimated_bits = model.compress(image, with_estimate=True, **options) \
-        if args.verbose else (model.compress(image, **options), None)
+    estimated_bits = None
+    if args.target_bpp is not None:
+      hific_file = rate_control.compress_to_bpp(model, image, args.target_bpp, **options)
+    elif args.max_bytes is not None:
+      hific_file = rate_control.compress_to_bytes(model, image, args.max_bytes, **options)
+    else:
+      if args.rate:
+        options["rate"] = args.rate
+      hific_file, estimated_bits = model.compress(image, with_estimate=True, **options) \
+          if args.verbose else (model.compress(image, **options), None)
     data = hific_file.to_bytes()
     images_lib.write_atomic(destination, data, force=args.force)
     if args.verbose:
@@ -314,8 +324,9 @@ def info(args):
   if not path.is_file():
     raise InputNotFoundError(f"{path} does not exist")
   hific_file = bitstream.HificFile.from_bytes(path.read_bytes())
-  print(f"{path}: .hific v{bitstream.VERSION}, model {hific_file.config_name} "
-        f"(weights {hific_file.fingerprint.hex()})")
+  rate = f", rate {hific_file.rate:g}" if hific_file.rate else ""
+  print(f"{path}: .hific v{hific_file.version}, model {hific_file.config_name} "
+        f"(weights {hific_file.fingerprint.hex()}){rate}")
   print(f"  image {hific_file.width}x{hific_file.height}, y {hific_file.y_shape[1]}x"
         f"{hific_file.y_shape[0]}, z {hific_file.z_shape[1]}x{hific_file.z_shape[0]}")
   print(f"  y {len(hific_file.y_string)} B, z {len(hific_file.z_string)} B, container "

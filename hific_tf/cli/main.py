@@ -123,8 +123,19 @@ def build_parser():
                 "or a SavedModel folder from `hific export`.")
   p = _subcommand(sub, "compress", "Image (or folder of images) -> .hific.")
   p.add_argument("--model", help=model_help + " Default: the bundled default codec.")
-  p.add_argument("--target_bpp", type=float,
-                 help="Pick the bundled codec whose held-out rate is closest to this.")
+  size = p.add_mutually_exclusive_group()
+  size.add_argument("--target_bpp", type=float,
+                    help="Land every image within 2%% of this many bits per pixel (container "
+                    "included) by a search over the codec's rate. Without --model, the "
+                    "bundled codec whose held-out rate is closest to it codes.")
+  size.add_argument("--max_bytes", type=int,
+                    help="Per image, the largest file no larger than this (within 3%% of it "
+                    "where the codec's rates reach); an image whose smallest file is larger "
+                    "is a one-line error and nothing is written.")
+  size.add_argument("--rate", type=float, default=0.,
+                    help="The codec's rate: its quantization gain times 2^rate (0, the "
+                    "default: the rate it was trained at; each step of 1 roughly doubles "
+                    "the quantization precision of the latents).")
   _precision_argument(p)
   _effort_arguments(p)
   p.add_argument("input", help="An image or a folder of images.")

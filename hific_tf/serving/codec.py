@@ -1,7 +1,9 @@
 """Exporting a trained HiFiC as a SavedModel codec, and using one.
 
-The SavedModel holds two signatures, `compress` (uint8 [H, W, 3] -> strings and shapes) and
-`decompress` (back to uint8 [H, W, 3]), plus `model_info` (JSON: config, fingerprint). It
+The SavedModel holds two signatures, `compress` (uint8 [H, W, 3] and a rate -> strings and
+shapes) and `decompress` (strings, shapes and the rate -> uint8 [H, W, 3]), plus `model_info`
+(JSON: config, fingerprint). The rate is a float, 0 for the model's own rate
+(models/hific/gains.py). It
 loads in a process that imports only tensorflow and tensorflow_compression (for the range
 coding ops): no hific_tf needed to serve it.
 
@@ -16,6 +18,7 @@ import pathlib
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the range-coding ops SavedModels use)
 
@@ -27,8 +30,9 @@ from hific_tf.serving import guard, split, windows
 
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
-# estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights.
-EXPORT_VERSION = 3
+# estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights; 4: every
+# coding function takes the rate, and `analyze` gives y for a search over rates.
+EXPORT_VERSION = 4
 
 
 class CodecModule(tf.Module):
@@ -47,6 +51,7 @@ class CodecModule(tf.Module):
     self.encoder = model.encoder
     self.generator = model.generator
     self.hyperprior = model.hyperprior
+    self.rate_gains = model.rate_gains
     self.hyperprior.build_coders()
     self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
     self.compress = model.compress
@@ -55,6 +60,12 @@ class CodecModule(tf.Module):
     # Bound methods are not tracked: the SavedModel holds the parts above, not the model.
     self._encode, self._compress_y, self._image_from, self._pad_image = (
         model.encode, model.compress_y, model.image_from, model.pad_image)
+    self._analyze, self._decompress_y = model.analyze, model.decompress_y
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  def analyze(self, image):
+    """y of a whole image as `compress` codes it: a search over rates encodes once."""
+    return {"y": self._analyze(image)}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def pad_image(self, image):
@@ -67,18 +78,17 @@ class CodecModule(tf.Module):
     return {"y": self._encode(window)}
 
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
-                                tf.TensorSpec([2], tf.int32)])
-  def compress_latents(self, y, image_shape):
-    """`compress` from y on: range-codes a y assembled from windows."""
-    return self._compress_y(y, image_shape)
+                                tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
+  def compress_latents(self, y, image_shape, rate):
+    """`compress` from y on: range-codes a y assembled from windows (or searched) at `rate`."""
+    return self._compress_y(y, image_shape, rate)
 
   @tf.function(input_signature=[
       tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
-      tf.TensorSpec([2], tf.int32)])
-  def decompress_latents(self, y_string, z_string, y_shape, z_shape):
+      tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
+  def decompress_latents(self, y_string, z_string, y_shape, z_shape, rate):
     """`decompress` up to y_hat."""
-    return {"y_hat": self.hyperprior.decompress(y_string[None], z_string[None], y_shape,
-                                                z_shape)}
+    return {"y_hat": self._decompress_y(y_string, z_string, y_shape, z_shape, rate)}
 
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
   def synthesis_trunk(self, y_hat):
@@ -179,6 +189,9 @@ class SavedModelCodec(guard.GuardedDecoder):
       raise InvalidModelError(
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
+    # Exported before rates (export version 4): every function codes at the model's own rate.
+    self.takes_rate = int(info.get("export_version", 0)) >= 4
+    self.rate_range = tuple(info.get("config", {}).get("rate_range", (-1.5, 1.5)))
     self.tile = windows.checked_tile(tile)
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
@@ -230,33 +243,63 @@ class SavedModelCodec(guard.GuardedDecoder):
     y, _ = self._latent_search.search(image, iterations, deadline, progress)
     return y
 
-  def compress(self, image, with_estimate=False, effort=0, deadline=None, progress=None):
+  def _rate_args(self, rate):
+    return (tf.constant(rate, tf.float32),) if self.takes_rate else ()
+
+  def latents(self, image, effort=0, deadline=None, progress=None):
+    """y of `image` as `compress` codes it: searched (`effort`), window by window, or whole.
+
+    A search over rates (serving/rate_control.py) encodes once and range-codes this y at
+    each rate it tries.
+    """
+    bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
+    if effort:
+      return tf.constant(self._search_latents(image, effort, deadline, progress))
+    core = self._tile_latents(*image.shape[:2])
+    if core is None:
+      if not self.takes_rate:
+        raise UsageError(f"{self.directory} was exported before rate searches (export "
+                         "version < 4): export it again with this hific_tf")
+      return self.module.analyze(tf.constant(image, tf.uint8))["y"]
+    return tf.constant(self._analyze_tiled(image, core))
+
+  def code_latents(self, y, image_shape, rate=0.):
+    """Range-codes `latents(...)` of an image of `image_shape` at `rate` -> HificFile."""
+    rate = self.checked_rate(rate)
+    out = self.module.compress_latents(y, tf.constant(image_shape[:2], tf.int32),
+                                       *self._rate_args(rate))
+    return self._file_from(out, rate)
+
+  def _file_from(self, out, rate):
+    return bitstream.HificFile(
+        self.config_name, self.fingerprint, int(out["image_shape"][0]),
+        int(out["image_shape"][1]), tuple(int(v) for v in out["y_shape"].numpy()),
+        tuple(int(v) for v in out["z_shape"].numpy()), out["y_string"].numpy(),
+        out["z_string"].numpy(), rate)
+
+  def compress(self, image, with_estimate=False, effort=0, deadline=None, progress=None,
+               rate=0.):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked).
 
     `effort` > 0 searches the latents first (latent_search.ITERATIONS steps; `deadline`, a
     time.monotonic() value, bounds it); the file decodes with every decoder of this codec.
+    `rate` (0: the model's own) scales the quantization gain by 2^rate (gains.py).
     """
+    rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    shape = tf.constant(image.shape[:2], tf.int32)
-    if effort:
-      out = self.module.compress_latents(
-          self._search_latents(image, effort, deadline, progress), shape)
+    if not effort and self._tile_latents(*image.shape[:2]) is None:
+      out = self.module.compress(tf.constant(image, tf.uint8), *self._rate_args(rate))
+      hific_file = self._file_from(out, rate)
     else:
-      core = self._tile_latents(*image.shape[:2])
-      if core is None:
-        out = self.module.compress(tf.constant(image, tf.uint8))
-      else:
-        out = self.module.compress_latents(tf.constant(self._analyze_tiled(image, core)), shape)
-    hific_file = bitstream.HificFile(
-        self.config_name, self.fingerprint, int(out["image_shape"][0]),
-        int(out["image_shape"][1]), tuple(int(v) for v in out["y_shape"].numpy()),
-        tuple(int(v) for v in out["z_shape"].numpy()), out["y_string"].numpy(),
-        out["z_string"].numpy())
+      hific_file = self.code_latents(self.latents(image, effort, deadline, progress),
+                                     image.shape, rate)
     if with_estimate:
-      if "estimated_bits" in out:  # SavedModels exported before estimate_bits existed.
-        return hific_file, float(out["estimated_bits"])
-      estimate = self.module.estimate_bits(tf.constant(image, tf.uint8))["estimated_bits"]
-      return hific_file, float(estimate)
+      if self.takes_rate:
+        estimate = self.module.estimate_bits(tf.constant(image, tf.uint8),
+                                             tf.constant(rate, tf.float32))
+      else:
+        estimate = self.module.estimate_bits(tf.constant(image, tf.uint8))
+      return hific_file, float(estimate["estimated_bits"])
     return hific_file
 
   def _range_decoder(self, hific_file):
@@ -267,7 +310,8 @@ class SavedModelCodec(guard.GuardedDecoder):
     if not hasattr(self.module, "decompress_latents"):  # Exported before the tiled path.
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
       return lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]
-    return lambda: self.module.decompress_latents(*strings, *shapes)["y_hat"]
+    rate = self._rate_args(hific_file.rate)
+    return lambda: self.module.decompress_latents(*strings, *shapes, *rate)["y_hat"]
 
   def decompress(self, hific_file):
     """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
@@ -282,7 +326,8 @@ class SavedModelCodec(guard.GuardedDecoder):
       # always), with no deadline: the generator's time is the machine's, never the file's.
       self._ensure_range_decoding_ends(hific_file, guard.deadline_for(symbols))
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
-      return self.module.decompress(*strings, image_shape, *shapes)["image"].numpy()
+      return self.module.decompress(*strings, image_shape, *shapes,
+                                    *self._rate_args(hific_file.rate))["image"].numpy()
     y_hat = self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
                                hific_file)
     return self._synthesize_tiled(y_hat, hific_file, core)

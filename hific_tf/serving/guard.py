@@ -18,11 +18,14 @@ files come from; the range coder is tfc's.
 
 import collections
 import hashlib
+import math
 import threading
 
+import numpy as np
 import tensorflow as tf
 
 from hific_tf import bitstream, runtime
+from hific_tf.errors import UsageError
 
 # Seconds: BASE, plus PER_SYMBOL for each symbol the header declares (range decoding runs at
 # tens of millions of symbols per second). The deadline covers range decoding only, never the
@@ -138,10 +141,28 @@ class GuardedDecoder:
     self._admit(hific_file)
     return _decoded_or_rejected(self._range_decoder(hific_file))
 
+  # Whether the codec codes at rates other than the model's own (models/hific/gains.py): the
+  # codec SavedModel from export version 4 on; the stock-op and TFLite kinds code at rate 0.
+  takes_rate = False
+
+  def checked_rate(self, rate):
+    """`rate` as the header stores it (float32), or a one-line refusal."""
+    rate = float(np.float32(rate))
+    if not math.isfinite(rate) or abs(rate) > bitstream.MAX_RATE:
+      raise UsageError(f"rate {rate} is outside [-{bitstream.MAX_RATE:g}, "
+                       f"{bitstream.MAX_RATE:g}]")
+    if rate and not self.takes_rate:
+      raise UsageError(
+          f"this codec ({self.info.get('kind', 'codec')} SavedModel, export version "
+          f"{self.info.get('export_version', 1)}) codes only at its model's own rate, not at "
+          f"rate {rate:g}: use the codec kind exported by this hific_tf")
+    return rate
+
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""
     hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
     bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    self.checked_rate(hific_file.rate)
     if self.poisoned:
       raise DecoderPoisonedError(
           "decoding is disabled in this process: an earlier crafted file left tfc's range "

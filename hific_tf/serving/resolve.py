@@ -100,14 +100,12 @@ def load_codec(source, max_pixels=None, log=None, precision="auto", config=None)
 
 def codec_name(model=None, target_bpp=None):
   """--model, else the bundled codec nearest --target_bpp, else the default bundled codec."""
-  if model and target_bpp is not None:
-    raise UsageError("give --model or --target_bpp, not both")
+  if model:
+    return model
   if target_bpp is not None:
     if target_bpp <= 0:
       raise UsageError("--target_bpp must be positive")
     return zoo.closest_to_rate(target_bpp)
-  if model:
-    return model
   if zoo.DEFAULT_CODEC not in zoo.names():
     raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
   return zoo.DEFAULT_CODEC

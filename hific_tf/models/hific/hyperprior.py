@@ -13,6 +13,14 @@ nearest table entry when coding; the official TF1 code predicted the scale itsel
 Everything here runs in float32 whatever the global mixed-precision policy is: the encoder and
 decoder must derive bit-identical scale indexes and means from z_hat, or the range decoder
 desynchronises.
+
+Rate control (Cui et al., "Asymmetric Gained Deep Image Compression With Continuous Rate
+Adaptation", CVPR 2021): every entry point takes an optional per-channel `log_gain`. y is
+multiplied by the gain before quantization and divided by it after, so the quantization step
+of channel c is 1 / gain_c. z is analysed from y itself, and the mean and scale the
+hyper-synthesis predicts for y are multiplied by the gain (a shift of the log-spaced scale
+index), so the entropy model describes the gained y exactly: a gain of 1 is the model's own
+rate, and any other gain codes correctly before gains are trained.
 """
 
 import collections
@@ -257,11 +265,18 @@ class Hyperprior(tf.keras.layers.Layer):
     self.side_coder = self._side_model(compression=True)
     self.latent_coder = self._latent_model(compression=True)
 
-  def _parameters(self, z_hat, y_shape):
-    """Mean and scale index of y from z_hat, cropped to y's spatial shape."""
+  def _parameters(self, z_hat, y_shape, log_gain=None):
+    """Mean and scale output of y (times the gain, when one is given) from z_hat, cropped to
+    y's spatial shape."""
     loc = self.synthesis_mean(z_hat)[:, :y_shape[0], :y_shape[1], :]
-    scale_index = self.synthesis_scale(z_hat)[:, :y_shape[0], :y_shape[1], :]
-    return loc, scale_index
+    scale_output = self.synthesis_scale(z_hat)[:, :y_shape[0], :y_shape[1], :]
+    if log_gain is None:
+      return loc, scale_output
+    loc = loc * tf.math.exp(log_gain)
+    if self.scale_parameterization == "sigma":
+      return loc, scale_output * tf.math.exp(log_gain)
+    # The table is log-spaced: scaling sigma by the gain moves the index by log(gain) / step.
+    return loc, scale_output + log_gain / self._log_scale_step
 
   def _noisy_bits(self, distribution, values, noise_seed):
     """Bits per image of values + U(-0.5, 0.5) under a noisy prior (the differentiable rate).
@@ -285,7 +300,7 @@ class Hyperprior(tf.keras.layers.Layer):
       return tf.zeros([self.side_prior.batch_shape.num_elements()])
     return tf.stop_gradient(self._side_model().quantization_offset)
 
-  def call(self, y, training=False, noise_seed=None, z_offset=None):
+  def call(self, y, training=False, noise_seed=None, z_offset=None, log_gain=None):
     """Quantizes y and estimates its rate and that of z (bits per image, both estimates).
 
     Args:
@@ -294,9 +309,11 @@ class Hyperprior(tf.keras.layers.Layer):
         otherwise rounded z and rounded scale indexes, exactly what the coder will use.
       noise_seed: optional [2] int seed for the training noise (stateless, reproducible).
       z_offset: `side_quantization_offset()`, when the caller has it already.
+      log_gain: optional per-channel log gain [C] (or [B, 1, 1, C]): the rate control.
 
     Returns:
-      A `HyperpriorOutput`; y_hat is round(y - mu) + mu with a straight-through gradient.
+      A `HyperpriorOutput`; y_hat is round(y - mu) + mu with a straight-through gradient (in
+      y's own scale: divided by the gain again).
     """
     y = tf.cast(y, tf.float32)
     latent_model = self._latent_model()
@@ -307,13 +324,14 @@ class Hyperprior(tf.keras.layers.Layer):
       z_seed = tf.random.experimental.stateless_fold_in(noise_seed, 1)
       y_seed = tf.random.experimental.stateless_fold_in(noise_seed, 2)
     z = self.analysis(y)
+    y = _gained(y, log_gain)
     z_noisy, z_bits_noisy = self._noisy_bits(self.side_prior, z, z_seed)
     # What the coder sends for z (tfc's quantize and bits, with the offset given).
     z_rounded = tf.stop_gradient(tf.round(z - z_offset) + z_offset)
     z_bits_quantized = tf.reduce_sum(self.side_prior.log_prob(z_rounded),
                                      axis=[1, 2, 3]) / -tf.math.log(2.)
     z_hat = z_noisy if training else z_rounded
-    loc, scale_output = self._parameters(z_hat, tf.shape(y)[1:3])
+    loc, scale_output = self._parameters(z_hat, tf.shape(y)[1:3], log_gain)
     if self.scale_parameterization == "sigma":
       # The port's rate: the predicted scale itself, bounded below (gradient pushes back up).
       scale = tfc.lower_bound(scale_output, self.scale_min)
@@ -326,7 +344,7 @@ class Hyperprior(tf.keras.layers.Layer):
       scale = self.scale_fn(scale_index)
     _, y_bits_noisy = self._noisy_bits(self.likelihood(loc=0., scale=scale), y - loc, y_seed)
     _, y_bits_quantized = latent_model(y, scale_index, loc=loc, training=False)
-    y_hat = latent_model.quantize(y, loc=loc)
+    y_hat = _ungained(latent_model.quantize(y, loc=loc), log_gain)
     return HyperpriorOutput(y_hat, y_bits_noisy, z_bits_noisy, y_bits_quantized,
                             z_bits_quantized)
 
@@ -334,9 +352,9 @@ class Hyperprior(tf.keras.layers.Layer):
   # These reproduce what tfc's compress and decompress compute around the range coder, so a
   # server without tfc's ops and a client with them write the same bytes.
 
-  def latent_coding_parameters(self, z_hat, y_shape):
+  def latent_coding_parameters(self, z_hat, y_shape, log_gain=None):
     """(loc, int32 scale indexes) of y, clipped to the table as tfc's indexed model clips."""
-    loc, scale_output = self._parameters(z_hat, y_shape)
+    loc, scale_output = self._parameters(z_hat, y_shape, log_gain)
     return loc, tf.cast(self.coding_index(scale_output), tf.int32)
 
   def coding_tables(self):
@@ -354,7 +372,7 @@ class Hyperprior(tf.keras.layers.Layer):
     if self.side_coder is None:
       raise RuntimeError("range coders are not built: call build_coders() after training")
 
-  def compress(self, y):
+  def compress(self, y, log_gain=None):
     """Range-codes a batch of latents; returns `Compressed` and y_hat (what the decoder gets)."""
     self._require_coders()
     y = tf.cast(y, tf.float32)
@@ -362,12 +380,13 @@ class Hyperprior(tf.keras.layers.Layer):
     y_shape, z_shape = tf.shape(y)[1:3], tf.shape(z)[1:3]
     z_strings = self.side_coder.compress(z)
     z_hat = self.side_coder.quantize(z)
-    loc, scale_output = self._parameters(z_hat, y_shape)
+    loc, scale_output = self._parameters(z_hat, y_shape, log_gain)
+    y = _gained(y, log_gain)
     y_strings = self.latent_coder.compress(y, self.coding_index(scale_output), loc=loc)
-    y_hat = self.latent_coder.quantize(y, loc=loc)
+    y_hat = _ungained(self.latent_coder.quantize(y, loc=loc), log_gain)
     return Compressed(y_strings, z_strings, y_shape, z_shape), y_hat
 
-  def estimate_bits(self, y):
+  def estimate_bits(self, y, log_gain=None):
     """The entropy models' estimate of what `compress` writes (bits per image).
 
     Not part of `compress`: evaluating every latent's probability costs about as much as the
@@ -376,14 +395,27 @@ class Hyperprior(tf.keras.layers.Layer):
     self._require_coders()
     y = tf.cast(y, tf.float32)
     z = self.analysis(y)
-    loc, scale_output = self._parameters(self.side_coder.quantize(z), tf.shape(y)[1:3])
-    _, y_bits = self.latent_coder(y, self.coding_index(scale_output), loc=loc, training=False)
+    loc, scale_output = self._parameters(self.side_coder.quantize(z), tf.shape(y)[1:3],
+                                         log_gain)
+    _, y_bits = self.latent_coder(_gained(y, log_gain), self.coding_index(scale_output),
+                                  loc=loc, training=False)
     _, z_bits = self.side_coder(z, training=False)
     return y_bits + z_bits
 
-  def decompress(self, y_strings, z_strings, y_shape, z_shape):
+  def decompress(self, y_strings, z_strings, y_shape, z_shape, log_gain=None):
     """Inverse of `compress`: strings and latent shapes -> y_hat."""
     self._require_coders()
     z_hat = self.side_coder.decompress(z_strings, z_shape)
-    loc, scale_output = self._parameters(z_hat, y_shape)
-    return self.latent_coder.decompress(y_strings, self.coding_index(scale_output), loc=loc)
+    loc, scale_output = self._parameters(z_hat, y_shape, log_gain)
+    y_hat = self.latent_coder.decompress(y_strings, self.coding_index(scale_output), loc=loc)
+    return _ungained(y_hat, log_gain)
+
+
+def _gained(y, log_gain):
+  """y times the gain (the quantization step of each channel becomes 1 / gain)."""
+  return y if log_gain is None else y * tf.math.exp(log_gain)
+
+
+def _ungained(y_hat, log_gain):
+  """A gained y_hat back in y's own scale, what the generator was trained on."""
+  return y_hat if log_gain is None else y_hat * tf.math.exp(-log_gain)

@@ -9,12 +9,17 @@ with lambda' = lambda_a when the rate of the rounded latents is above the target
 lambda_b below it (Sec. 3.2); D is stepped once on its own sub-batch before each G step.
 Everything numeric comes from a `Config`; schedules are functions of the transform
 optimizer's step, so a run restored from a checkpoint continues exactly.
+
+Every model codes at a `rate` (gains.py): a float that scales the quantization gain of y by
+2^rate. A model with `rate_points` learns per-channel gains at each point (Cui et al., CVPR
+2021) and each training step samples one point, with that point's crop target.
 """
 
 import tensorflow as tf
 
 from hific_tf import geometry
 from hific_tf.configs import Config
+from hific_tf.models.hific import gains
 from hific_tf.models.hific import hyperprior as hyperprior_lib
 from hific_tf.models.hific import networks
 
@@ -27,10 +32,14 @@ _METRICS = ("loss", "bpp_noisy", "bpp_quantized", "mse", "psnr", "lpips", "rate_
 _GAN_METRICS = ("g_loss", "d_loss", "d_real", "d_fake")
 
 
-def schedules(config: Config, step):
-  """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`."""
+def schedules(config: Config, step, crop_target=None):
+  """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`.
+
+  `crop_target` replaces the config's crop target (a rate point's, in a gain-unit model).
+  """
   warm = tf.cast(step, tf.int64) < config.warmup_steps
-  target = config.training_target_bpp * tf.where(warm, config.warmup_target_factor, 1.)
+  crop_target = config.training_target_bpp if crop_target is None else crop_target
+  target = crop_target * tf.where(warm, config.warmup_target_factor, 1.)
   lambda_factor = tf.where(warm, config.warmup_lambda_factor, 1.)
   return target, lambda_factor, learning_rate_schedule(config)(step)
 
@@ -123,6 +132,7 @@ class HiFiC(tf.keras.Model):
         side_prior_filters=config.side_prior_filters,
         side_prior_last_factor=config.side_prior_last_factor,
         side_quantization=config.side_quantization, likelihood=config.likelihood)
+    self.rate_gains = gains.RateGains(config.rate_points, config.latent_channels)
     self.discriminator = (networks.Discriminator(config.disc_filters_base,
                                                  config.disc_latent_channels)
                           if config.use_gan else None)
@@ -143,7 +153,7 @@ class HiFiC(tf.keras.Model):
     hp = self.hyperprior
     return (self.encoder.trainable_variables + self.generator.trainable_variables +
             hp.analysis.trainable_variables + hp.synthesis_mean.trainable_variables +
-            hp.synthesis_scale.trainable_variables)
+            hp.synthesis_scale.trainable_variables + self.rate_gains.trainable_variables)
 
   @property
   def entropy_variables(self):
@@ -155,8 +165,16 @@ class HiFiC(tf.keras.Model):
 
   @property
   def codec_modules(self):
-    """What a stage-2 run restores from stage 1 and what an exported codec contains."""
-    return {"encoder": self.encoder, "generator": self.generator, "hyperprior": self.hyperprior}
+    """What a stage-2 run restores from stage 1 and what an exported codec contains.
+
+    The rate gains are a part only where they hold weights (`rate_points`), so the weights
+    and fingerprints of single-rate models are those they always had.
+    """
+    modules = {"encoder": self.encoder, "generator": self.generator,
+               "hyperprior": self.hyperprior}
+    if self.config.rate_points:
+      modules["rate_gains"] = self.rate_gains
+    return modules
 
   def codec_variables(self):
     """(key, variable) of the codec's trained weights in a fixed order, "part/index/name".
@@ -188,11 +206,14 @@ class HiFiC(tf.keras.Model):
       return (tf.math.tanh(output) + 1.) / 2.
     return output
 
-  def call(self, images, training=False, noise_seed=None, z_offset=None):
-    """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training)."""
+  def call(self, images, training=False, noise_seed=None, z_offset=None, rate=None):
+    """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training); `rate` (a float
+    scalar, default: the model's own) sets the quantization gain."""
     x = tf.cast(images, tf.float32) / 255.
     y = self.encoder(self._encoder_input(x))
-    hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset)
+    log_gain = None if rate is None else self.rate_gains(rate)
+    hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset,
+                         log_gain=log_gain)
     reconstruction = self.image_from(self.generator(hp.y_hat))
     pixels = _image_pixels(images)
     return {
@@ -251,10 +272,10 @@ class HiFiC(tf.keras.Model):
     seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.step, tf.int64)])
     return tf.random.experimental.stateless_fold_in(seed, salt)
 
-  def _generator_terms(self, outputs):
+  def _generator_terms(self, outputs, crop_target=None):
     """Per-image loss of the generator step (without the GAN term) and what it reports."""
     config = self.config
-    target, lambda_factor, learning_rate = schedules(config, self.step)
+    target, lambda_factor, learning_rate = schedules(config, self.step, crop_target)
     bpp_quantized_mean = _global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
     weight = rate_weight(config, bpp_quantized_mean, target, lambda_factor)
     squared = tf.math.squared_difference(outputs["image"] * 255.,
@@ -274,9 +295,21 @@ class HiFiC(tf.keras.Model):
     fake = self.discriminator((reconstruction, latent), training=training)
     return real, fake
 
-  def _discriminator_step(self, images, z_offset):
+  def _rate_point(self):
+    """(rate, crop target) of this step: one of the `rate_points`, drawn from the step's seed
+    (so a resumed run draws what the killed one would have); (None, None) for one rate."""
+    points = self.config.rate_points
+    if not points:
+      return None, None
+    index = tf.random.stateless_uniform([], self._noise_seed(3), 0, len(points), tf.int32)
+    rates, targets = zip(*points)
+    return (tf.gather(tf.constant(rates, tf.float32), index),
+            tf.gather(tf.constant(targets, tf.float32), index))
+
+  def _discriminator_step(self, images, z_offset, rate=None):
     """One D update on its own sub-batch; E, G and the hyperprior are left untouched."""
-    outputs = self(images, training=True, noise_seed=self._noise_seed(2), z_offset=z_offset)
+    outputs = self(images, training=True, noise_seed=self._noise_seed(2), z_offset=z_offset,
+                   rate=rate)
     reconstruction = tf.stop_gradient(outputs["reconstruction"])
     with tf.GradientTape() as tape:
       real, fake = self._discriminate(outputs, reconstruction, training=True)
@@ -291,14 +324,16 @@ class HiFiC(tf.keras.Model):
     config = self.config
     reports = {}
     z_offset = self.hyperprior.side_quantization_offset()
+    rate, crop_target = self._rate_point()
     if config.use_gan:
       # Interleaved, not halved: then any split of the global batch across replicas gives
       # G and D the same images a single device would.
       images, disc_images = images[0::2], images[1::2]
-      reports.update(self._discriminator_step(disc_images, z_offset))
+      reports.update(self._discriminator_step(disc_images, z_offset, rate))
     with tf.GradientTape(persistent=True) as tape:
-      outputs = self(images, training=True, noise_seed=self._noise_seed(1), z_offset=z_offset)
-      per_image, terms = self._generator_terms(outputs)
+      outputs = self(images, training=True, noise_seed=self._noise_seed(1), z_offset=z_offset,
+                     rate=rate)
+      per_image, terms = self._generator_terms(outputs, crop_target)
       if config.use_gan:
         _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)
         g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])  # -log D(x', y).
@@ -330,18 +365,20 @@ class HiFiC(tf.keras.Model):
 
   # --- The codec contract: image <-> strings, as tfc's models/bmshj2018.py defines it. ------
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  def compress(self, image):
-    """uint8 [H, W, 3] (any size) -> y and z strings and the shapes.
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                tf.TensorSpec([], tf.float32)])
+  def compress(self, image, rate):
+    """uint8 [H, W, 3] (any size) at `rate` (0: the model's own) -> y and z strings and the
+    shapes.
 
     The image is reflect-padded to PAD_MULTIPLE and the decoder crops back to image_shape.
     Needs `hyperprior.build_coders()` first.
     """
-    return self.compress_y(self.analyze(image), tf.shape(image)[:2])
+    return self.compress_y(self.analyze(image), tf.shape(image)[:2], rate)
 
-  def compress_y(self, y, shape):
+  def compress_y(self, y, shape, rate):
     """Range-codes y of an image of `shape` (y padded to whole z cells here if needed)."""
-    compressed, _ = self.hyperprior.compress(self.pad_latent(y))
+    compressed, _ = self.hyperprior.compress(self.pad_latent(y), self.rate_gains(rate))
     return {
         "y_string": compressed.y_strings[0],
         "z_string": compressed.z_strings[0],
@@ -350,18 +387,26 @@ class HiFiC(tf.keras.Model):
         "z_shape": tf.cast(compressed.z_shape, tf.int32),
     }
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-  def estimate_bits(self, image):
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                tf.TensorSpec([], tf.float32)])
+  def estimate_bits(self, image, rate):
     """The entropy models' estimate of the bits `compress` writes for `image`."""
-    return {"estimated_bits": self.hyperprior.estimate_bits(self.analyze(image))[0]}
+    bits = self.hyperprior.estimate_bits(self.analyze(image), self.rate_gains(rate))
+    return {"estimated_bits": bits[0]}
 
   @tf.function(input_signature=[
       tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
-      tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32)])
-  def decompress(self, y_string, z_string, image_shape, y_shape, z_shape):
-    """Inverse of `compress`: strings and shapes -> uint8 [H, W, 3]."""
-    y_hat = self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape)
+      tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32)])
+  def decompress(self, y_string, z_string, image_shape, y_shape, z_shape, rate):
+    """Inverse of `compress`: strings, shapes and the rate they were coded at -> uint8
+    [H, W, 3]."""
+    y_hat = self.decompress_y(y_string, z_string, y_shape, z_shape, rate)
     return {"image": self.synthesize(y_hat, image_shape)}
+
+  def decompress_y(self, y_string, z_string, y_shape, z_shape, rate):
+    """Range-decodes y_hat [1, h, w, C] (hyper-synthesis included) of strings coded at `rate`."""
+    return self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape,
+                                      self.rate_gains(rate))
 
   # --- Pieces of the contract, which the tiled codec (serving/codec.py) composes. ----------
 
