@@ -241,9 +241,11 @@ _STANDALONE = textwrap.dedent("""
     image = tf.io.decode_png(tf.io.read_file(sys.argv[2]), channels=3)
     compress = loaded.signatures["compress"]
     decompress = loaded.signatures["decompress"]
-    bits = compress(image=image)
-    out = decompress(**{k: bits[k] for k in
-                        ("y_string", "z_string", "image_shape", "y_shape", "z_shape")})
+    rate = tf.constant(0.)  # The model's own rate.
+    bits = compress(image=image, rate=rate)
+    out = decompress(rate=rate, **{k: bits[k] for k in
+                                   ("y_string", "z_string", "image_shape", "y_shape",
+                                    "z_shape")})
     png = tf.io.encode_png(out["image"]).numpy()
     assert "hific_tf" not in sys.modules
     import numpy

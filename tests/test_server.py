@@ -40,7 +40,7 @@ def _post(url, data, timeout=300):
   parsed = urllib.parse.urlsplit(url)
   connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
   try:
-    connection.putrequest("POST", parsed.path)
+    connection.putrequest("POST", parsed.path + (f"?{parsed.query}" if parsed.query else ""))
     connection.putheader("Content-Length", str(len(data)))
     connection.endheaders()
     try:
@@ -89,11 +89,13 @@ def server(saved_model, tmp_path_factory):
 def test_health_names_the_model(server, codec):
   assert server["health"] == {"status": "ok", "model": codec.config_name,
                               "fingerprint": codec.fingerprint.hex(), "shed_requests": 0,
-                              "range_decoder_replacements": 0}
+                              "range_decoder_replacements": 0,
+                              "rate_range": list(codec.rate_range)}
 
 
 def test_twenty_concurrent_requests_are_all_correct(server, codec):
-  """Ten compress and ten decompress requests at once, each on a different image."""
+  """Ten compress and ten decompress requests at once, each on a different image; half of
+  the compress requests at another rate, their files carrying it."""
   photos = sample_photos()
   rng = np.random.default_rng(0)
   jobs = []
@@ -105,13 +107,16 @@ def test_twenty_concurrent_requests_are_all_correct(server, codec):
     if index % 2:
       jobs.append(("/decompress", expected_file.to_bytes(),
                    _png(codec.decompress(expected_file))))
-    else:
+    elif index % 4:
       jobs.append(("/compress", _png(crop), expected_file.to_bytes()))
+    else:
+      jobs.append(("/compress?rate=0.5", _png(crop),
+                   codec.compress(crop, rate=0.5).to_bytes()))
   with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
     answers = list(pool.map(lambda job: _post(server["url"] + job[0], job[1]), jobs))
   for (path, _, expected), (status, body) in zip(jobs, answers):
     assert status == 200, (path, body[:200])
-    if path == "/compress":
+    if path.startswith("/compress"):
       assert body == expected
     else:
       decoded = np.asarray(Image.open(io.BytesIO(body)))
@@ -122,10 +127,12 @@ def test_bad_requests_get_one_line_4xx_and_the_server_stays_up(server, codec):
   oversized = _png(np.random.default_rng(1).integers(0, 256, (700, 700, 3), dtype=np.uint8))
   assert len(oversized) > 1 << 20
   good = codec.compress(sample_photos()["coffee"][:64, :64]).to_bytes()
+  photo = _png(sample_photos()["coffee"][:64, :64])
   corrupt = good[:40] + bytes(b ^ 0xFF for b in good[40:60]) + good[60:]
   cases = [("/compress", oversized, 413), ("/decompress", corrupt, 400),
            ("/compress", b"not an image", 400), ("/decompress", b"", 400),
-           ("/compare", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, 400)]
+           ("/compare", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, 400),
+           ("/compress?rate=abc", photo, 400), ("/compress?rate=99", photo, 400)]
   for path, data, expected_status in cases:
     status, body = _post(server["url"] + path, data)
     assert status == expected_status, (path, body[:200])
@@ -181,6 +188,22 @@ def test_page_in_headless_chromium_shows_three_results_on_sliders(server, tmp_pa
     link = driver.find_element(By.ID, "download")
     assert link.get_attribute("href").startswith("blob:")
     assert link.get_attribute("download") == "coffee.hific"
+    # The rate slider codes the photo again at the chosen rate: a larger HiFiC file.
+    first_bytes = int(re.match(r"[\d,]+", figures[0].find_element(
+        By.CSS_SELECTOR, ".numbers").text).group().replace(",", ""))
+    rate = driver.find_element(By.ID, "rate")
+    assert rate.is_displayed()
+    driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent("
+                          "new Event('input')); arguments[0].dispatchEvent("
+                          "new Event('change'))", rate)
+    assert driver.find_element(By.ID, "rate-value").text == "1"
+    WebDriverWait(driver, 300).until(
+        lambda d: d.execute_script("return document.body.dataset.state") == "done"
+        or "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    figures = driver.find_elements(By.CSS_SELECTOR, ".result")
+    again = int(re.match(r"[\d,]+", figures[0].find_element(
+        By.CSS_SELECTOR, ".numbers").text).group().replace(",", ""))
+    assert again > first_bytes, (first_bytes, again)
     # Phone-sized: nothing wider than the viewport.
     assert driver.execute_script(
         "return document.documentElement.scrollWidth <= window.innerWidth")

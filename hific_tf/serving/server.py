@@ -126,17 +126,25 @@ class CodecService:
           f"upload: {width}x{height} is over the {endpoint} limit of {max_pixels} pixels")
     return image
 
-  def compress(self, data, effort=0):
-    """`effort` > 0 searches the latents first (latent_search), within `effort_seconds`."""
+  def _rate_options(self, rate):
+    """compress()'s keywords for `rate` (checked first: a bad one is a 400 before any work)."""
+    rate = self.codec.checked_rate(rate)
+    return {"rate": rate} if rate else {}
+
+  def compress(self, data, effort=0, rate=0.):
+    """`effort` > 0 searches the latents first (latent_search), within `effort_seconds`;
+    `rate` (gains.py) sets the codec's quantization gain, 0 its own."""
+    options = self._rate_options(rate)
     image = self._image(data, self.compress_max_pixels, "/compress")
     if effort:
       from hific_tf.models.hific import latent_search
       latent_search.iterations_for(effort)  # A bad value is a 400 before any work.
     with self._slot():
       if not effort:
-        return self.codec.compress(image).to_bytes()
+        return self.codec.compress(image, **options).to_bytes()
       deadline = time.monotonic() + self.effort_seconds
-      return self.codec.compress(image, effort=effort, deadline=deadline).to_bytes()
+      return self.codec.compress(image, effort=effort, deadline=deadline,
+                                 **options).to_bytes()
 
   def decompress(self, data):
     hific_file = bitstream.HificFile.from_bytes(data)
@@ -145,11 +153,12 @@ class CodecService:
     with self._slot():
       return images_lib.encode_png(self.codec.decompress(hific_file))
 
-  def compare(self, data):
+  def compare(self, data, rate=0.):
+    options = self._rate_options(rate)
     image = self._image(data, self.compare_max_pixels, "/compare")
     height, width = image.shape[:2]
     with self._slot():
-      hific_file = self.codec.compress(image)
+      hific_file = self.codec.compress(image, **options)
       hific_bytes = hific_file.to_bytes()
       candidates = {"HiFiC": (self.codec.decompress(hific_file), len(hific_bytes))}
       for name, result in classical.at_equal_size(image, len(hific_bytes),
@@ -162,7 +171,8 @@ class CodecService:
         results.append({
             "codec": name, "bytes": size, "bpp": measured["bpp"], "psnr": measured["psnr"],
             "lpips": measured["lpips"], "image": _png_data_url(reconstruction)})
-    return {"width": width, "height": height, "original": _png_data_url(image),
+    return {"width": width, "height": height, "rate": hific_file.rate,
+            "original": _png_data_url(image),
             "results": results,
             "hific_file": base64.b64encode(hific_bytes).decode()}
 
@@ -172,6 +182,8 @@ class CodecService:
     status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
     report = {"status": status, "model": self.codec.config_name,
               "fingerprint": self.codec.fingerprint.hex(), "shed_requests": self.shed}
+    if self.codec.takes_rate:  # The page's rate slider spans this.
+      report["rate_range"] = list(self.codec.rate_range)
     if self.codec.preflight is not None:
       report["range_decoder_replacements"] = self.codec.preflight.replaced
     return report
@@ -241,13 +253,22 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
     report = service.health()
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
+  def rate_of(request):
+    text = request.query_params.get("rate", "0")
+    try:
+      return float(text)
+    except ValueError:
+      raise UsageError(f"rate must be a number, got {text!r}") from None
+
   @app.post("/compress")
   async def compress(request: Request):
     # ?effort=N (0-4): the encoder's latent search, within the service's effort budget.
+    # ?rate=R: the codec's rate (0, its own; each step of 1 doubles the quantization gain).
     effort = request.query_params.get("effort", "0")
     if not effort.isdigit():
       raise UsageError(f"effort must be an integer from 0 to 4, got {effort!r}")
-    data = await run(lambda body: service.compress(body, int(effort)),
+    rate = rate_of(request)
+    data = await run(lambda body: service.compress(body, int(effort), rate),
                      await read_body(request))
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": 'attachment; filename="image.hific"'})
@@ -259,7 +280,8 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
 
   @app.post("/compare")
   async def compare(request: Request):
-    return await run(service.compare, await read_body(request))
+    rate = rate_of(request)
+    return await run(lambda body: service.compare(body, rate), await read_body(request))
 
   @app.get("/")
   def page():

@@ -6,6 +6,9 @@ const drop = document.getElementById("drop");
 const status = document.getElementById("status");
 const results = document.getElementById("results");
 const template = document.getElementById("result-template");
+const rate = document.getElementById("rate");
+const rateValue = document.getElementById("rate-value");
+let lastFile = null;
 
 function setStatus(text, isError) {
   status.textContent = text;
@@ -48,13 +51,16 @@ function showDownload(base64) {
 
 async function compare(file) {
   if (!file) return;
+  lastFile = file;
+  delete document.body.dataset.state;
   results.replaceChildren();
   results.hidden = true;
   document.getElementById("download-row").hidden = true;
   setStatus(`Compressing ${file.name} with HiFiC, JPEG and AVIF…`);
   let response;
   try {
-    response = await fetch("/compare", {method: "POST", body: file});
+    response = await fetch(`/compare?rate=${encodeURIComponent(rate.value)}`,
+                           {method: "POST", body: file});
   } catch (error) {
     setStatus(`The server did not answer: ${error.message}`, true);
     return;
@@ -90,6 +96,13 @@ drop.addEventListener("drop", (event) => {
   compare(event.dataTransfer.files[0]);
 });
 
+rate.addEventListener("input", () => { rateValue.textContent = rate.value; });
+rate.addEventListener("change", () => compare(lastFile));
+
 fetch("/health").then((r) => r.json()).then((health) => {
   document.getElementById("model").textContent = `HiFiC (${health.model})`;
+  if (health.rate_range) {  // Codecs that code at any rate: the slider spans their range.
+    [rate.min, rate.max] = health.rate_range;
+    document.getElementById("rate-row").hidden = false;
+  }
 }).catch(() => {});
