@@ -44,6 +44,7 @@ class Rung:
 # at a lower rate and a lower patch FID (bench/recipes.py, docs/MODELS.md "Recipes per
 # CPU-hour"). small-hi keeps the GAN stage until it has been tried there.
 LADDER = (
+    Rung("small", "small-rates", "small-lo"),
     Rung("small-lo", "small-mselpips-lo-continue", "small-lo"),
     Rung("small-mi", "small-mselpips-mi-continue", "small-mi"),
     Rung("small-hi", "small-hific-hi", "small-mi"),
@@ -64,6 +65,19 @@ CHECKS = "heldout.jsonl"  # The run's held-out checks, one JSON row each, in ord
 BEST = "best"  # runs/ladder/NAME/best: a model_dir holding the best check's checkpoint.
 # runs/ladder/NAME/best_realism: the check furthest ahead of JPEG on patch FID.
 BEST_REALISM = "best_realism"
+
+
+def across_rates(rows, rates):
+  """One check of a model that codes at several rates: the means over its rate points of
+  every figure (what is_best compares), with each point's row under "rates". A single-rate
+  model's check (rates [None]) is its one row."""
+  if len(rows) == 1:
+    return rows[0]
+  numbers = [key for key, value in rows[0].items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool)]
+  check = dict(rows[0], **{key: sum(row[key] for row in rows) / len(rows) for key in numbers})
+  check["rates"] = [dict(row, rate=rate) for row, rate in zip(rows, rates)]
+  return check
 
 
 def checks(model_dir):

@@ -161,9 +161,11 @@ def heldout_check(model_dir, photos):
   from hific_tf import images as images_lib
   from hific_tf.evaluation import heldout
   model = sources.build_model(model_dir)
-  report = heldout.measure(heldout.EntropyModelCoder(model), images_lib.list_images(photos),
-                           against="jpeg", patch_fid=True, with_ms_ssim=False)
-  return report.summary()
+  rates = [point[0] for point in model.config.rate_points] or [None]
+  rows = [heldout.measure(heldout.EntropyModelCoder(model, rate), images_lib.list_images(photos),
+                          against="jpeg", patch_fid=True, with_ms_ssim=False).summary()
+          for rate in rates]
+  return ladder.across_rates(rows, rates)
 
 
 def measure(rung_state, args):
@@ -188,6 +190,10 @@ def measure(rung_state, args):
   best_realism = ladder.is_best_realism(row, earlier)
   if best_realism:
     ladder.keep_best(rung_state.model_dir, row, ladder.BEST_REALISM)
+  for point in row.get("rates", []):
+    log(f"{rung_state.rung.name} at rate {point['rate']:g}: held-out {point['bpp']:.4f} bpp, "
+        f"LPIPS {point['lpips']:.4f}; JPEG at that size {point['against_bpp']:.4f} bpp, "
+        f"LPIPS {point['against_lpips']:.4f}" + _patch_fids(point))
   log(f"{rung_state.rung.name} at run step {row['step']}: held-out {row['bpp']:.4f} bpp, "
       f"LPIPS {row['lpips']:.4f}; JPEG at that size {row['against_bpp']:.4f} bpp, "
       f"LPIPS {row['against_lpips']:.4f}" + _patch_fids(row)

@@ -20,18 +20,23 @@ def test_a_new_rung_first_then_the_fewest_steps(tmp_path, monkeypatch):
   shipped = {"small-lo": 5500, "small-mi": 6700}
   monkeypatch.setattr(ladder, "bundled_steps", shipped.get)
   monkeypatch.setattr(ladder.zoo, "names", lambda: list(shipped))
-  assert ladder.next_rung(tmp_path).rung.name == "small-hi"
+  # The one codec for every rate, never trained, grows from small-lo's steps first.
+  assert ladder.next_rung(tmp_path).rung.name == "small"
+  assert ladder.state(ladder.by_name("small"), tmp_path).base_steps == 5500
+  rungs = ("small-lo", "small-mi", "small-hi")
+  next_rung = lambda runs: ladder.next_rung(runs, rungs)
+  assert next_rung(tmp_path).rung.name == "small-hi"
   # Once it has trained, small-hi counts small-mi's steps too and waits for the others.
   _checkpoint(tmp_path / "small-hi", 100)
   assert ladder.state(ladder.by_name("small-hi"), tmp_path).total_steps == 6800
-  assert ladder.next_rung(tmp_path).rung.name == "small-lo"
+  assert next_rung(tmp_path).rung.name == "small-lo"
   shipped["small-hi"] = 8350
-  assert ladder.next_rung(tmp_path).rung.name == "small-lo"
+  assert next_rung(tmp_path).rung.name == "small-lo"
   _checkpoint(tmp_path / "small-lo", 2000)
   (tmp_path / "small-lo" / "ladder.json").write_text(
       json.dumps({"grow_from": "small-lo", "base_steps": 5500}))
   assert ladder.state(ladder.by_name("small-lo"), tmp_path).total_steps == 7500
-  assert ladder.next_rung(tmp_path).rung.name == "small-mi"
+  assert next_rung(tmp_path).rung.name == "small-mi"
 
 
 def test_a_committed_resume_point_is_where_a_new_run_starts(tmp_path, monkeypatch):
@@ -51,6 +56,15 @@ def test_a_committed_resume_point_is_where_a_new_run_starts(tmp_path, monkeypatc
   _checkpoint(resumed.model_dir, 300)
   again = ladder.state(rung, tmp_path / "runs")
   assert (again.start_from, again.total_steps) == (str(checkpoints / "small-hi.npz"), 8650)
+
+
+def test_a_check_across_rates_is_the_mean_of_its_points():
+  rows = [dict(bpp=0.14, lpips=0.30, images=9, against="jpeg"),
+          dict(bpp=0.20, lpips=0.26, images=9, against="jpeg")]
+  check = ladder.across_rates(rows, [0., 0.75])
+  assert abs(check["bpp"] - 0.17) < 1e-12 and abs(check["lpips"] - 0.28) < 1e-12
+  assert check["against"] == "jpeg" and [p["rate"] for p in check["rates"]] == [0., 0.75]
+  assert ladder.across_rates(rows[:1], [None]) == rows[0]
 
 
 def test_the_best_check_is_kept_aside_as_a_model_dir(tmp_path):

@@ -36,17 +36,20 @@ class FileCoder:
 
   bytes_from = FILE_BYTES
 
-  def __init__(self, codec, effort=0):
+  def __init__(self, codec, effort=0, rate=0.):
     self.codec = codec
     self.effort = effort
+    self.rate = rate  # models/hific/gains.py; 0 is the codec's own.
     self.encode_seconds = 0.  # Summed over the photos coded (what --effort costs).
 
   def code(self, image):
     """(file bytes, reconstruction) of one uint8 image."""
     from hific_tf import bitstream
     start = time.perf_counter()
-    hific_file = (self.codec.compress(image, effort=self.effort) if self.effort
-                  else self.codec.compress(image))
+    options = dict(effort=self.effort) if self.effort else {}
+    if self.rate:
+      options["rate"] = self.rate
+    hific_file = self.codec.compress(image, **options)
     self.encode_seconds += time.perf_counter() - start
     data = hific_file.to_bytes()
     return len(data), self.codec.decompress(bitstream.HificFile.from_bytes(data))
@@ -57,13 +60,15 @@ class EntropyModelCoder:
 
   bytes_from = ENTROPY_MODEL_BYTES
 
-  def __init__(self, model):
+  def __init__(self, model, rate=None):
     self.model = model
+    self.rate = rate  # None: the model's own, without gains.
 
   def code(self, image):
     import tensorflow as tf
     y = self.model.analyze(tf.constant(image))
-    outputs = self.model.hyperprior(y, training=False)
+    log_gain = None if self.rate is None else self.model.rate_gains(tf.constant(self.rate))
+    outputs = self.model.hyperprior(y, training=False, log_gain=log_gain)
     bits = float(outputs.y_bits_quantized[0] + outputs.z_bits_quantized[0])
     reconstruction = self.model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
     return int(np.ceil(bits / 8)), reconstruction

@@ -183,16 +183,17 @@ def restore(model, source):
   repository (the optimizers restart). When `model` has a D and the source holds one (a
   stage-2 model_dir, or NAME.discriminator.npz beside the weights), D is restored as well: a
   freshly initialised D took about 700 CPU steps to tell real from fake again. Returns whether
-  D was restored.
+  D was restored. A model with rate gains grows from a single-rate codec's weights: its
+  gains start as initialised.
   """
   from hific_tf.models.hific import stored_weights
   source = source if isinstance(source, CodecSource) else source_of(source)
   if source.kind == MODEL_DIR:
     return restore_checkpoint(model, latest_checkpoint(source.path))
   if source.kind in (BUNDLED, CODEC_DIR):
-    return stored_weights.load_weights(model, source.path / zoo.WEIGHTS)
+    return stored_weights.load_weights(model, source.path / zoo.WEIGHTS, grow=True)
   if source.kind == WEIGHTS:
-    return stored_weights.load_weights(model, source.path)
+    return stored_weights.load_weights(model, source.path, grow=True)
   raise SourceError(f"{source.text}: a {source.kind} holds a graph, not weights to restore "
                     f"(use a bundled codec, codec folder, model_dir or weights .npz)")
 

@@ -72,6 +72,9 @@ def _save(named_variables, path, bits=DEFAULT_BITS, generator_bits=None):
   images_lib.write_atomic(path, buffer.getvalue(), force=True)
 
 
+GAINS_PART = "rate_gains"  # HiFiC.codec_modules' name of the rate gains.
+
+
 def _load(named_variables, path):
   """Assigns the stored tensors. Returns the fingerprint of their float32 values when some
   variable is narrower (a lean generator's bfloat16 cannot give them back), else None."""
@@ -118,14 +121,20 @@ def save_weights(model, path, bits=DEFAULT_BITS, generator_bits=None):
           DEFAULT_BITS if bits is not None else None)
 
 
-def load_weights(model, path):
+def load_weights(model, path, grow=False):
   """Assigns weights from `save_weights` (int8 + scale or float16) to a built model.
 
-  D's file, when present beside `path` and the model has a D, is loaded too.
-  Returns whether D was loaded.
+  D's file, when present beside `path` and the model has a D, is loaded too. `grow`: a model
+  with rate gains (gains.py) may start from a single-rate codec's file, its gains left as
+  initialised (2^rate alone). Returns whether D was loaded.
   """
+  named = list(model.codec_variables())
+  if grow:
+    with np.load(path) as stored:
+      if not any(key.startswith(GAINS_PART + "/") for key in stored.files):
+        named = [(key, v) for key, v in named if not key.startswith(GAINS_PART + "/")]
   # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
-  model.stored_fingerprint = _load(model.codec_variables(), path)  # None when all float32.
+  model.stored_fingerprint = _load(named, path)  # None when all float32.
   d_path = discriminator_path(path)
   if model.discriminator is None or not d_path.is_file():
     return False
