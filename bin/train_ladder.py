@@ -160,12 +160,13 @@ def heldout_check(model_dir, photos):
   priority (TensorFlow loads there, not in the ladder)."""
   from hific_tf import images as images_lib
   from hific_tf.evaluation import heldout
+  checkpoint = str(sources.latest_checkpoint(model_dir))  # What keep_best copies aside.
   model = sources.build_model(model_dir)
   rates = [point[0] for point in model.config.rate_points] or [None]
   rows = [heldout.measure(heldout.EntropyModelCoder(model, rate), images_lib.list_images(photos),
                           against="jpeg", patch_fid=True, with_ms_ssim=False).summary()
           for rate in rates]
-  return ladder.across_rates(rows, rates)
+  return dict(ladder.across_rates(rows, rates), source=checkpoint)
 
 
 def measure(rung_state, args):
