@@ -168,3 +168,21 @@ def test_the_codec_saved_model_signatures_take_the_rate(saved_model):
                         check=True, timeout=600)
   low, high = json.loads(done.stdout.strip().splitlines()[-1])
   assert low < high
+
+
+def test_evaluate_draws_one_codecs_curve_with_classical_codecs_at_each_size(cache_env, tmp_path):
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  (folder / PHOTO.name).write_bytes(PHOTO.read_bytes())
+  out = tmp_path / "eval"
+  hific_here("evaluate", "--model", zoo.DEFAULT_CODEC, "--images", folder, "--out", out,
+             "--codecs", "jpeg", "--bpp", "0.3", "--hific_bpp", "0.15,0.25", "--match",
+             "--no_fid", env=cache_env)
+  summary = json.loads((out / "summary.json").read_text())
+  for target in (0.15, 0.25):
+    (hific,) = [entry for key, entry in summary.items()
+                if key.startswith("hific@") and key.endswith(f" {target:g}bpp")]
+    assert abs(hific["bpp"] - target) <= 0.02 * target
+    jpeg = summary[f"jpeg@match {target:g}bpp"]
+    assert jpeg["bpp"] <= hific["bpp"] * 1.05 or not jpeg["in_range"]
+  assert (out / "bpp_vs_lpips.png").is_file()

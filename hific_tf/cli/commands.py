@@ -343,6 +343,7 @@ def weights(args):
 def evaluate(args):
   from hific_tf.evaluation import runner
   targets = runner.parse_targets(args.bpp)
+  hific_targets = runner.parse_targets(args.hific_bpp) if args.hific_bpp.strip() else []
   codecs = runner.parse_codecs(args.codecs)
   files = images_lib.list_images(args.images)
   model = (None if args.model.lower() == "none" else
@@ -351,7 +352,7 @@ def evaluate(args):
     from hific_tf.models.hific import latent_search
     latent_search.iterations_for(args.effort)
   summary = runner.evaluate(files, model, codecs, targets, args.out, with_fid=not args.no_fid,
-                            match=args.match, effort=args.effort)
+                            match=args.match, effort=args.effort, hific_targets=hific_targets)
   runner.print_summary(summary)
 
 
@@ -361,19 +362,23 @@ def models(args):
   if not available:
     print("no bundled codecs in this installation")
     return
-  print(f"{'name':<12}{'default':>8}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}"
-        f"{'LPIPS':>7}{'params':>9}  version, trained")
+  print(f"{'name':<12}{'default':>8}{'target':>8}{'rates':>11}{'bpp':>8}{'PSNR':>7}"
+        f"{'MS-SSIM':>9}{'LPIPS':>7}{'params':>9}  version, trained")
   for name in available:
     card = zoo.load_card(name)
     figures = card.get("heldout", {})
+    low, high = zoo.load_config(name).rate_range
     print(f"{name:<12}{'*' if name == zoo.DEFAULT_CODEC else '':>8}{card['target_bpp']:>8.3f}"
+          f"{f'{low:g}..{high:g}':>11}"
           f"{figures.get('bpp', float('nan')):>8.3f}{figures.get('psnr', float('nan')):>7.2f}"
           f"{figures.get('ms_ssim', float('nan')):>9.4f}"
           f"{figures.get('lpips', float('nan')):>7.3f}{card['parameters'] / 1e6:>8.2f}M  "
           f"v{card.get('version', 1)} ({card.get('date', '?')}, {card.get('steps', '?')} steps): "
           f"{card.get('training', '')}")
-  print("figures: means over the held-out photos (docs/MODELS.md); "
-        "`hific evaluate --model NAME --match` compares them with classical codecs")
+  print("figures: means over the held-out photos at rate 0 (docs/MODELS.md); every codec "
+        "codes at any rate in its range (`hific compress --rate`, `--target_bpp`, "
+        "`--max_bytes`); `hific evaluate --model NAME --match` compares them with classical "
+        "codecs")
 
 
 def data(args):

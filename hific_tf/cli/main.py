@@ -163,6 +163,10 @@ def build_parser():
   p.add_argument("--bpp", default="0.15,0.3", help="Target rates for the classical codecs.")
   p.add_argument("--match", action="store_true",
                  help="Also search each classical codec to HiFiC's own file size, per image.")
+  p.add_argument("--hific_bpp", default="",
+                 help="HiFiC also at these rates (comma-separated bpp), each photo searched "
+                 "over the codec's rate to within 2%%: one model's whole curve (with --match, "
+                 "the classical codecs at each of its sizes).")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
   _precision_argument(p, default="float32", why="Float32 by default, so that figures compare "
                      "across machines; auto measures what this machine decodes by default.")

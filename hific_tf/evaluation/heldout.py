@@ -36,10 +36,11 @@ class FileCoder:
 
   bytes_from = FILE_BYTES
 
-  def __init__(self, codec, effort=0, rate=0.):
+  def __init__(self, codec, effort=0, rate=0., target_bpp=None):
     self.codec = codec
     self.effort = effort
     self.rate = rate  # models/hific/gains.py; 0 is the codec's own.
+    self.target_bpp = target_bpp  # Instead of `rate`: searched per photo (rate_control.py).
     self.encode_seconds = 0.  # Summed over the photos coded (what --effort costs).
 
   def code(self, image):
@@ -47,9 +48,13 @@ class FileCoder:
     from hific_tf import bitstream
     start = time.perf_counter()
     options = dict(effort=self.effort) if self.effort else {}
-    if self.rate:
-      options["rate"] = self.rate
-    hific_file = self.codec.compress(image, **options)
+    if self.target_bpp is not None:
+      from hific_tf.serving import rate_control
+      hific_file = rate_control.compress_to_bpp(self.codec, image, self.target_bpp, **options)
+    else:
+      if self.rate:
+        options["rate"] = self.rate
+      hific_file = self.codec.compress(image, **options)
     self.encode_seconds += time.perf_counter() - start
     data = hific_file.to_bytes()
     return len(data), self.codec.decompress(bitstream.HificFile.from_bytes(data))

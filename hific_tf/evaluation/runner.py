@@ -38,7 +38,8 @@ MATCH = "match"  # The setting of a classical codec searched to HiFiC's size, pe
 class Task:
   method: str
   setting: str
-  target_bpp: float  # NaN for HiFiC (its rate is the model's) and for MATCH.
+  target_bpp: float  # NaN for HiFiC at its own rate and for MATCH.
+  matches: str | None = None  # MATCH: the HiFiC setting whose file sizes it matches.
 
   @property
   def key(self):
@@ -102,11 +103,12 @@ def _reconstruct(task, image, model, hific_bytes, effort=0):
   codec for its best encoding no larger than that (equal bytes, image by image).
   """
   if task.method == "hific":
-    num_bytes, reconstruction = heldout.FileCoder(model, effort).code(image)
+    target = None if np.isnan(task.target_bpp) else task.target_bpp
+    num_bytes, reconstruction = heldout.FileCoder(model, effort, target_bpp=target).code(image)
     return (reconstruction, images_lib.bits_per_pixel(num_bytes, *image.shape[:2]),
             float("nan"), True)
   codec = classical.get_codec(task.method)
-  if task.setting == MATCH:
+  if task.matches is not None:
     match = classical.match_size(codec, image, hific_bytes)
     in_range = abs(len(match.data) - hific_bytes) <= classical.RATE_TOLERANCE * hific_bytes
     return codec.decode(match.data), match.bpp, match.knob, in_range
@@ -164,7 +166,7 @@ def _plot(summary, out):
     for method in methods:
       points = sorted((e["bpp"], e[column]) for e in summary.values()
                       if e["method"] == method and column in e)
-      style = "*" if method == "hific" else "o-"
+      style = ("*" if len(points) == 1 else "*-") if method == "hific" else "o-"
       axis.plot(*zip(*points), style, label=method, markersize=12 if method == "hific" else 5)
     axis.set_xlabel("bits per pixel")
     axis.set_ylabel(label)
@@ -193,13 +195,15 @@ def _side_by_side(stem, original, reconstructions, out):
 
 
 def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, log=print,
-             match=False, effort=0):
+             match=False, effort=0, hific_targets=()):
   """Runs the whole evaluation; returns the summary dict (also written to summary.json).
 
   With `match`, each classical codec is also searched to HiFiC's own file size for each image
   (setting "match"), which is how HiFiC's figures compare codecs at equal bytes. `effort`
   (the codec's `compress(effort=)`) makes HiFiC's files with a latent search; its rows are
-  kept apart from effort 0's ("NAME effort N").
+  kept apart from effort 0's ("NAME effort N"). `hific_targets`: HiFiC also at these bits
+  per pixel, each photo searched over the codec's rate to within 2% (serving/rate_control.py):
+  one model's whole curve, and with `match` the classical codecs at each of its sizes.
   """
   if match and model is None:
     raise EvaluationError("--match needs a HiFiC model (its file sizes are the targets)")
@@ -212,10 +216,12 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
   out.mkdir(parents=True, exist_ok=True)
   hific_setting = (None if model is None else
                    model.config_name + (f" effort {effort}" if effort else ""))
-  tasks = ([Task("hific", hific_setting, float("nan"))] if model is not None else [])
-  tasks += [Task(c, f"{t:g}bpp", t) for c in codecs for t in targets]
+  hific_tasks = ([Task("hific", hific_setting, float("nan"))] if model is not None else [])
+  hific_tasks += [Task("hific", f"{hific_setting} {t:g}bpp", t) for t in hific_targets]
+  tasks = hific_tasks + [Task(c, f"{t:g}bpp", t) for c in codecs for t in targets]
   if match:
-    tasks += [Task(c, MATCH, float("nan")) for c in codecs]
+    tasks += [Task(c, MATCH + task.setting[len(hific_setting):], float("nan"), task.setting)
+              for task in hific_tasks for c in codecs]
   stems = [pathlib.Path(f).stem for f in image_files]
   if len(set(stems)) != len(stems):
     raise EvaluationError("two images share a file name stem; rename one")
@@ -238,8 +244,8 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
           progress.update()
           continue
         hific_bytes = None
-        if task.setting == MATCH:
-          hific_row = rows[(stem, "hific", hific_setting)]
+        if task.matches is not None:
+          hific_row = rows[(stem, "hific", task.matches)]
           hific_bytes = round(float(hific_row["bpp"]) * image.shape[0] * image.shape[1] / 8)
         reconstruction, bpp, knob, in_range = _reconstruct(task, image, model, hific_bytes,
                                                            effort)
@@ -252,8 +258,8 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
             "ms_ssim": _format(measured["ms_ssim"]),
             "lpips": _format(measured["lpips"]), "in_range": str(in_range)}
         _write_rows(csv_path, rows)
-        if task.method == "hific" or (task.setting == MATCH if match else
-                                      task.target_bpp == targets[0]):
+        if task.setting in (hific_setting, MATCH) or (not match and task.method != "hific"
+                                                     and task.target_bpp == targets[0]):
           shown.append((f"{task.method} {bpp:.3f}bpp", reconstruction))
         progress.update()
       if wants_crop:
