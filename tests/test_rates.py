@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import hific_tf
 from conftest import REPO, hific_here, random_image, run_hific
-from hific_tf import bitstream, configs, images
+import hific_tf
+from hific_tf import bitstream, images
 from hific_tf.models import sources, zoo
 from hific_tf.models.hific import gains
 from hific_tf.models.hific.model import HiFiC

@@ -18,7 +18,6 @@ import pathlib
 import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the range-coding ops SavedModels use)
 

@@ -215,8 +215,12 @@ class SplitCodec(guard.GuardedDecoder):
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
 
-  def compress(self, image, with_estimate=False):
-    """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
+  def compress(self, image, with_estimate=False, rate=0.):
+    """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate).
+
+    Codes at the model's own rate only (any other `rate` is a one-line refusal).
+    """
+    self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     hific_file = self._file_from(self.module.analysis(tf.constant(image, tf.uint8)))
     return (hific_file, None) if with_estimate else hific_file

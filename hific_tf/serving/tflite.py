@@ -204,8 +204,12 @@ class TfliteCodec(split.SplitCodec):
     return windows.tile_core(height, width, self.tile, self.pad_multiple,
                            self.latent_downsampling)
 
-  def compress(self, image, with_estimate=False):
-    """uint8 [H, W, 3] -> HificFile (and None: TFLite's transforms estimate no rate)."""
+  def compress(self, image, with_estimate=False, rate=0.):
+    """uint8 [H, W, 3] -> HificFile (and None: TFLite's transforms estimate no rate).
+
+    Codes at the model's own rate only (any other `rate` is a one-line refusal).
+    """
+    self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     padded = self.module.pad_image(tf.constant(image, tf.uint8))["padded"].numpy()
     core = self._core(*image.shape[:2])

@@ -19,9 +19,8 @@ import tensorflow as tf
 
 from hific_tf import geometry
 from hific_tf.configs import Config
-from hific_tf.models.hific import gains
+from hific_tf.models.hific import gains, networks
 from hific_tf.models.hific import hyperprior as hyperprior_lib
-from hific_tf.models.hific import networks
 
 # The codec pads images to a multiple of the total downsampling (z is at 1/64).
 PAD_MULTIPLE = geometry.PAD_MULTIPLE
