@@ -29,12 +29,13 @@ unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
 module = tf.saved_model.load(directory)
 from PIL import Image
 image = np.asarray(Image.open(image_path).convert("RGB"))
-analysis = module.signatures["analysis"](image=tf.constant(image))
+rate = tf.constant(0.5)  # Any rate: the decoder's signatures take the header's.
+analysis = module.signatures["analysis"](image=tf.constant(image), rate=rate)
 indexes = module.signatures["hyper_synthesis"](z_symbols=analysis["z_symbols"],
-                                               y_shape=analysis["y_shape"])
+                                               y_shape=analysis["y_shape"], rate=rate)
 out = module.signatures["synthesis"](z_symbols=analysis["z_symbols"],
                                      y_symbols=analysis["y_symbols"],
-                                     image_shape=analysis["image_shape"])
+                                     image_shape=analysis["image_shape"], rate=rate)
 print(json.dumps({
     "unknown_ops": unknown, "op_count": len(ops),
     "tfc_imported": any(name.startswith("tensorflow_compression") for name in sys.modules),
@@ -62,10 +63,12 @@ def test_serving_model_has_only_stock_ops_and_runs_without_tfc(serving_model, ph
 def test_stock_saved_model_cli_runs_the_analysis_signature(serving_model, tmp_path):
   image = sample_photos()["coffee"][:70, :90]
   np.save(tmp_path / "image.npy", image)
+  np.save(tmp_path / "rate.npy", np.float32(0))  # The model's own rate.
   stock = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
   done = subprocess.run(
       [stock, "run", "--dir", str(serving_model), "--tag_set", "serve", "--signature_def",
-       "analysis", "--inputs", f"image={tmp_path / 'image.npy'}", "--outdir", str(tmp_path)],
+       "analysis", "--inputs", f"image={tmp_path / 'image.npy'};rate={tmp_path / 'rate.npy'}",
+       "--outdir", str(tmp_path)],
       capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert np.load(tmp_path / "image_shape.npy").tolist() == [70, 90]
@@ -81,11 +84,12 @@ def test_split_client_writes_the_full_codecs_bytes(serving_model, codec, name, s
   image = sample_photos()[name]
   if shape:
     image = np.ascontiguousarray(image[:shape[0], :shape[1]])
-  full_file, split_file = codec.compress(image), client.compress(image)
-  assert split_file.to_bytes() == full_file.to_bytes()
-  from_full = codec.decompress(full_file)
-  assert np.array_equal(client.decompress(full_file), from_full)
-  assert np.array_equal(codec.decompress(split_file), from_full)
+  for rate in (0., 0.6):  # The model's own rate, and one the header has to carry.
+    full_file, split_file = codec.compress(image, rate=rate), client.compress(image, rate=rate)
+    assert split_file.to_bytes() == full_file.to_bytes()
+    from_full = codec.decompress(full_file)
+    assert np.array_equal(client.decompress(full_file), from_full)
+    assert np.array_equal(codec.decompress(split_file), from_full)
 
 
 def test_cli_compresses_and_decompresses_through_the_serving_model(serving_model, saved_model,

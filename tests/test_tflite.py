@@ -43,6 +43,11 @@ def test_tflite_files_decode_through_the_saved_model_and_back(tflite_model, code
   assert lite_pixels.shape == image.shape and lite_pixels.dtype == np.uint8
   differing = _levels(lite_pixels, from_full)
   assert differing.max() <= 2 and (differing > 0).mean() < 0.005
+  # At another rate, carried by the header, each side still decodes the other's file.
+  shifted = lite.compress(image, rate=0.6)
+  assert shifted.rate == float(np.float32(0.6)) and shifted.version == 2
+  differing = _levels(lite.decompress(shifted), codec.decompress(shifted))
+  assert differing.max() <= 2 and (differing > 0).mean() < 0.005
 
 
 def test_tiled_tflite_matches_one_window(tflite_model):

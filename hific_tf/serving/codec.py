@@ -242,9 +242,6 @@ class SavedModelCodec(guard.GuardedDecoder):
     y, _ = self._latent_search.search(image, iterations, deadline, progress)
     return y
 
-  def _rate_args(self, rate):
-    return (tf.constant(rate, tf.float32),) if self.takes_rate else ()
-
   def latents(self, image, effort=0, deadline=None, progress=None):
     """y of `image` as `compress` codes it: searched (`effort`), window by window, or whole.
 
@@ -266,7 +263,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     """Range-codes `latents(...)` of an image of `image_shape` at `rate` -> HificFile."""
     rate = self.checked_rate(rate)
     out = self.module.compress_latents(y, tf.constant(image_shape[:2], tf.int32),
-                                       *self._rate_args(rate))
+                                       *self.rate_args(rate))
     return self._file_from(out, rate)
 
   def _file_from(self, out, rate):
@@ -287,7 +284,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     if not effort and self._tile_latents(*image.shape[:2]) is None:
-      out = self.module.compress(tf.constant(image, tf.uint8), *self._rate_args(rate))
+      out = self.module.compress(tf.constant(image, tf.uint8), *self.rate_args(rate))
       hific_file = self._file_from(out, rate)
     else:
       hific_file = self.code_latents(self.latents(image, effort, deadline, progress),
@@ -309,7 +306,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     if not hasattr(self.module, "decompress_latents"):  # Exported before the tiled path.
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
       return lambda: self.module.decompress(*strings, image_shape, *shapes)["image"]
-    rate = self._rate_args(hific_file.rate)
+    rate = self.rate_args(hific_file.rate)
     return lambda: self.module.decompress_latents(*strings, *shapes, *rate)["y_hat"]
 
   def decompress(self, hific_file):
@@ -326,7 +323,7 @@ class SavedModelCodec(guard.GuardedDecoder):
       self._ensure_range_decoding_ends(hific_file, guard.deadline_for(symbols))
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
       return self.module.decompress(*strings, image_shape, *shapes,
-                                    *self._rate_args(hific_file.rate))["image"].numpy()
+                                    *self.rate_args(hific_file.rate))["image"].numpy()
     y_hat = self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
                                hific_file)
     return self._synthesize_tiled(y_hat, hific_file, core)

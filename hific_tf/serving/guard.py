@@ -141,8 +141,8 @@ class GuardedDecoder:
     self._admit(hific_file)
     return _decoded_or_rejected(self._range_decoder(hific_file))
 
-  # Whether the codec codes at rates other than the model's own (models/hific/gains.py): the
-  # codec SavedModel from export version 4 on; the stock-op and TFLite kinds code at rate 0.
+  # Whether the codec codes at rates other than the model's own (models/hific/gains.py):
+  # every kind exported from export version 4 on; older exports code at rate 0.
   takes_rate = False
 
   def checked_rate(self, rate):
@@ -153,10 +153,14 @@ class GuardedDecoder:
                        f"{bitstream.MAX_RATE:g}]")
     if rate and not self.takes_rate:
       raise UsageError(
-          f"this codec ({self.info.get('kind', 'codec')} SavedModel, export version "
+          f"this codec ({self.info.get('kind', 'codec')} export, version "
           f"{self.info.get('export_version', 1)}) codes only at its model's own rate, not at "
-          f"rate {rate:g}: use the codec kind exported by this hific_tf")
+          f"rate {rate:g}: export it again with this hific_tf")
     return rate
+
+  def rate_args(self, rate):
+    """The rate argument of this codec's signatures: none for exports made before rates."""
+    return (tf.constant(rate, tf.float32),) if self.takes_rate else ()
 
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""

@@ -5,10 +5,13 @@ tensorflow-compression's range-coding ops (`CreateRangeEncoder`, ...), and stock
 with "Op type not registered" (tensorflow/compression#119). So `hific export --serving` writes
 a second kind of SavedModel, with only stock ops and integer symbols at its edges:
 
-  analysis(image uint8 [H, W, 3])
+  analysis(image uint8 [H, W, 3], rate)
       -> z_symbols, y_symbols, scale_indexes (int32 [h, w, C]), image_shape, y_shape, z_shape
-  hyper_synthesis(z_symbols, y_shape) -> scale_indexes   (what the decoder needs to decode y)
-  synthesis(z_symbols, y_symbols, image_shape) -> image uint8 [H, W, 3]
+  hyper_synthesis(z_symbols, y_shape, rate) -> scale_indexes (what the decoder needs for y)
+  synthesis(z_symbols, y_symbols, image_shape, rate) -> image uint8 [H, W, 3]
+
+`rate` is a float32 scalar, 0 for the model's own (models/hific/gains.py); the client reads it
+from the `.hific` header and hands the same value to both decoding signatures.
 
 The range coder's tables travel inside it as plain variables (`z_cdf`, `y_cdf`, ...), readable
 with `tf.train.load_checkpoint`. `SplitCodec` is the client: it runs (or asks a server for) the
@@ -29,6 +32,10 @@ from hific_tf import bitstream
 from hific_tf.errors import InvalidModelError
 from hific_tf.serving import guard
 
+# The export version from which every signature takes the rate (serving/codec.py's
+# EXPORT_VERSION history); older exports code at rate 0.
+RATE_EXPORT_VERSION = 4
+
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
 
@@ -48,6 +55,7 @@ class CodingModule(tf.Module):
     # Bound methods are not tracked, so the SavedModel holds only the parts assigned below.
     self._pad_image, self._pad_latent = model.pad_image, model.pad_latent
     self.hyperprior = model.hyperprior
+    self.rate_gains = model.rate_gains
     self.model_info = tf.Variable(json.dumps(info), trainable=False, name="model_info")
     for name, value in model.hyperprior.coding_tables().items():
       setattr(self, name, tf.Variable(value, trainable=False, name=name))
@@ -56,25 +64,28 @@ class CodingModule(tf.Module):
     """z_hat from symbols, with the exported offset (a variable of this module)."""
     return tf.cast(z_symbols, tf.float32)[None] + self.z_quantization_offset
 
-  def _symbols(self, y, image_shape):
+  def _symbols(self, y, image_shape, rate):
     """y (as the encoder wrote it) -> what the range coder codes, and the shapes."""
     y = self._pad_latent(y)
     z = self.hyperprior.analysis(y)
     z_symbols = tf.cast(tf.round(z - self.z_quantization_offset), tf.int32)
     y_shape = tf.shape(y)[1:3]
+    log_gain = self.rate_gains(rate)
     loc, scale_indexes = self.hyperprior.latent_coding_parameters(
-        self._hyper_values(z_symbols[0]), y_shape)
-    y_symbols = tf.cast(tf.round(y - loc), tf.int32)
+        self._hyper_values(z_symbols[0]), y_shape, log_gain)
+    # tfc's compress op for op: the gained y (hyperprior._gained) less the gained mean.
+    y_symbols = tf.cast(tf.round(y * tf.math.exp(log_gain) - loc), tf.int32)
     return {
         "z_symbols": z_symbols[0], "y_symbols": y_symbols[0],
         "scale_indexes": scale_indexes[0], "image_shape": image_shape,
         "y_shape": y_shape, "z_shape": tf.shape(z)[1:3],
     }
 
-  def _latent_values(self, z_symbols, y_symbols):
+  def _latent_values(self, z_symbols, y_symbols, rate):
+    log_gain = self.rate_gains(rate)
     loc, _ = self.hyperprior.latent_coding_parameters(
-        self._hyper_values(z_symbols), tf.shape(y_symbols)[:2])
-    return tf.cast(y_symbols, tf.float32)[None] + loc
+        self._hyper_values(z_symbols), tf.shape(y_symbols)[:2], log_gain)
+    return (tf.cast(y_symbols, tf.float32)[None] + loc) * tf.math.exp(-log_gain)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
   def pad_image(self, image):
@@ -82,23 +93,26 @@ class CodingModule(tf.Module):
     return {"padded": self._pad_image(image)}
 
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32, name="y"),
-                                tf.TensorSpec([2], tf.int32, name="image_shape")])
-  def hyper_analysis(self, y, image_shape):
+                                tf.TensorSpec([2], tf.int32, name="image_shape"),
+                                tf.TensorSpec([], tf.float32, name="rate")])
+  def hyper_analysis(self, y, image_shape, rate):
     """The encoder's y -> z_symbols, y_symbols, scale_indexes and the shapes."""
-    return self._symbols(y, image_shape)
+    return self._symbols(y, image_shape, rate)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
-                                tf.TensorSpec([2], tf.int32, name="y_shape")])
-  def hyper_synthesis(self, z_symbols, y_shape):
+                                tf.TensorSpec([2], tf.int32, name="y_shape"),
+                                tf.TensorSpec([], tf.float32, name="rate")])
+  def hyper_synthesis(self, z_symbols, y_shape, rate):
     _, scale_indexes = self.hyperprior.latent_coding_parameters(
-        self._hyper_values(z_symbols), y_shape)
+        self._hyper_values(z_symbols), y_shape, self.rate_gains(rate))
     return {"scale_indexes": scale_indexes[0]}
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
-                                tf.TensorSpec([None, None, None], tf.int32, name="y_symbols")])
-  def latent_values(self, z_symbols, y_symbols):
+                                tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
+                                tf.TensorSpec([], tf.float32, name="rate")])
+  def latent_values(self, z_symbols, y_symbols, rate):
     """Decoded symbols -> y_hat [1, h, w, C], the generator's input."""
-    return {"y_hat": self._latent_values(z_symbols, y_symbols)}
+    return {"y_hat": self._latent_values(z_symbols, y_symbols, rate)}
 
   def signatures(self):
     return {"pad_image": self.pad_image.get_concrete_function(),
@@ -116,15 +130,18 @@ class TransformsModule(CodingModule):
     self.encoder = model.encoder
     self.generator = model.generator
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
-  def analysis(self, image):
-    return self._symbols(self._encode(self._pad_image(image)), tf.shape(image)[:2])
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
+                                tf.TensorSpec([], tf.float32, name="rate")])
+  def analysis(self, image, rate):
+    return self._symbols(self._encode(self._pad_image(image)), tf.shape(image)[:2], rate)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
-                                tf.TensorSpec([2], tf.int32, name="image_shape")])
-  def synthesis(self, z_symbols, y_symbols, image_shape):
-    return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols), image_shape)}
+                                tf.TensorSpec([2], tf.int32, name="image_shape"),
+                                tf.TensorSpec([], tf.float32, name="rate")])
+  def synthesis(self, z_symbols, y_symbols, image_shape, rate):
+    return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols, rate),
+                                      image_shape)}
 
   def signatures(self):
     return dict(super().signatures(), analysis=self.analysis.get_concrete_function(),
@@ -214,32 +231,32 @@ class SplitCodec(guard.GuardedDecoder):
       raise InvalidModelError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
+    self.takes_rate = int(info.get("export_version", 0)) >= RATE_EXPORT_VERSION
 
   def compress(self, image, with_estimate=False, rate=0.):
-    """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate).
-
-    Codes at the model's own rate only (any other `rate` is a one-line refusal).
-    """
-    self.checked_rate(rate)
+    """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
+    rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    hific_file = self._file_from(self.module.analysis(tf.constant(image, tf.uint8)))
+    hific_file = self._file_from(self.module.analysis(tf.constant(image, tf.uint8),
+                                                      *self.rate_args(rate)), rate)
     return (hific_file, None) if with_estimate else hific_file
 
-  def _file_from(self, symbols):
+  def _file_from(self, symbols, rate):
     """The HificFile of `CodingModule._symbols`' output: range-coded here."""
     y_string, z_string = self.coder.encode(symbols["z_symbols"], symbols["y_symbols"],
                                            symbols["scale_indexes"])
     shapes = {key: tuple(int(v) for v in symbols[key].numpy()) for key in
               ("image_shape", "y_shape", "z_shape")}
     return bitstream.HificFile(self.config_name, self.fingerprint, *shapes["image_shape"],
-                               shapes["y_shape"], shapes["z_shape"], y_string, z_string)
+                               shapes["y_shape"], shapes["z_shape"], y_string, z_string, rate)
 
   def _range_decoder(self, hific_file):
     """A function that range-decodes `hific_file` to its z and y symbols."""
     def range_decode():
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
                                          self.hyper_channels)
-      indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape))
+      indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape),
+                                            *self.rate_args(hific_file.rate))
       return z_symbols, self.coder.decode_latent(hific_file.y_string,
                                                  indexes["scale_indexes"])
     return range_decode
@@ -250,5 +267,6 @@ class SplitCodec(guard.GuardedDecoder):
     z_symbols, y_symbols = self._range_decode(self._range_decoder(hific_file),
                                               guard.deadline_for(symbols), hific_file)
     out = self.module.synthesis(z_symbols, y_symbols,
-                                tf.constant([hific_file.height, hific_file.width], tf.int32))
+                                tf.constant([hific_file.height, hific_file.width], tf.int32),
+                                *self.rate_args(hific_file.rate))
     return out["image"].numpy()

@@ -205,11 +205,8 @@ class TfliteCodec(split.SplitCodec):
                            self.latent_downsampling)
 
   def compress(self, image, with_estimate=False, rate=0.):
-    """uint8 [H, W, 3] -> HificFile (and None: TFLite's transforms estimate no rate).
-
-    Codes at the model's own rate only (any other `rate` is a one-line refusal).
-    """
-    self.checked_rate(rate)
+    """uint8 [H, W, 3] -> HificFile (and None: TFLite's transforms estimate no rate)."""
+    rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     padded = self.module.pad_image(tf.constant(image, tf.uint8))["padded"].numpy()
     core = self._core(*image.shape[:2])
@@ -217,8 +214,9 @@ class TfliteCodec(split.SplitCodec):
       y = self.encode_window(padded)
     else:
       y = windows.analyze_in_windows(padded, self.encode_window, core, self.latent_downsampling)
-    out = self.module.hyper_analysis(tf.constant(y), tf.constant(image.shape[:2], tf.int32))
-    hific_file = self._file_from(out)
+    out = self.module.hyper_analysis(tf.constant(y), tf.constant(image.shape[:2], tf.int32),
+                                     *self.rate_args(rate))
+    hific_file = self._file_from(out, rate)
     return (hific_file, None) if with_estimate else hific_file
 
   def decompress(self, hific_file):
@@ -226,7 +224,8 @@ class TfliteCodec(split.SplitCodec):
     symbols = self._admit(hific_file)
     z_symbols, y_symbols = self._range_decode(self._range_decoder(hific_file),
                                               guard.deadline_for(symbols), hific_file)
-    y_hat = self.module.latent_values(z_symbols, y_symbols)["y_hat"].numpy()
+    y_hat = self.module.latent_values(z_symbols, y_symbols,
+                                      *self.rate_args(hific_file.rate))["y_hat"].numpy()
     features = self.trunk(y_hat)
     image = windows.synthesize_in_windows(
         features, self.tail, self._core(hific_file.height, hific_file.width),
