@@ -10,6 +10,11 @@ classical codecs' LPIPS and patch FID at the same bytes; `--plot` draws LPIPS ag
   python bench/rate_curve.py --model runs/ladder/small/best [--targets 0.12,0.14,0.2,0.3,0.4] \
       [--rungs small-lo,small-mi,small-hi] [--codecs jpeg,webp,avif,heic,jxl] \
       [--images data/photos/heldout] [--json curve.jsonl] [--plot curve.png]
+
+`--landing` (`--model auto`: the bundled codec nearest each target, as the CLI picks it)
+measures only the search: per target, every photo's landing (relative error of its
+file's bpp, container included) and the encode time against one plain `compress` of the same
+photo in the same run, with `--max_bytes` at each photo's target size too.
 """
 
 import argparse
@@ -60,6 +65,33 @@ def measure_point(codec, photos, codecs, lpips, target_bpp=None):
   return rows
 
 
+def landing(model, paths, targets):
+  """Prints, per target, how far the searched files land and what the search costs. `model`
+  "auto": the bundled codec nearest each target, as `hific compress --target_bpp` picks it."""
+  from hific_tf.serving import rate_control, resolve
+  print(f"{'target':>8}{'photos':>8}{'worst error':>13}{'mean error':>12}"
+        f"{'max_bytes: under, worst':>26}{'time / plain':>14}")
+  for target in targets:
+    codec = load_codec(resolve.codec_name(None if model == "auto" else model, target),
+                       precision="float32")
+    errors, under, budget_errors, ratios = [], [], [], []
+    for path in paths:
+      image = images_lib.load_rgb(path)
+      pixels = image.shape[0] * image.shape[1]
+      _, plain = common.timed(lambda: codec.compress(image))
+      found, searched = common.timed(lambda: rate_control.compress_to_bpp(codec, image, target))
+      errors.append(abs(found.bits_per_pixel() - target) / target)
+      ratios.append(searched / plain)
+      budget = int(target * pixels / 8)
+      fitted = rate_control.compress_to_bytes(codec, image, budget)
+      size = len(fitted.to_bytes())
+      under.append(size <= budget)
+      budget_errors.append((budget - size) / budget)
+    print(f"{target:>8.3f}{len(paths):>8}{100 * max(errors):>12.2f}%{100 * sum(errors) / len(errors):>11.2f}%"
+          f"{sum(under):>14}/{len(under)}, {100 * max(budget_errors):>5.2f}%"
+          f"{sum(ratios) / len(ratios):>13.2f}x")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model", required=True, help="The codec whose curve is drawn.")
@@ -70,8 +102,13 @@ def main():
   parser.add_argument("--images", default=str(common.HELD_OUT))
   parser.add_argument("--json", help="Append one JSON row per point.")
   parser.add_argument("--plot", help="LPIPS against bpp as a PNG.")
+  parser.add_argument("--landing", action="store_true",
+                      help="Only where the searched files land and what the search costs.")
   args = parser.parse_args()
   photos = images_lib.list_images(args.images)
+  if args.landing:
+    landing(args.model, photos, [float(t) for t in args.targets.split(",")])
+    return
   codecs = [c for c in args.codecs.split(",") if c]
   lpips = LPIPS("alex")
   points = []
