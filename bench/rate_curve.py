@@ -46,10 +46,10 @@ class CodedOnce:
     return self.done[key]
 
 
-def measure_point(codec, photos, codecs, lpips, target_bpp=None):
+def measure_point(codec, photos, codecs, lpips, target_bpp=None, rate=0.):
   """{"hific": summary, codec name: summary of it at HiFiC's size per photo}."""
   rows = {}
-  coder = CodedOnce(heldout.FileCoder(codec, target_bpp=target_bpp))
+  coder = CodedOnce(heldout.FileCoder(codec, rate=rate, target_bpp=target_bpp))
   for index, against in enumerate(codecs or [None]):
     # HiFiC's own figures come with the first comparison (its files are the same each time).
     report = heldout.measure(coder, photos,
@@ -96,6 +96,11 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model", required=True, help="The codec whose curve is drawn.")
   parser.add_argument("--targets", default="0.12,0.14,0.2,0.3,0.4")
+  parser.add_argument("--rates", help="Instead of --targets: the codec at these fixed rates "
+                      "(comma-separated; 0 is its own).")
+  parser.add_argument("--precision", default="float32",
+                      help="The generator's compute type (load_codec's precision; auto: "
+                      "bfloat16 where the CPU has it).")
   parser.add_argument("--rungs", default="small-lo,small-mi,small-hi",
                       help="Codecs measured at their own rate beside the curve ('' for none).")
   parser.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl")
@@ -112,13 +117,18 @@ def main():
   codecs = [c for c in args.codecs.split(",") if c]
   lpips = LPIPS("alex")
   points = []
-  curve = load_codec(args.model, precision="float32")
-  for target in (float(t) for t in args.targets.split(",")):
-    points.append(("curve", args.model, target, measure_point(curve, photos, codecs, lpips,
-                                                              target)))
+  curve = load_codec(args.model, precision=args.precision)
+  if args.rates:
+    for rate in (float(r) for r in args.rates.split(",")):
+      points.append(("curve", f"{args.model} rate", rate,
+                     measure_point(curve, photos, codecs, lpips, rate=rate)))
+  else:
+    for target in (float(t) for t in args.targets.split(",")):
+      points.append(("curve", args.model, target, measure_point(curve, photos, codecs, lpips,
+                                                                target)))
   for rung in (r for r in args.rungs.split(",") if r):
-    points.append(("rung", rung, None, measure_point(load_codec(rung, precision="float32"),
-                                                     photos, codecs, lpips)))
+    points.append(("rung", rung, None, measure_point(
+        load_codec(rung, precision=args.precision), photos, codecs, lpips)))
   print(f"{len(photos)} photos from {args.images}; classical codecs at HiFiC's size per photo")
   header = f"{'point':<28}{'bpp':>7}{'PSNR':>7}{'LPIPS':>7}{'pFID':>6}"
   print(header + "".join(f"{c + ' LPIPS/pFID':>19}" for c in codecs))
