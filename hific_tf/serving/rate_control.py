@@ -17,6 +17,9 @@ from hific_tf.images import bits_per_pixel
 # Range codings one photo may cost; 1% of a file's size is about 0.01 in rate, and the
 # secant reaches that in 4-6 steps on photos.
 MAX_PROBES = 24
+# The searches aim at this share of the tolerance they promise, so that files land well
+# inside it rather than on its edge; the promise itself is checked on what they found.
+AIM = 0.5
 
 
 class RateOutOfReachError(HificError):
@@ -88,11 +91,12 @@ def compress_to_bpp(codec, image, target_bpp, tolerance=0.02, effort=0, deadline
   goal = target_bpp * height * width / 8.
   y = _latents(codec, image, effort, deadline, progress)
   found, probes = _search(lambda rate: codec.code_latents(y, image.shape, rate),
-                          codec.rate_range, goal, lambda size: abs(size - goal) <= tolerance * goal)
-  if found is not None:
-    return found.hific_file
+                          codec.rate_range, goal,
+                          lambda size: abs(size - goal) <= AIM * tolerance * goal)
+  closest = found or min(probes, key=lambda p: abs(p.size - goal))
+  if abs(closest.size - goal) <= tolerance * goal:
+    return closest.hific_file
   reach = sorted(bits_per_pixel(p.size, height, width) for p in probes)
-  closest = min(probes, key=lambda p: abs(p.size - goal))
   if reach[0] < target_bpp < reach[-1]:
     raise RateOutOfReachError(
         f"{target_bpp:g} bpp: the nearest of {len(probes)} rates gives "
@@ -112,8 +116,8 @@ def compress_to_bytes(codec, image, max_bytes, tolerance=0.03, effort=0, deadlin
     raise UsageError("--max_bytes must be positive")
   y = _latents(codec, image, effort, deadline, progress)
   found, probes = _search(lambda rate: codec.code_latents(y, image.shape, rate),
-                          codec.rate_range, max_bytes,
-                          lambda size: (1. - tolerance) * max_bytes <= size <= max_bytes)
+                          codec.rate_range, (1. - AIM * tolerance / 2) * max_bytes,
+                          lambda size: (1. - AIM * tolerance) * max_bytes <= size <= max_bytes)
   if found is not None:
     return found.hific_file
   fitting = [p for p in probes if p.size <= max_bytes]
