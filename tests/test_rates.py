@@ -186,3 +186,23 @@ def test_evaluate_draws_one_codecs_curve_with_classical_codecs_at_each_size(cach
     jpeg = summary[f"jpeg@match {target:g}bpp"]
     assert jpeg["bpp"] <= hific["bpp"] * 1.05 or not jpeg["in_range"]
   assert (out / "bpp_vs_lpips.png").is_file()
+
+
+def test_training_grows_a_gain_model_from_a_single_rate_codec_and_back(stage1_dir,
+                                                                       gain_codec_folder,
+                                                                       tmp_path):
+  """`--init_from`: gains start at 2^rate from a single-rate codec, and a single-rate model
+  starts from a gain-unit codec without its gains."""
+  single = sources.build_model(stage1_dir)
+  folder = tmp_path / "single"
+  zoo.write_codec_dir(single, folder, {"name": "single", "target_bpp": 0.5})
+  grown = HiFiC(single.config.replace(rate_points=((0., .5), (1., .8)))).build_all()
+  sources.restore(grown, folder)
+  assert not np.any(grown.rate_gains.offsets.numpy())
+  np.testing.assert_array_equal(grown.encoder.variables[0].numpy(),
+                                single.encoder.variables[0].numpy())
+  shrunk = HiFiC(single.config).build_all()
+  sources.restore(shrunk, gain_codec_folder)
+  gain_model = sources.build_model(gain_codec_folder)
+  np.testing.assert_array_equal(shrunk.generator.variables[0].numpy(),
+                                gain_model.generator.variables[0].numpy())

@@ -75,11 +75,13 @@ def _save(named_variables, path, bits=DEFAULT_BITS, generator_bits=None):
 GAINS_PART = "rate_gains"  # HiFiC.codec_modules' name of the rate gains.
 
 
-def _load(named_variables, path):
-  """Assigns the stored tensors. Returns the fingerprint of their float32 values when some
-  variable is narrower (a lean generator's bfloat16 cannot give them back), else None."""
+def _load(named_variables, path, skipped_part=None):
+  """Assigns the stored tensors (but those of `skipped_part`). Returns the fingerprint of
+  their float32 values when some variable is narrower (a lean generator's bfloat16 cannot give
+  them back), else None."""
   with np.load(path) as stored:
-    tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)]
+    tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)
+               and key.split("/")[0] != skipped_part]
     expected = list(named_variables)
     digest = (hashlib.sha256() if any(v.dtype.name != "float32" for _, v in expected)
               else None)
@@ -124,17 +126,24 @@ def save_weights(model, path, bits=DEFAULT_BITS, generator_bits=None):
 def load_weights(model, path, grow=False):
   """Assigns weights from `save_weights` (int8 + scale or float16) to a built model.
 
-  D's file, when present beside `path` and the model has a D, is loaded too. `grow`: a model
-  with rate gains (gains.py) may start from a single-rate codec's file, its gains left as
-  initialised (2^rate alone). Returns whether D was loaded.
+  D's file, when present beside `path` and the model has a D, is loaded too. `grow` (training
+  from a codec): a model with rate gains (gains.py) may start from a single-rate codec's file,
+  its gains left as initialised (2^rate alone), and a single-rate model from a gain-unit
+  codec's, whose gains it has no use for. Returns whether D was loaded.
   """
   named = list(model.codec_variables())
+  skipped = None
   if grow:
+    is_gain = lambda key: key.startswith(GAINS_PART + "/")
     with np.load(path) as stored:
-      if not any(key.startswith(GAINS_PART + "/") for key in stored.files):
-        named = [(key, v) for key, v in named if not key.startswith(GAINS_PART + "/")]
+      stored_gains = any(is_gain(key) for key in stored.files)
+    model_gains = any(is_gain(key) for key, _ in named)
+    if model_gains and not stored_gains:
+      named = [(key, v) for key, v in named if not is_gain(key)]
+    elif stored_gains and not model_gains:
+      skipped = GAINS_PART
   # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
-  model.stored_fingerprint = _load(named, path)  # None when all float32.
+  model.stored_fingerprint = _load(named, path, skipped)  # None when all float32.
   d_path = discriminator_path(path)
   if model.discriminator is None or not d_path.is_file():
     return False
