@@ -206,3 +206,13 @@ def test_training_grows_a_gain_model_from_a_single_rate_codec_and_back(stage1_di
   gain_model = sources.build_model(gain_codec_folder)
   np.testing.assert_array_equal(shrunk.generator.variables[0].numpy(),
                                 gain_model.generator.variables[0].numpy())
+
+
+def test_the_stock_op_client_searches_sizes_with_whole_compresses(serving_model):
+  from hific_tf.serving import rate_control
+  from hific_tf.serving.split import SplitCodec
+  client = SplitCodec(serving_model)
+  image = random_image(64, 96, seed=7)
+  budget = int(0.9 * len(client.compress(image).to_bytes()))
+  fitted = rate_control.compress_to_bytes(client, image, budget)
+  assert 0.97 * budget <= len(fitted.to_bytes()) <= budget and fitted.rate < 0

@@ -188,9 +188,6 @@ class SavedModelCodec(guard.GuardedDecoder):
       raise InvalidModelError(
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
-    # Exported before rates (export version 4): every function codes at the model's own rate.
-    self.takes_rate = int(info.get("export_version", 0)) >= 4
-    self.rate_range = tuple(info.get("config", {}).get("rate_range", (-1.5, 1.5)))
     self.tile = windows.checked_tile(tile)
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")

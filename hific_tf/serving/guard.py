@@ -31,6 +31,10 @@ from hific_tf.errors import UsageError
 # tens of millions of symbols per second). The deadline covers range decoding only, never the
 # generator: G's time depends on the machine (70 s for a 3 MP hific-lo decode with emulated
 # bfloat16), and a slow machine must not make a valid file look corrupt.
+# The export version from which every kind's signatures take the rate (models/hific/gains.py;
+# serving/codec.py's EXPORT_VERSION history).
+RATE_EXPORT_VERSION = 4
+
 BASE_SECONDS = 10.
 PER_SYMBOL_SECONDS = 1e-6
 
@@ -101,6 +105,9 @@ class GuardedDecoder:
     self.latent_downsampling = int(info.get("latent_downsampling",
                                             bitstream.DEFAULT_LATENT_DOWNSAMPLING))
     config = info.get("config", {})
+    # Exports before version 4 code at their model's own rate only.
+    self.takes_rate = int(info.get("export_version", 0)) >= RATE_EXPORT_VERSION
+    self.rate_range = tuple(config.get("rate_range", (-1.5, 1.5)))
     self.latent_channels = int(config.get("latent_channels", 0))
     self.hyper_channels = int(config.get("hyper_filters", 0))
     runtime.check_bfloat16(f"the codec {self.config_name} ({info.get('format', 'SavedModel')})",
@@ -140,10 +147,6 @@ class GuardedDecoder:
     """
     self._admit(hific_file)
     return _decoded_or_rejected(self._range_decoder(hific_file))
-
-  # Whether the codec codes at rates other than the model's own (models/hific/gains.py):
-  # every kind exported from export version 4 on; older exports code at rate 0.
-  takes_rate = False
 
   def checked_rate(self, rate):
     """`rate` as the header stores it (float32), or a one-line refusal."""

@@ -75,10 +75,18 @@ def _search(code, rate_range, goal_bytes, accept):
   return None, probes
 
 
-def _latents(codec, image, effort, deadline, progress):
-  if not getattr(codec, "takes_rate", False):
+def _coder(codec, image, effort, deadline, progress):
+  """rate -> HificFile of `image`: one encoding range-coded at each rate where the codec
+  gives its latents (the codec SavedModel), else a whole compress per rate (the stock-op and
+  TFLite clients)."""
+  if not codec.takes_rate:
     codec.checked_rate(1.)  # The one-line refusal of codecs fixed at one rate.
-  return codec.latents(image, effort, deadline, progress)
+  if hasattr(codec, "code_latents"):
+    y = codec.latents(image, effort, deadline, progress)
+    return lambda rate: codec.code_latents(y, image.shape, rate)
+  if effort:
+    raise UsageError("--effort needs a codec with weights (it searches through the Keras model)")
+  return lambda rate: codec.compress(image, rate=rate)
 
 
 def compress_to_bpp(codec, image, target_bpp, tolerance=0.02, effort=0, deadline=None,
@@ -89,8 +97,7 @@ def compress_to_bpp(codec, image, target_bpp, tolerance=0.02, effort=0, deadline
     raise UsageError("--target_bpp must be positive")
   height, width = image.shape[:2]
   goal = target_bpp * height * width / 8.
-  y = _latents(codec, image, effort, deadline, progress)
-  found, probes = _search(lambda rate: codec.code_latents(y, image.shape, rate),
+  found, probes = _search(_coder(codec, image, effort, deadline, progress),
                           codec.rate_range, goal,
                           lambda size: abs(size - goal) <= AIM * tolerance * goal)
   closest = found or min(probes, key=lambda p: abs(p.size - goal))
@@ -114,8 +121,7 @@ def compress_to_bytes(codec, image, max_bytes, tolerance=0.03, effort=0, deadlin
   the codec's top rate is larger); RateOutOfReachError when even the lowest rate is over."""
   if not max_bytes > 0:
     raise UsageError("--max_bytes must be positive")
-  y = _latents(codec, image, effort, deadline, progress)
-  found, probes = _search(lambda rate: codec.code_latents(y, image.shape, rate),
+  found, probes = _search(_coder(codec, image, effort, deadline, progress),
                           codec.rate_range, (1. - AIM * tolerance / 2) * max_bytes,
                           lambda size: (1. - AIM * tolerance) * max_bytes <= size <= max_bytes)
   if found is not None:

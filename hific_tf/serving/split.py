@@ -32,10 +32,6 @@ from hific_tf import bitstream
 from hific_tf.errors import InvalidModelError
 from hific_tf.serving import guard
 
-# The export version from which every signature takes the rate (serving/codec.py's
-# EXPORT_VERSION history); older exports code at rate 0.
-RATE_EXPORT_VERSION = 4
-
 # Variables of the serving SavedModel that hold the range coder's tables.
 TABLE_NAMES = ("z_cdf", "z_cdf_offset", "z_quantization_offset", "y_cdf", "y_cdf_offset")
 
@@ -231,7 +227,6 @@ class SplitCodec(guard.GuardedDecoder):
       raise InvalidModelError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
-    self.takes_rate = int(info.get("export_version", 0)) >= RATE_EXPORT_VERSION
 
   def compress(self, image, with_estimate=False, rate=0.):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
