@@ -7,7 +7,7 @@ searched per photo to the same file size as HiFiC's (hific_tf/evaluation/heldout
 `hific evaluate --match`). Prints one row per point: bpp, PSNR, LPIPS and patch FID, with the
 classical codecs' LPIPS and patch FID at the same bytes; `--plot` draws LPIPS against bpp.
 
-  python bench/rate_curve.py --model runs/ladder/small/best [--targets 0.12,0.14,0.2,0.3,0.4] \
+  python bench/rate_curve.py --model small-lo [--targets 0.12,0.14,0.2,0.3,0.4] \
       [--rungs small-lo,small-mi,small-hi] [--codecs jpeg,webp,avif,heic,jxl] \
       [--images data/photos/heldout] [--json curve.jsonl] [--plot curve.png]
 
