@@ -280,6 +280,7 @@ class SavedModelCodec(guard.GuardedDecoder):
     """
     rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
+    out = None
     if not effort and self._tile_latents(*image.shape[:2]) is None:
       out = self.module.compress(tf.constant(image, tf.uint8), *self.rate_args(rate))
       hific_file = self._file_from(out, rate)
@@ -287,11 +288,10 @@ class SavedModelCodec(guard.GuardedDecoder):
       hific_file = self.code_latents(self.latents(image, effort, deadline, progress),
                                      image.shape, rate)
     if with_estimate:
-      if self.takes_rate:
-        estimate = self.module.estimate_bits(tf.constant(image, tf.uint8),
-                                             tf.constant(rate, tf.float32))
-      else:
-        estimate = self.module.estimate_bits(tf.constant(image, tf.uint8))
+      if out is not None and "estimated_bits" in out:  # Exported before estimate_bits.
+        return hific_file, float(out["estimated_bits"])
+      estimate = self.module.estimate_bits(tf.constant(image, tf.uint8),
+                                           *self.rate_args(rate))
       return hific_file, float(estimate["estimated_bits"])
     return hific_file
 
