@@ -32,7 +32,13 @@ a multi-core machine; it is the split that says what to make faster.
 Every step here is set up by hific_tf.training.train.build_for_training and step_function,
 the ones `hific train` uses, so a figure here is a figure of `hific train`'s step.
 
+With --decoder_stage, the decoder-only GAN step (training/decoder_stage.py: G with the realism
+knob and D on cached latents, E and the hyperprior frozen) beside today's GAN step (stage
+"hific": E, hyperprior, G and D) of the same network and batch, steps alternating pair by pair
+in one process so that both see the same load; the ratio is the figure.
+
 Usage: python bench/train_speed.py [--steps 3]
+       python bench/train_speed.py --decoder_stage [--steps 6] [--batch 8]
        python bench/train_speed.py --compare [--steps 4]
        python bench/train_speed.py --compare --peer_src PORT --peer_python PORT_VENV/bin/python
        python bench/train_speed.py --profile [--config small-hific-lo] [--precision auto]
@@ -135,6 +141,44 @@ def timed_step(config_name, batch, crop, precision, jit, steps, fused_norms=True
       float(step(images)["loss"])
       times.append(time.perf_counter() - start)
   return dict(trace=trace, times=times, step=step, images=images)
+
+
+def decoder_stage_against_gan_step(steps, batch, crop=256, decoder_config="small-decoder-gan"):
+  """ms per step of the decoder stage and of the full GAN step, alternating, one process."""
+  import tensorflow as tf
+
+  from hific_tf import configs, runtime
+  from hific_tf.training import train
+  precision, _ = runtime.choose("auto", False)
+  decoder = configs.get_config(decoder_config)
+  full = decoder.replace(stage="hific", realism=False)
+  images = tf.cast(tf.random.stateless_uniform([2 * batch, crop, crop, 3], [0, 1], 0, 256,
+                                               tf.int32), tf.uint8)
+  runs = {}
+  with train.global_policy(precision):
+    for label, config in (("decoder stage", decoder), ("GAN step (E, hyperprior, G, D)", full)):
+      model = train.build_for_training(config, crop_size=crop)
+      step = train.step_function(model)
+      if config.stage == "decoder":
+        latents = model.encode(images[0])  # Any y of the right shape: the step's cost is G's.
+        shape = tf.concat([[batch], tf.shape(latents)[1:]], 0)
+        latents = tf.random.stateless_normal(shape, [0, 2]) * 3.
+        inputs = (images[:batch], latents)
+      else:
+        inputs = images  # G's batch and D's batch, interleaved (train_step).
+      float(step(inputs)["loss"])  # Traced.
+      runs[label] = (step, inputs, [])
+    for _ in range(steps):
+      for step, inputs, times in runs.values():
+        start = time.perf_counter()
+        float(step(inputs)["loss"])
+        times.append(time.perf_counter() - start)
+  print(f"{decoder_config} against its network's GAN step: batch {batch} of {crop}² crops for "
+        f"G (the GAN step feeds D {batch} more), {precision}, {steps} alternating steps")
+  medians = {label: sorted(times)[len(times) // 2] for label, (_, _, times) in runs.items()}
+  baseline = medians["GAN step (E, hyperprior, G, D)"]
+  for label, median in medians.items():
+    print(f"  {label:<34}{median * 1e3:>8.0f} ms/step (median)  {median / baseline:>5.2f}x")
 
 
 def child(precision, jit, steps, config, batch):
@@ -303,8 +347,12 @@ def main():
                       help="--profile: crops for G (and as many for D).")
   parser.add_argument("--profile_steps", type=int, default=2, help="Profiled steps.")
   parser.add_argument("--top", type=int, default=15, help="Op types --profile lists.")
+  parser.add_argument("--decoder_stage", action="store_true",
+                      help="The decoder-only GAN step beside the full GAN step, alternating.")
   parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.decoder_stage:
+    return decoder_stage_against_gan_step(args.steps, args.batch)
   if args.child:
     precision, jit, steps, config, batch = args.child
     return child(precision, json.loads(jit), int(steps), config, int(batch))

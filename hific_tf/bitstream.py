@@ -141,9 +141,13 @@ def check_image_size(height, width, max_pixels):
         f"{MAX_SIDE} per side (raise it with --max_pixels)")
 
 
-def check_fingerprint(hific_file, fingerprint, config_name):
-  """Another model would range-decode the strings into garbage without noticing."""
-  if hific_file.fingerprint != fingerprint:
+def check_fingerprint(hific_file, fingerprint, config_name, also_reads=()):
+  """Another model would range-decode the strings into garbage without noticing.
+
+  `also_reads`: earlier fingerprints of the same bitstream (a decoder retrained on frozen
+  E, hyperprior and gains reads the files the codec it started from wrote).
+  """
+  if hific_file.fingerprint != fingerprint and hific_file.fingerprint not in also_reads:
     raise FormatError(
         f"file was made by model '{hific_file.config_name}' "
         f"({hific_file.fingerprint.hex()}), not by this one "

@@ -19,7 +19,7 @@ _SEARCH_PATHS = (
     pathlib.Path(__file__).parent.parent / "configs",  # Source checkout / editable install.
 )
 
-STAGES = ("mselpips", "hific")
+STAGES = ("mselpips", "hific", "decoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,20 @@ class Config:
   per-channel gains at each r, a training step samples one of the points, and rates between
   points interpolate the gains. `rate_range` is the span of r that `--target_bpp` and
   `--max_bytes` search.
+
+  The decoder stage (stage "decoder", training/decoder_stage.py) freezes E, the hyperprior and
+  the gains, so files keep decoding, and trains G against D on latents cached once per
+  training crop (`latent_crops_per_photo` crops of each photo, both flips). `realism` gives G
+  the realism knob (MRIC, Agustsson et al. CVPR 2023; models/hific/realism.py), decoded at
+  `default_realism` unless asked otherwise. `diff_augment` ("color", "cutout" or both,
+  comma-separated) augments both of D's inputs (Zhao et al., NeurIPS 2020); `ema_decay` > 0
+  keeps an exponential moving average of G's weights, which is what is saved.
+  `discriminator_learning_rate` defaults to `learning_rate`.
+
+  `fingerprint_scope` is what the weights fingerprint in a file's header names: "weights" (all
+  of them, the default) or "bitstream" (E, hyperprior and gains: a decoder retrained on the
+  same bitstream reads the files). `reads_fingerprints` lists earlier fingerprints of the
+  same bitstream (a codec the decoder stage started from) whose files this codec decodes.
 
   The layout fields say how the transforms and the entropy model compute, with the official
   code's behaviour as the default. The PyTorch port (Justin-Tan/high-fidelity-generative-
@@ -114,6 +128,14 @@ class Config:
   image_pad_multiple: int = 64
   rate_points: tuple = ()
   rate_range: tuple = (-1.5, 1.5)
+  realism: bool = False
+  default_realism: float = 0.
+  diff_augment: str = ""
+  ema_decay: float = 0.
+  latent_crops_per_photo: int = 8
+  discriminator_learning_rate: float | None = None
+  fingerprint_scope: str = "weights"
+  reads_fingerprints: tuple = ()
   source: dict | None = None
 
   def __post_init__(self):
@@ -121,6 +143,7 @@ class Config:
     object.__setattr__(self, "side_prior_filters", tuple(self.side_prior_filters))
     object.__setattr__(self, "rate_points", tuple(tuple(p) for p in self.rate_points))
     object.__setattr__(self, "rate_range", tuple(self.rate_range))
+    object.__setattr__(self, "reads_fingerprints", tuple(self.reads_fingerprints))
 
   @property
   def training_target_bpp(self):
@@ -129,7 +152,7 @@ class Config:
 
   @property
   def use_gan(self):
-    return self.stage == "hific"
+    return self.stage in ("hific", "decoder")
 
   def replace(self, **changes):
     return dataclasses.replace(self, **changes)
@@ -157,6 +180,13 @@ class Config:
     if any(len(point) != 2 for point in self.rate_points) or rates != sorted(set(rates)):
       raise UsageError(f"config '{self.name}': rate_points must be [rate, crop target bpp] "
                        "pairs in increasing rate")
+    if self.fingerprint_scope not in ("weights", "bitstream"):
+      raise UsageError(f"config '{self.name}': fingerprint_scope must be weights or bitstream")
+    if not 0. <= self.default_realism <= 1.:
+      raise UsageError(f"config '{self.name}': default_realism must be in [0, 1]")
+    if set(filter(None, self.diff_augment.split(","))) - {"color", "cutout"}:
+      raise UsageError(f"config '{self.name}': diff_augment takes color and cutout, got "
+                       f"'{self.diff_augment}'")
     if not self.lambda_a > self.lambda_b:
       raise UsageError(f"config '{self.name}': lambda_a must exceed lambda_b "
                        "(the rate must cost more above the target than below)")

@@ -215,7 +215,8 @@ def decompress(args):
     name = args.model or _codec_for_file(hific_file)
     if name not in models:
       models[name] = _load_codec(name, args.max_pixels, args.precision)
-    reconstruction = models[name].decompress(hific_file)
+    reconstruction = (models[name].decompress(hific_file) if args.realism is None else
+                      models[name].decompress(hific_file, realism=args.realism))
     images_lib.write_atomic(destination, images_lib.encode_png(reconstruction), force=args.force)
     if args.verbose:
       print(f"{destination}: {hific_file.width}x{hific_file.height}, "
@@ -340,6 +341,17 @@ def weights(args):
     print(f"{name}: {path}")
 
 
+def _realisms(text):
+  """'0,0.5,1' -> [0.0, 0.5, 1.0]; a one-line error for anything outside [0, 1]."""
+  try:
+    values = [float(part) for part in text.split(",") if part.strip()]
+  except ValueError:
+    raise UsageError(f"--realism takes numbers from 0 to 1, comma-separated, not '{text}'")
+  if any(not 0. <= value <= 1. for value in values):
+    raise UsageError(f"--realism values must be between 0 and 1, got '{text}'")
+  return values
+
+
 def evaluate(args):
   from hific_tf.evaluation import runner
   targets = runner.parse_targets(args.bpp)
@@ -351,8 +363,13 @@ def evaluate(args):
   if args.effort:
     from hific_tf.models.hific import latent_search
     latent_search.iterations_for(args.effort)
+  realisms = _realisms(args.realism)
+  if model is not None:
+    for realism in realisms:
+      model.checked_realism(realism)  # A codec without the knob fails before any row.
   summary = runner.evaluate(files, model, codecs, targets, args.out, with_fid=not args.no_fid,
-                            match=args.match, effort=args.effort, hific_targets=hific_targets)
+                            match=args.match, effort=args.effort, hific_targets=hific_targets,
+                            realisms=realisms)
   runner.print_summary(summary)
 
 

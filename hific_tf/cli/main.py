@@ -148,6 +148,10 @@ def build_parser():
   p.add_argument("input", help="A .hific file or a folder of them.")
   p.add_argument("--max_pixels", type=int, default=bitstream.DEFAULT_MAX_PIXELS,
                  help="Refuse files whose header declares a larger image (memory bound).")
+  p.add_argument("--realism", type=float, default=None,
+                 help="The decoder's realism R from 0 (distortion: MSE + LPIPS) to 1 (the GAN "
+                 "decoder); the same file decodes at any R. Default: the codec's own (its "
+                 "card). A codec without the realism knob decodes at its own R only.")
   _precision_argument(p)
   p.add_argument("output", nargs="?", help="Output PNG or folder (default: beside input).")
   p.add_argument("--force", action="store_true", help="Overwrite existing outputs.")
@@ -167,6 +171,9 @@ def build_parser():
                  help="HiFiC also at these rates (comma-separated bpp), each photo searched "
                  "over the codec's rate to within 2%%: one model's whole curve (with --match, "
                  "the classical codecs at each of its sizes).")
+  p.add_argument("--realism", default="",
+                 help="HiFiC's files also decoded at these realism values (comma-separated, "
+                 "0 to 1; a codec with the realism knob), each its own rows.")
   p.add_argument("--no_fid", action="store_true", help="Skip FID/KID (saves time).")
   _precision_argument(p, default="float32", why="Float32 by default, so that figures compare "
                      "across machines; auto measures what this machine decodes by default.")

@@ -36,8 +36,9 @@ class FileCoder:
 
   bytes_from = FILE_BYTES
 
-  def __init__(self, codec, effort=0, rate=0., target_bpp=None):
+  def __init__(self, codec, effort=0, rate=0., target_bpp=None, realism=None):
     self.codec = codec
+    self.realism = realism  # The decoder's R (models/hific/realism.py); None: the codec's.
     self.effort = effort
     self.rate = rate  # models/hific/gains.py; 0 is the codec's own.
     self.target_bpp = target_bpp  # Instead of `rate`: searched per photo (rate_control.py).
@@ -57,7 +58,10 @@ class FileCoder:
       hific_file = self.codec.compress(image, **options)
     self.encode_seconds += time.perf_counter() - start
     data = hific_file.to_bytes()
-    return len(data), self.codec.decompress(bitstream.HificFile.from_bytes(data))
+    decoded = bitstream.HificFile.from_bytes(data)
+    if self.realism is None:
+      return len(data), self.codec.decompress(decoded)
+    return len(data), self.codec.decompress(decoded, realism=self.realism)
 
 
 class EntropyModelCoder:
@@ -65,17 +69,19 @@ class EntropyModelCoder:
 
   bytes_from = ENTROPY_MODEL_BYTES
 
-  def __init__(self, model, rate=None):
+  def __init__(self, model, rate=None, realism=None):
     self.model = model
-    self.rate = rate  # None: the model's own, without gains.
+    self.rate = rate  # None: rate 0, quantized as `compress` codes it.
+    self.realism = realism  # None: the model's default_realism.
 
   def code(self, image):
     import tensorflow as tf
     y = self.model.analyze(tf.constant(image))
-    log_gain = None if self.rate is None else self.model.rate_gains(tf.constant(self.rate))
+    log_gain = self.model.log_gain(None if self.rate is None else tf.constant(self.rate))
     outputs = self.model.hyperprior(y, training=False, log_gain=log_gain)
     bits = float(outputs.y_bits_quantized[0] + outputs.z_bits_quantized[0])
-    reconstruction = self.model.synthesize(outputs.y_hat, image.shape[:2]).numpy()
+    reconstruction = self.model.synthesize(outputs.y_hat, image.shape[:2],
+                                           self.realism).numpy()
     return int(np.ceil(bits / 8)), reconstruction
 
 

@@ -40,6 +40,7 @@ class Task:
   setting: str
   target_bpp: float  # NaN for HiFiC at its own rate and for MATCH.
   matches: str | None = None  # MATCH: the HiFiC setting whose file sizes it matches.
+  realism: float | None = None  # HiFiC's decoder realism (None: the codec's own).
 
   @property
   def key(self):
@@ -104,7 +105,8 @@ def _reconstruct(task, image, model, hific_bytes, effort=0):
   """
   if task.method == "hific":
     target = None if np.isnan(task.target_bpp) else task.target_bpp
-    num_bytes, reconstruction = heldout.FileCoder(model, effort, target_bpp=target).code(image)
+    num_bytes, reconstruction = heldout.FileCoder(model, effort, target_bpp=target,
+                                                  realism=task.realism).code(image)
     return (reconstruction, images_lib.bits_per_pixel(num_bytes, *image.shape[:2]),
             float("nan"), True)
   codec = classical.get_codec(task.method)
@@ -195,7 +197,7 @@ def _side_by_side(stem, original, reconstructions, out):
 
 
 def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, log=print,
-             match=False, effort=0, hific_targets=()):
+             match=False, effort=0, hific_targets=(), realisms=()):
   """Runs the whole evaluation; returns the summary dict (also written to summary.json).
 
   With `match`, each classical codec is also searched to HiFiC's own file size for each image
@@ -204,6 +206,9 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
   kept apart from effort 0's ("NAME effort N"). `hific_targets`: HiFiC also at these bits
   per pixel, each photo searched over the codec's rate to within 2% (serving/rate_control.py):
   one model's whole curve, and with `match` the classical codecs at each of its sizes.
+  `realisms`: HiFiC's files decoded at each of these R (a decoder with the realism knob),
+  each its own rows ("NAME R0.5"); the classical codecs match the first R's sizes (every R
+  decodes the same file).
   """
   if match and model is None:
     raise EvaluationError("--match needs a HiFiC model (its file sizes are the targets)")
@@ -216,12 +221,20 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
   out.mkdir(parents=True, exist_ok=True)
   hific_setting = (None if model is None else
                    model.config_name + (f" effort {effort}" if effort else ""))
-  hific_tasks = ([Task("hific", hific_setting, float("nan"))] if model is not None else [])
-  hific_tasks += [Task("hific", f"{hific_setting} {t:g}bpp", t) for t in hific_targets]
+  realisms = list(realisms) or [None]
+  suffix = lambda r: "" if r is None else f" R{r:g}"
+  hific_tasks = []
+  if model is not None:
+    for realism in realisms:
+      hific_tasks.append(Task("hific", hific_setting + suffix(realism), float("nan"),
+                              realism=realism))
+      hific_tasks += [Task("hific", f"{hific_setting}{suffix(realism)} {t:g}bpp", t,
+                           realism=realism) for t in hific_targets]
   tasks = hific_tasks + [Task(c, f"{t:g}bpp", t) for c in codecs for t in targets]
   if match:
-    tasks += [Task(c, MATCH + task.setting[len(hific_setting):], float("nan"), task.setting)
-              for task in hific_tasks for c in codecs]
+    first = [task for task in hific_tasks if task.realism == realisms[0]]
+    tasks += [Task(c, MATCH + task.setting[len(hific_setting + suffix(realisms[0])):],
+                   float("nan"), task.setting) for task in first for c in codecs]
   stems = [pathlib.Path(f).stem for f in image_files]
   if len(set(stems)) != len(stems):
     raise EvaluationError("two images share a file name stem; rename one")
@@ -258,7 +271,7 @@ def evaluate(image_files, model, codecs, targets, out, with_fid=True, crops=3, l
             "ms_ssim": _format(measured["ms_ssim"]),
             "lpips": _format(measured["lpips"]), "in_range": str(in_range)}
         _write_rows(csv_path, rows)
-        if task.setting in (hific_setting, MATCH) or (not match and task.method != "hific"
+        if (task.method == "hific" and np.isnan(task.target_bpp)) or task.setting == MATCH or (not match and task.method != "hific"
                                                      and task.target_bpp == targets[0]):
           shown.append((f"{task.method} {bpp:.3f}bpp", reconstruction))
         progress.update()

@@ -91,9 +91,13 @@ def closest_to_rate(target_bpp):
 
 
 def by_fingerprint(fingerprint_hex):
-  """The bundled codec with these weights, or None."""
+  """The bundled codec that wrote files with this fingerprint (its own, or one its config
+  reads: the codec its decoder was retrained from), or None."""
   for name in names():
     if load_card(name).get("fingerprint") == fingerprint_hex:
+      return name
+  for name in names():
+    if fingerprint_hex in load_config(name).reads_fingerprints:
       return name
   return None
 

@@ -30,8 +30,9 @@ from hific_tf.serving import guard, split, windows
 # What an exported SavedModel contains, beyond the weights: the cache of bundled codecs keys
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
 # estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights; 4: every
-# coding function takes the rate, and `analyze` gives y for a search over rates.
-EXPORT_VERSION = 4
+# coding function takes the rate, and `analyze` gives y for a search over rates; 5: a decoder
+# with the realism knob adds `decompress_realism` and `synthesis_trunk_realism`.
+EXPORT_VERSION = 5
 
 
 class CodecModule(tf.Module):
@@ -60,6 +61,12 @@ class CodecModule(tf.Module):
     self._encode, self._compress_y, self._image_from, self._pad_image = (
         model.encode, model.compress_y, model.image_from, model.pad_image)
     self._analyze, self._decompress_y = model.analyze, model.decompress_y
+    if model.realism is not None:
+      self.realism = model.realism
+      self.decompress_realism = model.decompress_realism
+      self._realism_biases = model.realism_biases
+      self.synthesis_trunk_realism = tf.function(self._trunk_at_realism, input_signature=[
+          tf.TensorSpec([1, None, None, None], tf.float32), tf.TensorSpec([], tf.float32)])
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   def analyze(self, image):
@@ -93,6 +100,11 @@ class CodecModule(tf.Module):
   def synthesis_trunk(self, y_hat):
     """G's 1/16-resolution trunk (float32 out; a bfloat16 trunk's values convert exactly)."""
     return {"features": tf.cast(self.generator.trunk(y_hat), tf.float32)}
+
+  def _trunk_at_realism(self, y_hat, realism):
+    """`synthesis_trunk` at realism R (decoders with the knob only)."""
+    biases = self._realism_biases(realism)
+    return {"features": tf.cast(self.generator.trunk(y_hat, biases), tf.float32)}
 
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
   def synthesis_window(self, features):
@@ -137,10 +149,11 @@ def export(model, directory, kind="codec", tflite_weights="float32"):
     info = split.export_serving(model, directory, info)
   else:
     module = CodecModule(model, info)
-    tf.saved_model.save(module, str(directory), signatures={
-        "compress": module.compress.get_concrete_function(),
-        "decompress": module.decompress.get_concrete_function(),
-    })
+    signatures = {"compress": module.compress.get_concrete_function(),
+                  "decompress": module.decompress.get_concrete_function()}
+    if model.realism is not None:
+      signatures["decompress_realism"] = module.decompress_realism.get_concrete_function()
+    tf.saved_model.save(module, str(directory), signatures=signatures)
   (pathlib.Path(directory) / INFO_FILE).parent.mkdir(exist_ok=True)
   (pathlib.Path(directory) / INFO_FILE).write_text(json.dumps(info, indent=1))
   return info
@@ -189,6 +202,7 @@ class SavedModelCodec(guard.GuardedDecoder):
           f"{directory}: not a hific SavedModel ({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
     self.tile = windows.checked_tile(tile)
+    self.has_realism = hasattr(self.module, "decompress_realism")
     # SavedModels exported before tiling existed have no pieces: they decode whole.
     self.can_tile = hasattr(self.module, "synthesis_window")
 
@@ -205,9 +219,13 @@ class SavedModelCodec(guard.GuardedDecoder):
         padded, lambda window: self.module.analysis_window(tf.constant(window))["y"].numpy(),
         core, self.latent_downsampling)
 
-  def _synthesize_tiled(self, y_hat, hific_file, core):
+  def _synthesize_tiled(self, y_hat, hific_file, core, realism):
     """The decoded image, G's full-resolution tail run window by window."""
-    features = self.module.synthesis_trunk(y_hat)["features"].numpy()
+    if self.has_realism:
+      features = self.module.synthesis_trunk_realism(
+          y_hat, tf.constant(realism, tf.float32))["features"].numpy()
+    else:
+      features = self.module.synthesis_trunk(y_hat)["features"].numpy()
     del y_hat
     image = windows.synthesize_in_windows(
         features,
@@ -220,8 +238,8 @@ class SavedModelCodec(guard.GuardedDecoder):
   effort_source = None
   _latent_search = None
 
-  def _search_latents(self, image, effort, deadline, progress):
-    """y of `image` after the effort's latent search (models/hific/latent_search.py)."""
+  def _search_latents(self, image, effort, deadline, progress, rate=0.):
+    """y of `image` after the effort's latent search at `rate` (latent_search.py)."""
     from hific_tf.models.hific import latent_search
     iterations = latent_search.iterations_for(effort)
     if self.effort_source is None:
@@ -236,18 +254,19 @@ class SavedModelCodec(guard.GuardedDecoder):
       from hific_tf.measure.lpips import LPIPS
       model = sources.build_model(self.effort_source)
       self._latent_search = latent_search.LatentSearch(model, LPIPS(model.config.lpips_net))
-    y, _ = self._latent_search.search(image, iterations, deadline, progress)
+    y, _ = self._latent_search.search(image, iterations, deadline, progress, rate=rate)
     return y
 
-  def latents(self, image, effort=0, deadline=None, progress=None):
-    """y of `image` as `compress` codes it: searched (`effort`), window by window, or whole.
+  def latents(self, image, effort=0, deadline=None, progress=None, rate=0.):
+    """y of `image` as `compress` codes it: searched (`effort`, for the quantizer of
+    `rate`), window by window, or whole.
 
-    A search over rates (serving/rate_control.py) encodes once and range-codes this y at
-    each rate it tries.
+    A search over rates (serving/rate_control.py) encodes once and range-codes E's y at
+    each rate it tries; the effort search then runs once, at the rate found.
     """
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
     if effort:
-      return tf.constant(self._search_latents(image, effort, deadline, progress))
+      return tf.constant(self._search_latents(image, effort, deadline, progress, rate))
     core = self._tile_latents(*image.shape[:2])
     if core is None:
       if not self.takes_rate:
@@ -284,9 +303,16 @@ class SavedModelCodec(guard.GuardedDecoder):
     if not effort and self._tile_latents(*image.shape[:2]) is None:
       out = self.module.compress(tf.constant(image, tf.uint8), *self.rate_args(rate))
       hific_file = self._file_from(out, rate)
+    elif not effort:
+      hific_file = self.code_latents(self.latents(image), image.shape, rate)
     else:
-      hific_file = self.code_latents(self.latents(image, effort, deadline, progress),
+      hific_file = self.code_latents(self.latents(image, effort, deadline, progress, rate),
                                      image.shape, rate)
+      # The search bounds the entropy models' bits; the range coder's bytes may differ by a
+      # few. The promise is on bytes: a searched file never outgrows E's.
+      encoder_file = self.code_latents(self.latents(image), image.shape, rate)
+      if len(hific_file.to_bytes()) > len(encoder_file.to_bytes()):
+        hific_file = encoder_file
     if with_estimate:
       if out is not None and "estimated_bits" in out:  # Exported before estimate_bits.
         return hific_file, float(out["estimated_bits"])
@@ -306,8 +332,13 @@ class SavedModelCodec(guard.GuardedDecoder):
     rate = self.rate_args(hific_file.rate)
     return lambda: self.module.decompress_latents(*strings, *shapes, *rate)["y_hat"]
 
-  def decompress(self, hific_file):
-    """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits."""
+  def decompress(self, hific_file, realism=None):
+    """HificFile -> uint8 [H, W, 3]; refuses files made by another model or over the limits.
+
+    `realism` (R in [0, 1], default: the codec's) picks the decoder's trade-off between
+    distortion and realism; a codec without the knob decodes at its own R only.
+    """
+    realism = self.checked_realism(realism)
     symbols = self._admit(hific_file)
     core = self._tile_latents(hific_file.height, hific_file.width)
     strings = (tf.constant(hific_file.y_string), tf.constant(hific_file.z_string))
@@ -319,8 +350,12 @@ class SavedModelCodec(guard.GuardedDecoder):
       # always), with no deadline: the generator's time is the machine's, never the file's.
       self._ensure_range_decoding_ends(hific_file, guard.deadline_for(symbols))
       image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+      if self.has_realism:
+        return self.module.decompress_realism(
+            *strings, image_shape, *shapes, *self.rate_args(hific_file.rate),
+            tf.constant(realism, tf.float32))["image"].numpy()
       return self.module.decompress(*strings, image_shape, *shapes,
                                     *self.rate_args(hific_file.rate))["image"].numpy()
     y_hat = self._range_decode(self._range_decoder(hific_file), guard.deadline_for(symbols),
                                hific_file)
-    return self._synthesize_tiled(y_hat, hific_file, core)
+    return self._synthesize_tiled(y_hat, hific_file, core, realism)

@@ -105,6 +105,7 @@ class GuardedDecoder:
     self.latent_downsampling = int(info.get("latent_downsampling",
                                             bitstream.DEFAULT_LATENT_DOWNSAMPLING))
     config = info.get("config", {})
+    self.also_reads = tuple(bytes.fromhex(f) for f in config.get("reads_fingerprints", ()))
     # Exports before version 4 code at their model's own rate only.
     self.takes_rate = int(info.get("export_version", 0)) >= RATE_EXPORT_VERSION
     self.rate_range = tuple(config.get("rate_range", (-1.5, 1.5)))
@@ -161,6 +162,23 @@ class GuardedDecoder:
           f"rate {rate:g}: export it again with this hific_tf")
     return rate
 
+  # Decoders with the realism knob (models/hific/realism.py) set this when they load.
+  has_realism = False
+
+  def checked_realism(self, realism):
+    """R to decode at: the codec's default when None; a one-line refusal of an R outside
+    [0, 1], or of any R but its own for a codec without the knob."""
+    default = float(self.info.get("config", {}).get("default_realism", 0.))
+    if realism is None:
+      return default
+    realism = float(realism)
+    if not 0. <= realism <= 1.:  # NaN too.
+      raise UsageError(f"realism must be between 0 and 1, got {realism:g}")
+    if not self.has_realism and realism != default:
+      raise UsageError(f"the codec {self.config_name} has no realism knob: it decodes at "
+                       f"realism {default:g} only, not {realism:g}")
+    return realism
+
   def rate_args(self, rate):
     """The rate argument of this codec's signatures: none for exports made before rates."""
     return (tf.constant(rate, tf.float32),) if self.takes_rate else ()
@@ -168,7 +186,8 @@ class GuardedDecoder:
   def _admit(self, hific_file):
     """Header checks, then the number of symbols the header declares (for the deadline)."""
     hific_file.validate(self.max_pixels, self.pad_multiple, self.latent_downsampling)
-    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name)
+    bitstream.check_fingerprint(hific_file, self.fingerprint, self.config_name,
+                                self.also_reads)
     self.checked_rate(hific_file.rate)
     if self.poisoned:
       raise DecoderPoisonedError(

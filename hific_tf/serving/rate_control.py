@@ -75,18 +75,28 @@ def _search(code, rate_range, goal_bytes, accept):
   return None, probes
 
 
-def _coder(codec, image, effort, deadline, progress):
+def _coder(codec, image, effort):
   """rate -> HificFile of `image`: one encoding range-coded at each rate where the codec
   gives its latents (the codec SavedModel), else a whole compress per rate (the stock-op and
-  TFLite clients)."""
+  TFLite clients). The rate is searched with E's latents; `effort` then runs once, at the
+  rate found (`_with_effort`)."""
   if not codec.takes_rate:
     codec.checked_rate(1.)  # The one-line refusal of codecs fixed at one rate.
   if hasattr(codec, "code_latents"):
-    y = codec.latents(image, effort, deadline, progress)
+    y = codec.latents(image)
     return lambda rate: codec.code_latents(y, image.shape, rate)
   if effort:
     raise UsageError("--effort needs a codec with weights (it searches through the Keras model)")
   return lambda rate: codec.compress(image, rate=rate)
+
+
+def _with_effort(codec, image, probe, effort, deadline, progress):
+  """The file of the latent search at the probe's rate: it never has more bytes than E's
+  (SavedModelCodec.compress), so a size the rate search met still holds."""
+  if not effort:
+    return probe.hific_file
+  return codec.compress(image, effort=effort, deadline=deadline, progress=progress,
+                        rate=probe.rate)
 
 
 def compress_to_bpp(codec, image, target_bpp, tolerance=0.02, effort=0, deadline=None,
@@ -97,12 +107,12 @@ def compress_to_bpp(codec, image, target_bpp, tolerance=0.02, effort=0, deadline
     raise UsageError("--target_bpp must be positive")
   height, width = image.shape[:2]
   goal = target_bpp * height * width / 8.
-  found, probes = _search(_coder(codec, image, effort, deadline, progress),
+  found, probes = _search(_coder(codec, image, effort),
                           codec.rate_range, goal,
                           lambda size: abs(size - goal) <= AIM * tolerance * goal)
   closest = found or min(probes, key=lambda p: abs(p.size - goal))
   if abs(closest.size - goal) <= tolerance * goal:
-    return closest.hific_file
+    return _with_effort(codec, image, closest, effort, deadline, progress)
   reach = sorted(bits_per_pixel(p.size, height, width) for p in probes)
   if reach[0] < target_bpp < reach[-1]:
     raise RateOutOfReachError(
@@ -121,15 +131,16 @@ def compress_to_bytes(codec, image, max_bytes, tolerance=0.03, effort=0, deadlin
   the codec's top rate is larger); RateOutOfReachError when even the lowest rate is over."""
   if not max_bytes > 0:
     raise UsageError("--max_bytes must be positive")
-  found, probes = _search(_coder(codec, image, effort, deadline, progress),
+  found, probes = _search(_coder(codec, image, effort),
                           codec.rate_range, (1. - AIM * tolerance / 2) * max_bytes,
                           lambda size: (1. - AIM * tolerance) * max_bytes <= size <= max_bytes)
   if found is not None:
-    return found.hific_file
+    return _with_effort(codec, image, found, effort, deadline, progress)
   fitting = [p for p in probes if p.size <= max_bytes]
   if not fitting:
     smallest = min(p.size for p in probes)
     raise RateOutOfReachError(
         f"{max_bytes} bytes is below this codec's smallest file for this image ({smallest} "
         f"bytes at rate {codec.rate_range[0]:g})")
-  return max(fitting, key=lambda p: p.size).hific_file
+  return _with_effort(codec, image, max(fitting, key=lambda p: p.size), effort, deadline,
+                      progress)

@@ -146,21 +146,25 @@ class CodecService:
       return self.codec.compress(image, effort=effort, deadline=deadline,
                                  **options).to_bytes()
 
-  def decompress(self, data):
+  def decompress(self, data, realism=None):
+    """`realism` (R in [0, 1], None: the codec's own) picks the decoder's trade-off."""
+    realism = self.codec.checked_realism(realism)
     hific_file = bitstream.HificFile.from_bytes(data)
     # Before a slot: a file that spins holds the range-decoding worker, never a codec slot.
     self.codec.prove_range_decoding(hific_file)
     with self._slot():
-      return images_lib.encode_png(self.codec.decompress(hific_file))
+      return images_lib.encode_png(self.codec.decompress(hific_file, realism=realism))
 
-  def compare(self, data, rate=0.):
+  def compare(self, data, rate=0., realism=None):
     options = self._rate_options(rate)
+    realism = self.codec.checked_realism(realism)
     image = self._image(data, self.compare_max_pixels, "/compare")
     height, width = image.shape[:2]
     with self._slot():
       hific_file = self.codec.compress(image, **options)
       hific_bytes = hific_file.to_bytes()
-      candidates = {"HiFiC": (self.codec.decompress(hific_file), len(hific_bytes))}
+      candidates = {"HiFiC": (self.codec.decompress(hific_file, realism=realism),
+                              len(hific_bytes))}
       for name, result in classical.at_equal_size(image, len(hific_bytes),
                                                   COMPARED_CODECS).items():
         candidates[name.upper()] = result
@@ -171,7 +175,7 @@ class CodecService:
         results.append({
             "codec": name, "bytes": size, "bpp": measured["bpp"], "psnr": measured["psnr"],
             "lpips": measured["lpips"], "image": _png_data_url(reconstruction)})
-    return {"width": width, "height": height, "rate": hific_file.rate,
+    return {"width": width, "height": height, "rate": hific_file.rate, "realism": realism,
             "original": _png_data_url(image),
             "results": results,
             "hific_file": base64.b64encode(hific_bytes).decode()}
@@ -184,6 +188,9 @@ class CodecService:
               "fingerprint": self.codec.fingerprint.hex(), "shed_requests": self.shed}
     if self.codec.takes_rate:  # The page's rate slider spans this.
       report["rate_range"] = list(self.codec.rate_range)
+    report["default_realism"] = self.codec.checked_realism(None)
+    if self.codec.has_realism:  # The page shows its realism slider.
+      report["realism_range"] = [0., 1.]
     if self.codec.preflight is not None:
       report["range_decoder_replacements"] = self.codec.preflight.replaced
     return report
@@ -260,6 +267,13 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
     except ValueError:
       raise UsageError(f"rate must be a number, got {text!r}") from None
 
+  def realism_of(request):
+    text = request.query_params.get("realism")
+    try:
+      return None if text is None else float(text)
+    except ValueError:
+      raise UsageError(f"realism must be a number from 0 to 1, got {text!r}") from None
+
   @app.post("/compress")
   async def compress(request: Request):
     # ?effort=N (0-4): the encoder's latent search, within the service's effort budget.
@@ -275,13 +289,16 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
 
   @app.post("/decompress")
   async def decompress(request: Request):
-    data = await run(service.decompress, await read_body(request))
+    # ?realism=R (0-1): the decoder's realism, for a codec with the knob; default its own.
+    realism = realism_of(request)
+    data = await run(lambda body: service.decompress(body, realism), await read_body(request))
     return Response(data, media_type="image/png")
 
   @app.post("/compare")
   async def compare(request: Request):
-    rate = rate_of(request)
-    return await run(lambda body: service.compare(body, rate), await read_body(request))
+    rate, realism = rate_of(request), realism_of(request)
+    return await run(lambda body: service.compare(body, rate, realism),
+                     await read_body(request))
 
   @app.get("/")
   def page():

@@ -125,6 +125,15 @@ class TransformsModule(CodingModule):
     self._encode, self._synthesize = model.encode, model.synthesize
     self.encoder = model.encoder
     self.generator = model.generator
+    self.has_realism = model.realism is not None
+    if self.has_realism:
+      self.realism = model.realism
+      self.synthesis_realism = tf.function(self._synthesis_at_realism, input_signature=[
+          tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+          tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
+          tf.TensorSpec([2], tf.int32, name="image_shape"),
+          tf.TensorSpec([], tf.float32, name="rate"),
+          tf.TensorSpec([], tf.float32, name="realism")])
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
                                 tf.TensorSpec([], tf.float32, name="rate")])
@@ -139,9 +148,17 @@ class TransformsModule(CodingModule):
     return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols, rate),
                                       image_shape)}
 
+  def _synthesis_at_realism(self, z_symbols, y_symbols, image_shape, rate, realism):
+    """`synthesis` at realism R (decoders with the knob); `synthesis` uses the default R."""
+    return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols, rate),
+                                      image_shape, realism)}
+
   def signatures(self):
-    return dict(super().signatures(), analysis=self.analysis.get_concrete_function(),
-                synthesis=self.synthesis.get_concrete_function())
+    signatures = dict(super().signatures(), analysis=self.analysis.get_concrete_function(),
+                      synthesis=self.synthesis.get_concrete_function())
+    if self.has_realism:
+      signatures["synthesis_realism"] = self.synthesis_realism.get_concrete_function()
+    return signatures
 
 
 def export_serving(model, directory, info):
@@ -227,6 +244,7 @@ class SplitCodec(guard.GuardedDecoder):
       raise InvalidModelError(f"{directory}: not a hific serving SavedModel "
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
+    self.has_realism = hasattr(self.module, "synthesis_realism")
 
   def compress(self, image, with_estimate=False, rate=0.):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
@@ -256,12 +274,18 @@ class SplitCodec(guard.GuardedDecoder):
                                                  indexes["scale_indexes"])
     return range_decode
 
-  def decompress(self, hific_file):
+  def decompress(self, hific_file, realism=None):
     """HificFile -> uint8 [H, W, 3], under the same checks as `SavedModelCodec`."""
+    realism = self.checked_realism(realism)
     symbols = self._admit(hific_file)
     z_symbols, y_symbols = self._range_decode(self._range_decoder(hific_file),
                                               guard.deadline_for(symbols), hific_file)
-    out = self.module.synthesis(z_symbols, y_symbols,
-                                tf.constant([hific_file.height, hific_file.width], tf.int32),
-                                *self.rate_args(hific_file.rate))
+    image_shape = tf.constant([hific_file.height, hific_file.width], tf.int32)
+    if self.has_realism:
+      out = self.module.synthesis_realism(z_symbols, y_symbols, image_shape,
+                                          *self.rate_args(hific_file.rate),
+                                          tf.constant(realism, tf.float32))
+    else:
+      out = self.module.synthesis(z_symbols, y_symbols, image_shape,
+                                  *self.rate_args(hific_file.rate))
     return out["image"].numpy()

@@ -68,6 +68,9 @@ def _functions(model):
   generator = model.generator
   channels = int(generator.head.layers[0].gamma.shape[0])
   features = int(generator.tail.layers[0].kernel.shape[-1])
+  default_biases = model.realism_biases(None)
+  if default_biases is not None:
+    default_biases = tf.constant(default_biases.numpy())
   # Evaluated now, in eager mode: the converter sees the phase kernels as constants.
   phase_kernels = {id(layer): layers.SubpixelConv2DTranspose.phase_kernel(
       tf.constant(layer.kernel.numpy())).numpy()
@@ -81,7 +84,8 @@ def _functions(model):
   @tf.function(input_signature=[
       tf.TensorSpec([1, None, None, channels], tf.float32, name="y_hat")])
   def trunk(y_hat):
-    return tf.cast(generator.trunk(y_hat), tf.float32)
+    # A decoder with the realism knob runs at its default R here: the biases are constants.
+    return tf.cast(generator.trunk(y_hat, default_biases), tf.float32)
 
   @tf.function(input_signature=[
       tf.TensorSpec([1, None, None, features], tf.float32, name="features")])
@@ -219,8 +223,10 @@ class TfliteCodec(split.SplitCodec):
     hific_file = self._file_from(out, rate)
     return (hific_file, None) if with_estimate else hific_file
 
-  def decompress(self, hific_file):
-    """HificFile -> uint8 [H, W, 3], under the same checks as the other codecs."""
+  def decompress(self, hific_file, realism=None):
+    """HificFile -> uint8 [H, W, 3], under the same checks as the other codecs. The TFLite
+    generator runs at the codec's default realism only (its biases are constants)."""
+    self.checked_realism(realism)
     symbols = self._admit(hific_file)
     z_symbols, y_symbols = self._range_decode(self._range_decoder(hific_file),
                                               guard.deadline_for(symbols), hific_file)

@@ -23,8 +23,9 @@ from hific_tf.errors import UsageError
 
 def _decoded(model, image):
   """uint8 [H, W, 3] as the codec decodes it: the codec contract's own analyze, y quantized
-  as it is coded, and synthesize (G, cropped and rounded)."""
-  y_hat = model.hyperprior(model.analyze(tf.constant(image)), training=False).y_hat
+  as it is coded at rate 0 (the gains included), and synthesize (G, cropped and rounded)."""
+  y_hat = model.hyperprior(model.analyze(tf.constant(image)), training=False,
+                           log_gain=model.log_gain()).y_hat
   return model.synthesize(y_hat, image.shape[:2]).numpy()
 
 

@@ -29,6 +29,8 @@ from hific_tf.models import sources
 from hific_tf.models.hific import layers, networks
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.training import data as data_lib
+from hific_tf.training import decoder_stage
+from hific_tf.training import latent_cache
 
 
 class TrainError(HificError, ValueError):
@@ -48,7 +50,8 @@ class _SaveCheckpoint(tf.keras.callbacks.Callback):
     if self.manager is None:
       self.manager = tf.train.CheckpointManager(sources.codec_checkpoint(self.model),
                                                 self.directory, max_to_keep=self.keep)
-    self.manager.save(checkpoint_number=int(self.model.step.numpy()))
+    with self.model.saved_weights():  # A decoder stage's EMA of G, when it keeps one.
+      self.manager.save(checkpoint_number=int(self.model.step.numpy()))
 
 
 class DivergenceGuard(tf.keras.callbacks.Callback):
@@ -181,6 +184,20 @@ def train(config: Config, model_dir, train_glob=None, tfds_name=None, steps=None
                           jit_compile, tfds_name, tfds_data_dir, callbacks, verbose, strategy)
 
 
+def _latent_dataset(model, config, model_dir, photo_cache, batch_size, crop_size, seed,
+                    start_step):
+  """The decoder stage's batches: crops with their latents, encoded once by the frozen E."""
+  from hific_tf.models.hific import stored_weights
+  if photo_cache is None:
+    raise TrainError("the decoder stage trains from a folder of photos (--train_glob): its "
+                     "latents are cached once per crop")
+  images, latents = latent_cache.load_or_build(
+      model, photo_cache, config.latent_crops_per_photo, crop_size, seed,
+      model_dir / latent_cache.CACHE_FILE, stored_weights.bitstream_fingerprint(model).hex(),
+      log=lambda line: print(line, flush=True))
+  return latent_cache.dataset(images, latents, batch_size, seed, start_step)
+
+
 @contextlib.contextmanager
 def global_policy(name):
   """The Keras global precision policy `name` for the block, the caller's restored after."""
@@ -200,8 +217,9 @@ def build_for_training(config, seed=0, crop_size=None, jit_compile=False, strate
   """
   tf.keras.utils.set_random_seed(seed)  # Same initial weights for the same seed.
   strategy = strategy or default_strategy()
+  model_class = decoder_stage.DecoderStage if config.stage == "decoder" else HiFiC
   with strategy.scope():
-    model = HiFiC(config, seed=seed).build_all(min(crop_size or config.crop_size, 64))
+    model = model_class(config, seed=seed).build_all(min(crop_size or config.crop_size, 64))
     model.compile(jit_compile=jit_compile)
     # Create optimizer slots now, so a restored backup fills them instead of deferring.
     for optimizer, variables in ((model.transform_optimizer, model.transform_variables),
@@ -237,6 +255,8 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
   restored_discriminator = None
   if not resumed and init_from:
     restored_discriminator = sources.restore(model, init_from)
+    if config.stage == "decoder":
+      config = decoder_stage.with_source_fingerprint(config, init_from)
   # What the run actually uses, flags included: export, stage 2 and readers of the
   # model_dir see the true batch, crop and length.
   used = config.replace(batch_size=batch_size, crop_size=crop_size, num_steps=steps)
@@ -247,14 +267,20 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
   if start_step % steps_per_epoch:
     raise TrainError(f"backup in {backup_dir} is at step {start_step}, not a multiple of "
                      f"--checkpoint_every {steps_per_epoch}; resume with the same flags")
-  images_per_step = batch_size * (2 if config.use_gan else 1)
-  dataset = data_lib.training_dataset(images_per_step, crop_size, seed, tfds_name=tfds_name,
-                                      tfds_data_dir=tfds_data_dir, start_step=start_step,
-                                      photo_cache=photo_cache, random_flip=config.random_flip)
+  if config.stage == "decoder":
+    dataset = _latent_dataset(model, config, model_dir, photo_cache, batch_size, crop_size,
+                              seed, start_step)
+  else:
+    images_per_step = batch_size * (2 if config.use_gan else 1)
+    dataset = data_lib.training_dataset(images_per_step, crop_size, seed, tfds_name=tfds_name,
+                                        tfds_data_dir=tfds_data_dir, start_step=start_step,
+                                        photo_cache=photo_cache,
+                                        random_flip=config.random_flip)
   validation = (data_lib.validation_dataset(val_glob, crop_size, batch_size)
                 if val_glob else None)
   log_dir = str(model_dir / "logs")
-  sample = next(iter(validation if validation is not None else dataset))[:batch_size]
+  sample = next(iter(validation if validation is not None else dataset))
+  sample = (sample[0] if isinstance(sample, tuple) else sample)[:batch_size]
   all_callbacks = [
       DivergenceGuard(model_dir, log=lambda line: print(line, flush=True)),  # Before the saves.
       tf.keras.callbacks.BackupAndRestore(backup_dir),

@@ -59,12 +59,13 @@ class LatentSearch:
     self.lpips = lpips
     self._step = tf.function(self._terms)
 
-  def _terms(self, image, y, z_offset):
-    """(exact bits, exact distortion) of y, forward exactly as the coder codes it."""
+  def _terms(self, image, y, z_offset, log_gain, realism):
+    """(exact bits, exact distortion) of y, forward exactly as the coder codes it at the
+    gain `log_gain` (the rate's, HiFiC.log_gain) and decodes it at `realism`."""
     model, config = self.model, self.model.config
-    out = model.hyperprior(y, training=False, z_offset=z_offset)
+    out = model.hyperprior(y, training=False, z_offset=z_offset, log_gain=log_gain)
     bits = out.y_bits_quantized[0] + out.z_bits_quantized[0]
-    reconstruction = model.image_from(model.generator(out.y_hat))
+    reconstruction = model.generate(out.y_hat, realism)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     reconstruction = reconstruction[:, :height, :width, :]
     x = tf.cast(image, tf.float32)[None] / 255.
@@ -73,12 +74,15 @@ class LatentSearch:
     distortion = config.k_mse * mse + config.k_lpips * lpips
     return bits, distortion
 
-  def search(self, image, iterations, deadline=None, progress=None):
+  def search(self, image, iterations, deadline=None, progress=None, rate=0., realism=None):
     """y [1, h, w, C] for uint8 `image` after `iterations` steps (E's y when 0).
 
     Args:
       image: uint8 [H, W, 3].
       iterations: Adam steps.
+      rate: the rate the file is coded at: bits and distortion are those of that rate's
+        quantizer, so "no more bits than E's latents" holds for the file written.
+      realism: the decoder's R the distortion is measured at (default: the codec's).
       deadline: time.monotonic() value past which the search stops with EffortError.
       progress: called with (iteration, iterations) after each step.
 
@@ -89,10 +93,14 @@ class LatentSearch:
     image = tf.constant(image, tf.uint8)
     y_start = model.analyze(image)
     z_offset = model.hyperprior.side_quantization_offset()
+    log_gain = model.log_gain(tf.constant(float(rate), tf.float32))
+    realism = tf.constant(model.config.default_realism if realism is None else realism,
+                          tf.float32)
+    terms = lambda y: self._step(image, y, z_offset, log_gain, realism)
     pixels = float(image.shape[0] * image.shape[1])
     variable = tf.Variable(y_start)
     optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
-    bits, distortion = self._step(image, variable, z_offset)
+    bits, distortion = terms(variable)
     start = (float(bits), float(distortion))
     best = (start[1], y_start)
     weight = config.lambda_a
@@ -102,7 +110,7 @@ class LatentSearch:
         raise EffortError(f"--effort stopped at iteration {iteration} of {iterations}: "
                           "over its time budget (nothing was written)")
       with tf.GradientTape() as tape:
-        bits, distortion = self._step(image, variable, z_offset)
+        bits, distortion = terms(variable)
         loss = weight * bits / pixels + distortion
       # Measured before this step's update: the iterate these figures belong to.
       if float(bits) <= start[0] and float(distortion) < best[0]:
@@ -116,11 +124,11 @@ class LatentSearch:
       if progress is not None:
         progress(iteration + 1, iterations)
     if iterations:
-      bits, distortion = self._step(image, variable, z_offset)
+      bits, distortion = terms(variable)
       if float(bits) <= start[0] and float(distortion) < best[0]:
         best = (float(distortion), tf.identity(variable))
     y = best[1]
-    final_bits, final_distortion = self._step(image, y, z_offset)
+    final_bits, final_distortion = terms(y)
     report = {"iterations": iterations, "start_bits": start[0], "start_distortion": start[1],
               "bits": float(final_bits), "distortion": float(final_distortion)}
     return tf.convert_to_tensor(y), report

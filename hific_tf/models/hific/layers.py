@@ -237,8 +237,11 @@ class ResidualBlock(tf.keras.layers.Layer):
         conv(filters, 3, padding=padding, **conv_policy), ChannelNorm(**policy),
     ], name="body")
 
-  def call(self, inputs):
-    return inputs + self.body(inputs)
+  def call(self, inputs, bias=None):
+    """`bias` [B, C] (the realism knob's, realism.py) is added to the body's input."""
+    if bias is None:
+      return inputs + self.body(inputs)
+    return inputs + self.body(inputs + tf.cast(bias, inputs.dtype)[:, None, None, :])
 
   def get_config(self):
     return dict(super().get_config(), filters=self.filters, padding=self.padding)

@@ -15,12 +15,15 @@ Every model codes at a `rate` (gains.py): a float that scales the quantization g
 2021) and each training step samples one point, with that point's crop target.
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from hific_tf import geometry
 from hific_tf.configs import Config
 from hific_tf.models.hific import gains, networks
 from hific_tf.models.hific import hyperprior as hyperprior_lib
+from hific_tf.models.hific import realism as realism_lib
 
 # The codec pads images to a multiple of the total downsampling (z is at 1/64).
 PAD_MULTIPLE = geometry.PAD_MULTIPLE
@@ -132,6 +135,9 @@ class HiFiC(tf.keras.Model):
         side_prior_last_factor=config.side_prior_last_factor,
         side_quantization=config.side_quantization, likelihood=config.likelihood)
     self.rate_gains = gains.RateGains(config.rate_points, config.latent_channels)
+    self.realism = (realism_lib.RealismConditioning(
+        config.num_residual_blocks, config.num_filters_base * 2 ** networks.NUM_DOWNSAMPLINGS)
+                    if config.realism else None)
     self.discriminator = (networks.Discriminator(config.disc_filters_base,
                                                  config.disc_latent_channels)
                           if config.use_gan else None)
@@ -152,7 +158,17 @@ class HiFiC(tf.keras.Model):
     hp = self.hyperprior
     return (self.encoder.trainable_variables + self.generator.trainable_variables +
             hp.analysis.trainable_variables + hp.synthesis_mean.trainable_variables +
-            hp.synthesis_scale.trainable_variables + self.rate_gains.trainable_variables)
+            hp.synthesis_scale.trainable_variables + self.rate_gains.trainable_variables +
+            self.decoder_extras)
+
+  @property
+  def decoder_variables(self):
+    """G's trainable weights with the realism knob's: what a decoder-only stage trains."""
+    return self.generator.trainable_variables + self.decoder_extras
+
+  @property
+  def decoder_extras(self):
+    return self.realism.trainable_variables if self.realism is not None else []
 
   @property
   def entropy_variables(self):
@@ -173,7 +189,19 @@ class HiFiC(tf.keras.Model):
                "hyperprior": self.hyperprior}
     if self.config.rate_points:
       modules["rate_gains"] = self.rate_gains
+    if self.realism is not None:
+      modules["realism"] = self.realism
     return modules
+
+  @property
+  def bitstream_modules(self):
+    """The parts that decide the bits of a file: everything but the decoder (G, realism).
+
+    A codec whose card fingerprints the bitstream (stored_weights.fingerprint) keeps reading
+    its files when only its decoder is retrained.
+    """
+    return {part: module for part, module in self.codec_modules.items()
+            if part not in ("generator", "realism")}
 
   def codec_variables(self):
     """(key, variable) of the codec's trained weights in a fixed order, "part/index/name".
@@ -186,6 +214,17 @@ class HiFiC(tf.keras.Model):
     for part, module in self.codec_modules.items():
       for index, variable in enumerate(module.trainable_variables):
         yield f"{part}/{index:03d}/{variable.name}", variable
+
+  def bitstream_variables(self):
+    """(key, variable) of `bitstream_modules`, keyed as `codec_variables`."""
+    for key, variable in self.codec_variables():
+      if key.split("/")[0] in self.bitstream_modules:
+        yield key, variable
+
+  def saved_weights(self):
+    """The weights a checkpoint saves are the trained ones (a decoder stage may swap in an
+    EMA here)."""
+    return contextlib.nullcontext()
 
   def discriminator_state(self):
     """(key, variable) of D, power-iteration vectors included, in creation order."""
@@ -205,15 +244,40 @@ class HiFiC(tf.keras.Model):
       return (tf.math.tanh(output) + 1.) / 2.
     return output
 
-  def call(self, images, training=False, noise_seed=None, z_offset=None, rate=None):
+  def generate(self, y_hat, realism=None):
+    """G: y_hat [B, h, w, C] -> image [B, H, W, 3] in [0, 1] scale, at realism R ([B] or a
+    scalar; default: the config's `default_realism`) when the decoder has the knob."""
+    biases = None
+    if self.realism is not None:
+      realism = self.config.default_realism if realism is None else realism
+      realism = tf.broadcast_to(tf.cast(realism, tf.float32), tf.shape(y_hat)[:1])
+      biases = self.realism(realism)
+    return self.image_from(self.generator(y_hat, biases))
+
+  def realism_biases(self, realism, batch=1):
+    """The knob's per-block biases at a scalar R (None for a decoder without the knob)."""
+    if self.realism is None:
+      return None
+    realism = self.config.default_realism if realism is None else realism
+    return self.realism(tf.fill([batch], tf.cast(realism, tf.float32)))
+
+  def log_gain(self, rate=None):
+    """The per-channel log gain of y at `rate`; None (the default) is rate 0 of this model.
+
+    Every path that quantizes (training, test_step, calibration, the effort search, the
+    entropy-model estimate) goes through here, so "a rate" means what `compress` codes at.
+    """
+    return self.rate_gains(0. if rate is None else rate)
+
+  def call(self, images, training=False, noise_seed=None, z_offset=None, rate=None,
+           realism=None):
     """images: [B, H, W, 3] in [0, 255] (H, W multiples of 16 in training); `rate` (a float
-    scalar, default: the model's own) sets the quantization gain."""
+    scalar, default 0: the model's own) sets the quantization gain as `compress` does."""
     x = tf.cast(images, tf.float32) / 255.
     y = self.encoder(self._encoder_input(x))
-    log_gain = None if rate is None else self.rate_gains(rate)
     hp = self.hyperprior(y, training=training, noise_seed=noise_seed, z_offset=z_offset,
-                         log_gain=log_gain)
-    reconstruction = self.image_from(self.generator(hp.y_hat))
+                         log_gain=self.log_gain(rate))
+    reconstruction = self.generate(hp.y_hat, realism)
     pixels = _image_pixels(images)
     return {
         "image": x,
@@ -402,6 +466,17 @@ class HiFiC(tf.keras.Model):
     y_hat = self.decompress_y(y_string, z_string, y_shape, z_shape, rate)
     return {"image": self.synthesize(y_hat, image_shape)}
 
+  @tf.function(input_signature=[
+      tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32),
+      tf.TensorSpec([], tf.float32)])
+  def decompress_realism(self, y_string, z_string, image_shape, y_shape, z_shape, rate,
+                         realism):
+    """`decompress` at realism R in [0, 1] (a decoder with the knob, realism.py): the same
+    file decodes at any R; `decompress` decodes at the config's default_realism."""
+    y_hat = self.decompress_y(y_string, z_string, y_shape, z_shape, rate)
+    return {"image": self.synthesize(y_hat, image_shape, realism)}
+
   def decompress_y(self, y_string, z_string, y_shape, z_shape, rate):
     """Range-decodes y_hat [1, h, w, C] (hyper-synthesis included) of strings coded at `rate`."""
     return self.hyperprior.decompress(y_string[None], z_string[None], y_shape, z_shape,
@@ -429,8 +504,8 @@ class HiFiC(tf.keras.Model):
     z cells (what `compress` codes)."""
     return self.pad_latent(self.encode(self.pad_image(image)))
 
-  def synthesize(self, y_hat, image_shape):
+  def synthesize(self, y_hat, image_shape, realism=None):
     """y_hat [1, h, w, C] -> uint8 [H, W, 3], cropped back to the unpadded image_shape."""
-    reconstruction = self.image_from(self.generator(y_hat))[0]
+    reconstruction = self.generate(y_hat, realism)[0]
     reconstruction = reconstruction[:image_shape[0], :image_shape[1], :]
     return tf.saturate_cast(tf.round(reconstruction * 255.), tf.uint8)

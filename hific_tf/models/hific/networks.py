@@ -87,19 +87,29 @@ class Generator(tf.keras.layers.Layer):
     tail.append(conv(3, 7, padding=padding, **conv_policy))
     self.tail = tf.keras.Sequential(tail, name="tail")
 
-  def trunk(self, latent):
-    """The 1/16-resolution part: head and residual blocks (nearly all FLOPs, little memory)."""
+  def trunk(self, latent, realism_biases=None):
+    """The 1/16-resolution part: head and residual blocks (nearly all FLOPs, little memory).
+
+    `realism_biases` [B, blocks, width] (realism.py) adds one bias per block and channel.
+    """
     # The cast Keras' __call__ applies, so that trunk() on its own equals call().
     head = self.head(tf.cast(latent, self.compute_dtype))
-    return self.blocks(head) + head  # Skip connection over all blocks.
+    if realism_biases is None:
+      return self.blocks(head) + head  # Skip connection over all blocks.
+    if not self.blocks.built:  # The blocks run one by one below, not as the Sequential.
+      self.blocks.build(head.shape)
+    net = head
+    for index, block in enumerate(self.blocks.layers):
+      net = block(net, bias=realism_biases[:, index])
+    return net + head
 
   def upsample(self, features):
     """The full-resolution tail. Its receptive field is under TAIL_HALO latents, so it can run
     on overlapping windows of the trunk's output (the tiled decoder bounds memory this way)."""
     return self.tail(tf.cast(features, self.compute_dtype))
 
-  def call(self, latent):
-    return self.upsample(self.trunk(latent))
+  def call(self, latent, realism_biases=None):
+    return self.upsample(self.trunk(latent, realism_biases))
 
 
 def nearest_upsample(images, factor):

@@ -73,15 +73,19 @@ def _save(named_variables, path, bits=DEFAULT_BITS, generator_bits=None):
 
 
 GAINS_PART = "rate_gains"  # HiFiC.codec_modules' name of the rate gains.
+REALISM_PART = "realism"  # ... and of the realism knob.
+# Parts a model may grow or drop when it trains from a codec (`grow`): a missing one starts
+# as initialised (gains at 2^rate, the realism knob at zero effect), an extra one is unused.
+OPTIONAL_PARTS = (GAINS_PART, REALISM_PART)
 
 
-def _load(named_variables, path, skipped_part=None):
-  """Assigns the stored tensors (but those of `skipped_part`). Returns the fingerprint of
+def _load(named_variables, path, skipped_parts=()):
+  """Assigns the stored tensors (but those of `skipped_parts`). Returns the fingerprint of
   their float32 values when some variable is narrower (a lean generator's bfloat16 cannot give
   them back), else None."""
   with np.load(path) as stored:
     tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)
-               and key.split("/")[0] != skipped_part]
+               and key.split("/")[0] not in skipped_parts]
     expected = list(named_variables)
     digest = (hashlib.sha256() if any(v.dtype.name != "float32" for _, v in expected)
               else None)
@@ -132,16 +136,14 @@ def load_weights(model, path, grow=False):
   codec's, whose gains it has no use for. Returns whether D was loaded.
   """
   named = list(model.codec_variables())
-  skipped = None
+  skipped = ()
   if grow:
-    is_gain = lambda key: key.startswith(GAINS_PART + "/")
     with np.load(path) as stored:
-      stored_gains = any(is_gain(key) for key in stored.files)
-    model_gains = any(is_gain(key) for key, _ in named)
-    if model_gains and not stored_gains:
-      named = [(key, v) for key, v in named if not is_gain(key)]
-    elif stored_gains and not model_gains:
-      skipped = GAINS_PART
+      stored_parts = {key.split("/")[0] for key in stored.files}
+    model_parts = {key.split("/")[0] for key, _ in named}
+    missing = [part for part in OPTIONAL_PARTS if part in model_parts - stored_parts]
+    named = [(key, v) for key, v in named if key.split("/")[0] not in missing]
+    skipped = tuple(part for part in OPTIONAL_PARTS if part in stored_parts - model_parts)
   # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
   model.stored_fingerprint = _load(named, path, skipped)  # None when all float32.
   d_path = discriminator_path(path)
@@ -152,11 +154,14 @@ def load_weights(model, path, grow=False):
 
 
 def fingerprint(model):
-  """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values.
+  """First 8 bytes of SHA-256 over the codec's weights: position, shape and float32 values
+  (over the bitstream's weights alone where the config's fingerprint_scope says so).
 
   Positions ("encoder/007") rather than Keras names, which depend on how many layers the
   process created before: the same weights give the same fingerprint in any process.
   """
+  if model.config.fingerprint_scope == "bitstream":
+    return bitstream_fingerprint(model)
   recorded = getattr(model, "stored_fingerprint", None)
   if recorded is not None:
     # Only a lean generator's model has one (load_weights, sources.build_model): it holds
@@ -164,6 +169,19 @@ def fingerprint(model):
     return recorded
   digest = hashlib.sha256()
   for key, variable in model.codec_variables():
+    _update_fingerprint(digest, key, np.ascontiguousarray(variable.numpy(), np.float32))
+  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+
+
+def bitstream_fingerprint(model):
+  """First 8 bytes of SHA-256 over the weights that decide a file's bits: E, the hyperprior
+  and the gains (HiFiC.bitstream_modules), as `fingerprint` but without the decoder.
+
+  A codec whose card says `"fingerprint": "bitstream"` writes this into its files, so a later
+  decoder trained on the same frozen bitstream (training/decoder_stage.py) reads them.
+  """
+  digest = hashlib.sha256()
+  for key, variable in model.bitstream_variables():
     _update_fingerprint(digest, key, np.ascontiguousarray(variable.numpy(), np.float32))
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 

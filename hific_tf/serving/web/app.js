@@ -8,6 +8,9 @@ const results = document.getElementById("results");
 const template = document.getElementById("result-template");
 const rate = document.getElementById("rate");
 const rateValue = document.getElementById("rate-value");
+const realism = document.getElementById("realism");
+const realismValue = document.getElementById("realism-value");
+const realismRow = document.getElementById("realism-row");
 let lastFile = null;
 
 function setStatus(text, isError) {
@@ -59,8 +62,9 @@ async function compare(file) {
   setStatus(`Compressing ${file.name} with HiFiC, JPEG and AVIF…`);
   let response;
   try {
-    response = await fetch(`/compare?rate=${encodeURIComponent(rate.value)}`,
-                           {method: "POST", body: file});
+    const query = `rate=${encodeURIComponent(rate.value)}` +
+        (realismRow.hidden ? "" : `&realism=${encodeURIComponent(realism.value)}`);
+    response = await fetch(`/compare?${query}`, {method: "POST", body: file});
   } catch (error) {
     setStatus(`The server did not answer: ${error.message}`, true);
     return;
@@ -98,11 +102,17 @@ drop.addEventListener("drop", (event) => {
 
 rate.addEventListener("input", () => { rateValue.textContent = rate.value; });
 rate.addEventListener("change", () => compare(lastFile));
+realism.addEventListener("input", () => { realismValue.textContent = realism.value; });
+realism.addEventListener("change", () => compare(lastFile));
 
 fetch("/health").then((r) => r.json()).then((health) => {
   document.getElementById("model").textContent = `HiFiC (${health.model})`;
   if (health.rate_range) {  // Codecs that code at any rate: the slider spans their range.
     [rate.min, rate.max] = health.rate_range;
     document.getElementById("rate-row").hidden = false;
+  }
+  if (health.realism_range) {  // A decoder with the realism knob: it starts at its default.
+    realism.value = realismValue.textContent = health.default_realism;
+    realismRow.hidden = false;
   }
 }).catch(() => {});

@@ -1,0 +1,146 @@
+"""The decoder-only GAN stage and the realism knob.
+
+The stage trains G (and its realism knob) against D on latents cached once per crop, with E,
+the hyperprior and the gains frozen: files the starting codec wrote decode with the new
+decoder, at any realism R, through every decoder interface.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, hific_here, run_hific
+from hific_tf import bitstream, images
+
+HELD_OUT = REPO / "tests" / "data" / "heldout"
+
+
+@pytest.fixture(scope="module")
+def decoder_run(tmp_path_factory, stage1_dir, photo_dir):
+  """The tiny model's decoder stage, 6 steps from the stage-1 run."""
+  folder = tmp_path_factory.mktemp("decoder") / "run"
+  run_hific("train", "--config", "tiny-decoder-gan", "--init_from", stage1_dir,
+            "--train_glob", f"{photo_dir}/*.png", "--steps", 6, "--checkpoint_every", 3,
+            "--batch_size", 2, "--model_dir", folder)
+  return folder
+
+
+def _models(stage1_dir, decoder_run):
+  from hific_tf.models import sources
+  return sources.build_model(stage1_dir), sources.build_model(decoder_run)
+
+
+def test_the_stage_keeps_the_bitstream_and_trains_the_decoder(stage1_dir, decoder_run):
+  """E, the hyperprior (and so every file's bits) are the source's; G and the knob moved;
+  the run's config reads the source's files by its fingerprint; the latent cache is there."""
+  from hific_tf.models.hific import stored_weights
+  source, trained = _models(stage1_dir, decoder_run)
+  for part in ("encoder", "hyperprior"):
+    for (key, a), (_, b) in zip(
+        (kv for kv in source.codec_variables() if kv[0].startswith(part + "/")),
+        (kv for kv in trained.codec_variables() if kv[0].startswith(part + "/"))):
+      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
+  moved = [not np.array_equal(a.numpy(), b.numpy()) for a, b in
+           zip(source.generator.trainable_variables, trained.generator.trainable_variables)]
+  assert any(moved)
+  assert any(np.abs(v.numpy()).max() > 0 for v in trained.realism.trainable_variables
+             if "to_biases" in v.name)
+  config = json.loads((decoder_run / "config.json").read_text())
+  assert config["reads_fingerprints"] == [stored_weights.fingerprint(source).hex()]
+  assert (stored_weights.bitstream_fingerprint(trained) ==
+          stored_weights.bitstream_fingerprint(source))
+  meta = np.load(decoder_run / "latent_cache.npz")
+  assert meta["latents"].shape[1:] == (2, 8, 8, 32)  # Both flips of every 128² crop.
+
+
+def test_the_decoders_quantization_is_the_coders(stage1_dir):
+  """The stage's y_hat (cached y, the rate's gain, rounding in inference mode) is exactly what
+  the range decoder gives back from a file at that rate."""
+  import tensorflow as tf
+
+  from hific_tf.models import sources
+  model = sources.build_model(stage1_dir)
+  model.hyperprior.build_coders()
+  image = images.load_rgb(HELD_OUT / "LadyBird.png")[:128, :192]
+  for rate in (0., 0.7):
+    y = model.analyze(tf.constant(image))
+    stage = model.hyperprior(y, training=False, log_gain=model.log_gain(rate)).y_hat
+    coded = model.compress(tf.constant(image), tf.constant(rate))
+    decoded = model.decompress_y(coded["y_string"], coded["z_string"], coded["y_shape"],
+                                 coded["z_shape"], tf.constant(rate))
+    np.testing.assert_allclose(stage.numpy(), decoded.numpy(), rtol=0, atol=1e-5)
+
+
+def test_a_file_of_the_source_decodes_at_any_realism(stage1_dir, decoder_run, saved_model,
+                                                     tmp_path):
+  """A file the starting codec wrote decodes with the new decoder's SavedModel, in a fresh
+  process, at R = 0, 0.5 and 1, and at the default when no R is given; R changes pixels."""
+  photo = tmp_path / "photo.png"
+  photo.write_bytes(images.encode_png(images.load_rgb(HELD_OUT / "Dune.png")[:128, :160]))
+  run_hific("compress", "--model", saved_model, photo, tmp_path / "old.hific")
+  run_hific("export", "--model_dir", decoder_run, "--out", tmp_path / "new")
+  decoded = {}
+  for realism in ("0", "0.5", "1", None):
+    out = tmp_path / f"r{realism}.png"
+    extra = () if realism is None else ("--realism", realism)
+    run_hific("decompress", "--model", tmp_path / "new", *extra, tmp_path / "old.hific", out)
+    decoded[realism] = images.load_rgb(out)
+    assert decoded[realism].shape == (128, 160, 3)
+  np.testing.assert_array_equal(decoded[None], decoded["1"])  # tiny-decoder-gan: default 1.
+  assert not np.array_equal(decoded["0"], decoded["1"])
+  # The new codec's own files carry the bitstream's fingerprint and decode too.
+  run_hific("compress", "--model", tmp_path / "new", photo, tmp_path / "new.hific")
+  run_hific("decompress", "--model", tmp_path / "new", "--realism", "0.3",
+            tmp_path / "new.hific", tmp_path / "new.png")
+
+
+def test_realism_is_refused_in_one_line_where_it_cannot_apply(saved_model, tmp_path):
+  """Out of [0, 1], or any R but its own on a codec without the knob: exit 2, one line,
+  nothing written."""
+  photo = tmp_path / "photo.png"
+  photo.write_bytes(images.encode_png(images.load_rgb(HELD_OUT / "Dune.png")[:64, :64]))
+  hific_here("compress", "--model", saved_model, photo, tmp_path / "a.hific")
+  for value, needle in (("0.5", "no realism knob"), ("1.5", "between 0 and 1"),
+                        ("nan", "between 0 and 1")):
+    done = hific_here("decompress", "--model", saved_model, "--realism", value,
+                      tmp_path / "a.hific", tmp_path / "a.png", check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert needle in done.stderr
+    assert not (tmp_path / "a.png").exists()
+  hific_here("decompress", "--model", saved_model, "--realism", "0", tmp_path / "a.hific",
+             tmp_path / "a.png")  # Its own R (0: a codec trained without D) is fine.
+
+
+def test_a_decoder_with_the_knob_grows_from_weights_without_it(stage1_dir, tmp_path):
+  """Stored weights of a codec without the knob load into a model with it (the knob starts
+  at no effect: R changes nothing until trained)."""
+  import tensorflow as tf
+
+  from hific_tf import configs
+  from hific_tf.models import sources
+  from hific_tf.models.hific import stored_weights
+  from hific_tf.models.hific.model import HiFiC
+  source = sources.build_model(stage1_dir)
+  stored_weights.save_weights(source, tmp_path / "w.npz")
+  grown = HiFiC(configs.get_config("tiny-decoder-gan").replace(stage="mselpips")).build_all()
+  stored_weights.load_weights(grown, tmp_path / "w.npz", grow=True)
+  y_hat = tf.random.stateless_normal([1, 4, 6, 32], [1, 2])
+  at_0, at_1 = grown.generate(y_hat, 0.), grown.generate(y_hat, 1.)
+  np.testing.assert_array_equal(at_0.numpy(), at_1.numpy())
+  np.testing.assert_allclose(at_0.numpy(), source.generate(y_hat).numpy(), atol=1e-6)
+
+
+def test_diff_augment_changes_colour_and_cuts_out_per_example():
+  import tensorflow as tf
+
+  from hific_tf.training import decoder_stage
+  images_in = tf.fill([3, 32, 32, 3], 0.5)
+  out = decoder_stage.diff_augment(images_in, "cutout", tf.constant([1, 2], tf.int64))
+  zeros = tf.reduce_sum(tf.cast(out[..., 0] == 0., tf.int32), axis=[1, 2]).numpy()
+  assert np.all((zeros > 0) & (zeros <= 15 * 15)), zeros  # A square of half the side, clipped.
+  colour = decoder_stage.diff_augment(images_in, "color", tf.constant([3, 4], tf.int64))
+  means = tf.reduce_mean(colour, axis=[1, 2, 3]).numpy()
+  assert len(set(np.round(means, 5))) == 3  # Each example its own draw.
+  again = decoder_stage.diff_augment(images_in, "color", tf.constant([3, 4], tf.int64))
+  np.testing.assert_array_equal(colour.numpy(), again.numpy())  # Stateless.
