@@ -52,7 +52,9 @@ class Config:
   `default_realism` unless asked otherwise. `diff_augment` ("color", "cutout" or both,
   comma-separated) augments both of D's inputs (Zhao et al., NeurIPS 2020); `ema_decay` > 0
   keeps an exponential moving average of G's weights, which is what is saved.
-  `discriminator_learning_rate` defaults to `learning_rate`.
+  `discriminator_learning_rate` defaults to `learning_rate`; `discriminator_spectral_norm`
+  False makes D's convolutions plain (a fresh spectrally normalised D stayed at chance for
+  hundreds of decoder-stage steps on small-lo, a plain one separated within about 50).
 
   `fingerprint_scope` is what the weights fingerprint in a file's header names: "weights" (all
   of them, the default) or "bitstream" (E, hyperprior and gains: a decoder retrained on the
@@ -134,6 +136,7 @@ class Config:
   ema_decay: float = 0.
   latent_crops_per_photo: int = 8
   discriminator_learning_rate: float | None = None
+  discriminator_spectral_norm: bool = True
   fingerprint_scope: str = "weights"
   reads_fingerprints: tuple = ()
   source: dict | None = None

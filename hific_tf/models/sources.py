@@ -153,10 +153,17 @@ def config_of(source, config=None):
                     f"Keras model from")
 
 
-def codec_checkpoint(model, with_discriminator=True):
-  """The tf.train.Checkpoint of everything a trained model is (optimizers excluded)."""
+def codec_checkpoint(model, with_discriminator=True, parts_present=None):
+  """The tf.train.Checkpoint of everything a trained model is (optimizers excluded).
+
+  `parts_present`: restoring, only the parts a checkpoint holds (a model grows the rate
+  gains or the realism knob from a checkpoint without them: those start as initialised).
+  """
   import tensorflow as tf
   parts = dict(model.codec_modules)
+  if parts_present is not None:
+    parts = {name: part for name, part in parts.items()
+             if name in parts_present or name not in ("rate_gains", "realism")}
   if with_discriminator and model.discriminator is not None:
     parts["discriminator"] = model.discriminator
   return tf.train.Checkpoint(**parts)
@@ -168,9 +175,9 @@ def restore_checkpoint(model, checkpoint_path):
   Returns whether D was restored.
   """
   import tensorflow as tf
-  with_discriminator = model.discriminator is not None and any(
-      name.startswith("discriminator/") for name, _ in tf.train.list_variables(checkpoint_path))
-  codec_checkpoint(model, with_discriminator=with_discriminator).restore(
+  stored = {name.split("/")[0] for name, _ in tf.train.list_variables(checkpoint_path)}
+  with_discriminator = model.discriminator is not None and "discriminator" in stored
+  codec_checkpoint(model, with_discriminator=with_discriminator, parts_present=stored).restore(
       checkpoint_path).expect_partial().assert_existing_objects_matched()
   return with_discriminator
 

@@ -127,9 +127,14 @@ class DecoderStage(HiFiC):
                                   tf.nn.compute_average_loss(per_image))
       d_total = model_lib._scaled(self.discriminator_optimizer,
                                   tf.nn.compute_average_loss(d_per_image))
+    # D's gradient is taken before G moves (then both updates apply), as two players who
+    # see the same forward pass.
+    d_gradients = tape.gradient(d_total, self.discriminator_variables)
     model_lib._apply(self.transform_optimizer, tape, g_total, self.decoder_variables)
-    model_lib._apply(self.discriminator_optimizer, tape, d_total, self.discriminator_variables)
     del tape
+    if isinstance(self.discriminator_optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+      d_gradients = self.discriminator_optimizer.get_unscaled_gradients(d_gradients)
+    self.discriminator_optimizer.apply_gradients(zip(d_gradients, self.discriminator_variables))
     for average, variable in zip(self.ema, self.decoder_variables):
       average.assign(config.ema_decay * average + (1. - config.ema_decay) * variable)
     return self._update_trackers(dict(

@@ -257,9 +257,12 @@ class SpectralConv2D(tf.keras.layers.Conv2D):
   make every call of D in training mode (including the generator's step) change D's weights.
   """
 
-  def __init__(self, filters, kernel_size, strides=1, **kwargs):
+  def __init__(self, filters, kernel_size, strides=1, normalize=True, **kwargs):
+    """`normalize` False: a plain conv with the same variables (the decoder stage's D, whose
+    spectrally normalised version stayed at chance for hundreds of CPU steps)."""
     kwargs.setdefault("kernel_initializer", tf.keras.initializers.RandomNormal(stddev=0.02))
     super().__init__(filters, kernel_size, strides=strides, padding="same", **kwargs)
+    self.normalize = normalize
 
   def build(self, input_shape):
     super().build(input_shape)
@@ -270,6 +273,8 @@ class SpectralConv2D(tf.keras.layers.Conv2D):
         aggregation=tf.VariableAggregation.MEAN)
 
   def normalized_kernel(self, training):
+    if not self.normalize:
+      return self.kernel
     matrix = tf.reshape(self.kernel, [-1, self.filters])
     v = tf.math.l2_normalize(tf.matmul(self.power_iteration_u, matrix, transpose_b=True))
     u = tf.math.l2_normalize(tf.matmul(v, matrix))

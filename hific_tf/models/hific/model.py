@@ -138,9 +138,9 @@ class HiFiC(tf.keras.Model):
     self.realism = (realism_lib.RealismConditioning(
         config.num_residual_blocks, config.num_filters_base * 2 ** networks.NUM_DOWNSAMPLINGS)
                     if config.realism else None)
-    self.discriminator = (networks.Discriminator(config.disc_filters_base,
-                                                 config.disc_latent_channels)
-                          if config.use_gan else None)
+    self.discriminator = (networks.Discriminator(
+        config.disc_filters_base, config.disc_latent_channels,
+        spectral_norm=config.discriminator_spectral_norm) if config.use_gan else None)
     self.lpips = None
 
   def build_all(self, crop_size=64):

@@ -133,18 +133,20 @@ class Discriminator(tf.keras.layers.Layer):
   stop_gradient to y_hat: D must not shape the latent.
   """
 
-  def __init__(self, filters_base=64, latent_channels=12, name="discriminator", **kwargs):
+  def __init__(self, filters_base=64, latent_channels=12, spectral_norm=True,
+               name="discriminator", **kwargs):
     # float32 under any mixed-precision policy: the spectral-norm power iteration keeps its
     # state in float32 variables, and D is a small part of a training step's cost.
     super().__init__(name=name, dtype="float32", **kwargs)
-    self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent", dtype="float32")
+    norm = dict(normalize=spectral_norm, dtype="float32")
+    self.latent_conv = SpectralConv2D(latent_channels, 3, 1, name="latent", **norm)
     self.convs = [
-        SpectralConv2D(filters_base, 4, 2, name="conv_0", dtype="float32"),
-        SpectralConv2D(filters_base * 2, 4, 2, name="conv_1", dtype="float32"),
-        SpectralConv2D(filters_base * 4, 4, 2, name="conv_2", dtype="float32"),
-        SpectralConv2D(filters_base * 8, 4, 1, name="conv_3", dtype="float32"),
+        SpectralConv2D(filters_base, 4, 2, name="conv_0", **norm),
+        SpectralConv2D(filters_base * 2, 4, 2, name="conv_1", **norm),
+        SpectralConv2D(filters_base * 4, 4, 2, name="conv_2", **norm),
+        SpectralConv2D(filters_base * 8, 4, 1, name="conv_3", **norm),
     ]
-    self.to_logits = SpectralConv2D(1, 4, 1, name="logits", dtype="float32")
+    self.to_logits = SpectralConv2D(1, 4, 1, name="logits", **norm)
 
   def call(self, inputs, training=False):
     image, latent = (tf.cast(t, tf.float32) for t in inputs)
