@@ -44,10 +44,9 @@ RECIPES = {
     "mselpips-then-gan": (("small-mselpips-lo-continue", 0.7), ("small-hific-lo", 0.3)),
     # The decoder-only GAN stage (E, hyperprior, gains frozen; training/decoder_stage.py):
     # start from small-lo (the gain model). The conditional PatchGAN alone, with DiffAugment,
-    # with an EMA of G, and with both (the shipped recipe).
+    # and with an EMA of G (the shipped recipe).
     "decoder-patchgan": (("small-decoder-gan-plain", 1.0),),
     "decoder-diffaugment": (("small-decoder-gan-diffaugment", 1.0),),
-    "decoder-ema": (("small-decoder-gan-ema", 1.0),),
     "decoder": (("small-decoder-gan", 1.0),),
 }
 

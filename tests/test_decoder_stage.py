@@ -72,27 +72,76 @@ def test_the_decoders_quantization_is_the_coders(stage1_dir):
     np.testing.assert_allclose(stage.numpy(), decoded.numpy(), rtol=0, atol=1e-5)
 
 
-def test_a_file_of_the_source_decodes_at_any_realism(stage1_dir, decoder_run, saved_model,
-                                                     tmp_path):
+def test_a_file_of_the_source_decodes_at_any_realism(decoder_export, saved_model, tmp_path):
   """A file the starting codec wrote decodes with the new decoder's SavedModel, in a fresh
   process, at R = 0, 0.5 and 1, and at the default when no R is given; R changes pixels."""
   photo = tmp_path / "photo.png"
   photo.write_bytes(images.encode_png(images.load_rgb(HELD_OUT / "Dune.png")[:128, :160]))
   run_hific("compress", "--model", saved_model, photo, tmp_path / "old.hific")
-  run_hific("export", "--model_dir", decoder_run, "--out", tmp_path / "new")
   decoded = {}
   for realism in ("0", "0.5", "1", None):
     out = tmp_path / f"r{realism}.png"
     extra = () if realism is None else ("--realism", realism)
-    run_hific("decompress", "--model", tmp_path / "new", *extra, tmp_path / "old.hific", out)
+    run_hific("decompress", "--model", decoder_export, *extra, tmp_path / "old.hific", out)
     decoded[realism] = images.load_rgb(out)
     assert decoded[realism].shape == (128, 160, 3)
   np.testing.assert_array_equal(decoded[None], decoded["1"])  # tiny-decoder-gan: default 1.
   assert not np.array_equal(decoded["0"], decoded["1"])
   # The new codec's own files carry the bitstream's fingerprint and decode too.
-  run_hific("compress", "--model", tmp_path / "new", photo, tmp_path / "new.hific")
-  run_hific("decompress", "--model", tmp_path / "new", "--realism", "0.3",
+  run_hific("compress", "--model", decoder_export, photo, tmp_path / "new.hific")
+  run_hific("decompress", "--model", decoder_export, "--realism", "0.3",
             tmp_path / "new.hific", tmp_path / "new.png")
+
+
+@pytest.fixture(scope="module")
+def decoder_export(tmp_path_factory, decoder_run):
+  folder = tmp_path_factory.mktemp("decoder_export") / "codec"
+  run_hific("export", "--model_dir", decoder_run, "--out", folder)
+  return folder
+
+
+def test_the_server_decodes_at_the_realism_asked_for(decoder_export, codec, saved_model):
+  """`hific serve`: /health gives the knob's range and default; /decompress?realism=R decodes
+  the same file at R; a bad R, or any R but its own on a codec without the knob, is a 400."""
+  from test_server import _asgi_post
+
+  from hific_tf.serving import server as server_lib
+  from hific_tf.serving.codec import SavedModelCodec
+  decoder = SavedModelCodec(decoder_export)
+  service = server_lib.CodecService(decoder, isolate=False)
+  assert service.health()["realism_range"] == [0., 1.]
+  assert service.health()["default_realism"] == 1.
+  app = server_lib.create_app(service, request_seconds=120)
+  photo = images.load_rgb(HELD_OUT / "Dune.png")[:96, :128]
+  data = decoder.compress(photo).to_bytes()
+  pngs = {}
+  for realism in ("0", "1"):
+    status, body = _asgi_post(app, f"/decompress?realism={realism}", data)
+    assert status == 200
+    pngs[realism] = body
+  assert pngs["0"] != pngs["1"]
+  for query in ("realism=2", "realism=x"):
+    status, body = _asgi_post(app, f"/decompress?{query}", data)
+    assert status == 400 and "realism" in json.loads(body)["error"], body
+  plain = server_lib.create_app(server_lib.CodecService(codec, isolate=False),
+                                request_seconds=120)
+  status, body = _asgi_post(plain, "/decompress?realism=0.5", codec.compress(photo).to_bytes())
+  assert status == 400 and "no realism knob" in json.loads(body)["error"]
+
+
+def test_the_serving_export_decodes_at_any_realism(decoder_run, tmp_path):
+  """The stock-op `--serving` export: `synthesis_realism` decodes at R, `synthesis` (an
+  earlier client's call) at the default; the same file as the codec SavedModel's."""
+  from hific_tf.serving import split
+  run_hific("export", "--model_dir", decoder_run, "--out", tmp_path / "serving", "--serving")
+  client = split.SplitCodec(tmp_path / "serving")
+  assert client.has_realism
+  photo = images.load_rgb(HELD_OUT / "LadyBird.png")[:96, :128]
+  hific_file = client.compress(photo)
+  default, at_1, at_0 = (client.decompress(hific_file), client.decompress(hific_file, 1.),
+                         client.decompress(hific_file, 0.))
+  np.testing.assert_array_equal(default, at_1)
+  assert not np.array_equal(at_0, at_1)
 
 
 def test_realism_is_refused_in_one_line_where_it_cannot_apply(saved_model, tmp_path):

@@ -90,7 +90,7 @@ def test_health_names_the_model(server, codec):
   assert server["health"] == {"status": "ok", "model": codec.config_name,
                               "fingerprint": codec.fingerprint.hex(), "shed_requests": 0,
                               "range_decoder_replacements": 0,
-                              "rate_range": list(codec.rate_range)}
+                              "rate_range": list(codec.rate_range), "default_realism": 0.}
 
 
 def test_twenty_concurrent_requests_are_all_correct(server, codec):

@@ -113,8 +113,10 @@ class DecoderStage(HiFiC):
       if policy:
         real_input = diff_augment(x, policy, self._noise_seed(5))
         fake_input = diff_augment(reconstruction, policy, self._noise_seed(6))
-      real = self.discriminator((real_input, y_hat), training=True)
-      fake = self.discriminator((fake_input, y_hat), training=True)
+      # One call of D on real and fake together: one pass of its kernels, not two.
+      logits = self.discriminator((tf.concat([real_input, fake_input], 0),
+                                   tf.concat([y_hat, y_hat], 0)), training=True)
+      real, fake = logits[:batch_size], logits[batch_size:]
       d_per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
                      tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
       g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])
