@@ -41,9 +41,12 @@ def test_the_stage_keeps_the_bitstream_and_trains_the_decoder(stage1_dir, decode
         (kv for kv in source.codec_variables() if kv[0].startswith(part + "/")),
         (kv for kv in trained.codec_variables() if kv[0].startswith(part + "/"))):
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
-  moved = [not np.array_equal(a.numpy(), b.numpy()) for a, b in
+  moved = [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in
            zip(source.generator.trainable_variables, trained.generator.trainable_variables)]
-  assert any(moved)
+  assert max(moved) > 0
+  # Six Adam steps at 1e-3 move a weight by about 0.006 at most; the saved EMA starts at the
+  # starting codec's G, not at the random initialisation it was built with.
+  assert max(moved) < 0.02, max(moved)
   assert any(np.abs(v.numpy()).max() > 0 for v in trained.realism.trainable_variables
              if "to_biases" in v.name)
   config = json.loads((decoder_run / "config.json").read_text())

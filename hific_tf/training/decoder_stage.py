@@ -75,6 +75,12 @@ class DecoderStage(HiFiC):
                 if self.config.ema_decay > 0 else [])
     return self
 
+  def restart_averages(self):
+    """The EMA starts at G's weights as they are now: after `--init_from` has loaded the
+    starting codec (averaging from the random initialisation would blend it in)."""
+    for average, variable in zip(self.ema, self.decoder_variables):
+      average.assign(variable)
+
   @property
   def transform_variables(self):
     return self.decoder_variables

@@ -257,6 +257,8 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
     restored_discriminator = sources.restore(model, init_from)
     if config.stage == "decoder":
       config = decoder_stage.with_source_fingerprint(config, init_from)
+  if not resumed and config.stage == "decoder":
+    model.restart_averages()
   # What the run actually uses, flags included: export, stage 2 and readers of the
   # model_dir see the true batch, crop and length.
   used = config.replace(batch_size=batch_size, crop_size=crop_size, num_steps=steps)
