@@ -4,7 +4,7 @@ import setuptools
 
 setuptools.setup(
     name="hific_tf",
-    version="0.3.0",
+    version="0.4.0",
     description="High-Fidelity Generative Image Compression on TF2 and tensorflow-compression",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

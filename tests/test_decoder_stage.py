@@ -6,14 +6,16 @@ decoder, at any realism R, through every decoder interface.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from conftest import REPO, hific_here, run_hific
-from hific_tf import bitstream, images
+from hific_tf import images
 
 HELD_OUT = REPO / "tests" / "data" / "heldout"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +200,69 @@ def test_diff_augment_changes_colour_and_cuts_out_per_example():
   assert len(set(np.round(means, 5))) == 3  # Each example its own draw.
   again = decoder_stage.diff_augment(images_in, "color", tf.constant([3, 4], tf.int64))
   np.testing.assert_array_equal(colour.numpy(), again.numpy())  # Stateless.
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="Debian's chromium and chromium-driver are not installed "
+                           "(`make test` installs them when it runs as root)")
+def test_the_page_has_a_realism_slider_that_decodes_again(decoder_export, tmp_path):
+  """`hific serve` with a decoder that has the knob, in headless Chromium: the realism slider
+  shows the codec's default; moving it compares again, and HiFiC's picture changes."""
+  import subprocess
+  import sys
+  import time
+  import urllib.request
+
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  from test_server import _free_port
+  port = _free_port()
+  process = subprocess.Popen(
+      [sys.executable, "-m", "hific_tf.cli", "serve", "--model", str(decoder_export),
+       "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      stdin=subprocess.DEVNULL)
+  url = f"http://127.0.0.1:{port}"
+  try:
+    deadline = time.time() + 300
+    while True:
+      try:
+        urllib.request.urlopen(url + "/health", timeout=5).read()
+        break
+      except OSError:
+        assert process.poll() is None and time.time() < deadline, "hific serve did not start"
+        time.sleep(1)
+    photo = tmp_path / "dune.png"
+    photo.write_bytes(images.encode_png(images.load_rgb(HELD_OUT / "Dune.png")[:128, :192]))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+      options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    done = lambda d: (d.execute_script("return document.body.dataset.state") == "done" or
+                      "error" in d.find_element(By.ID, "status").get_attribute("class"))
+    hific_picture = lambda d: d.find_elements(By.CSS_SELECTOR, ".result img.decoded")[
+        0].get_attribute("src")
+    try:
+      driver.get(url + "/")
+      WebDriverWait(driver, 60).until(
+          lambda d: d.find_element(By.ID, "realism").is_displayed())
+      assert driver.find_element(By.ID, "realism-value").text == "1"
+      driver.find_element(By.ID, "file").send_keys(str(photo))
+      WebDriverWait(driver, 300).until(done)
+      assert driver.find_element(By.ID, "status").get_attribute("class") != "error"
+      at_default = hific_picture(driver)
+      driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent("
+                            "new Event('input')); arguments[0].dispatchEvent("
+                            "new Event('change'))", driver.find_element(By.ID, "realism"))
+      assert driver.find_element(By.ID, "realism-value").text == "0"
+      WebDriverWait(driver, 300).until(lambda d: done(d) and hific_picture(d) != at_default)
+      assert driver.find_element(By.ID, "status").get_attribute("class") != "error"
+    finally:
+      driver.quit()
+  finally:
+    process.kill()

@@ -346,7 +346,7 @@ def _realisms(text):
   try:
     values = [float(part) for part in text.split(",") if part.strip()]
   except ValueError:
-    raise UsageError(f"--realism takes numbers from 0 to 1, comma-separated, not '{text}'")
+    raise UsageError(f"--realism takes numbers from 0 to 1, comma-separated, not '{text}'") from None
   if any(not 0. <= value <= 1. for value in values):
     raise UsageError(f"--realism values must be between 0 and 1, got '{text}'")
   return values

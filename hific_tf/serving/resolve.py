@@ -11,6 +11,7 @@ import hashlib
 import os
 import pathlib
 
+from hific_tf import images as images_lib
 from hific_tf.errors import HificError, UsageError
 from hific_tf.models import sources, zoo
 
@@ -37,14 +38,18 @@ def saved_model_path(source, log=None, generator_dtype="float32", config=None):
     card = zoo.load_card(source.path)
     label, fingerprint = card.get("name") or source.path.name, card["fingerprint"]
     config_text = (source.path / zoo.CONFIG).read_bytes()
+    weights_id = images_lib.sha256_of(source.path / zoo.WEIGHTS)[:8]
   else:
     model = sources.build_model(source, config=config)
     label = source.label
     fingerprint = stored_weights.fingerprint(model).hex()
     config_text = model.config.to_json().encode()
-  # The config too: the same weights under another layout are another codec.
+    weights_id = stored_weights.weights_fingerprint(model).hex()[:8]
+  # The config too: the same weights under another layout are another codec. And the weights
+  # themselves: a fingerprint may name only the bitstream, which retrained decoders share.
   layout = hashlib.sha256(config_text).hexdigest()[:8]
-  target = cache_root() / f"{label}-{fingerprint}-{layout}-v{codec.EXPORT_VERSION}"
+  target = (cache_root() /
+            f"{label}-{fingerprint}-{weights_id}-{layout}-v{codec.EXPORT_VERSION}")
   if generator_dtype != "float32":
     target = target.with_name(f"{target.name}-g-{generator_dtype.replace('mixed_', '')}")
   if (target / "saved_model.pb").is_file():

@@ -29,8 +29,7 @@ from hific_tf.models import sources
 from hific_tf.models.hific import layers, networks
 from hific_tf.models.hific.model import HiFiC
 from hific_tf.training import data as data_lib
-from hific_tf.training import decoder_stage
-from hific_tf.training import latent_cache
+from hific_tf.training import decoder_stage, latent_cache
 
 
 class TrainError(HificError, ValueError):

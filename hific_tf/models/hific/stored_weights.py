@@ -162,6 +162,11 @@ def fingerprint(model):
   """
   if model.config.fingerprint_scope == "bitstream":
     return bitstream_fingerprint(model)
+  return weights_fingerprint(model)
+
+
+def weights_fingerprint(model):
+  """The fingerprint of all the codec's weights, whatever the config's fingerprint_scope."""
   recorded = getattr(model, "stored_fingerprint", None)
   if recorded is not None:
     # Only a lean generator's model has one (load_weights, sources.build_model): it holds
