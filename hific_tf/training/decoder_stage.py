@@ -53,16 +53,21 @@ def diff_augment(images, policy, seed):
 
 def with_source_fingerprint(config, init_from):
   """`config` reading the files of the codec the stage starts from: its fingerprint (as its
-  files carry it) joins `reads_fingerprints`, since the bitstream stays that codec's."""
+  files carry it) and those it reads itself join `reads_fingerprints`, since the bitstream
+  stays that codec's (a stage continued from another decoder stage reads what that one read).
+  """
   from hific_tf.models import sources
   from hific_tf.models.hific import stored_weights
   init_from = sources.source_of(init_from)
-  source = HiFiC(sources.config_of(init_from).replace(stage="mselpips")).build_all()
+  source_config = sources.config_of(init_from)
+  source = HiFiC(source_config.replace(stage="mselpips")).build_all()
   sources.restore(source, init_from)
-  fingerprint = stored_weights.fingerprint(source).hex()
-  if fingerprint in config.reads_fingerprints:
-    return config
-  return config.replace(reads_fingerprints=config.reads_fingerprints + (fingerprint,))
+  reads = list(config.reads_fingerprints)
+  for fingerprint in (*source_config.reads_fingerprints,
+                      stored_weights.fingerprint(source).hex()):
+    if fingerprint not in reads:
+      reads.append(fingerprint)
+  return config.replace(reads_fingerprints=tuple(reads))
 
 
 class DecoderStage(HiFiC):
