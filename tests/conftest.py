@@ -160,7 +160,8 @@ _END_TO_END_CALLS = ("run_hific(", "hific_here(", "subprocess.", "zoo.build_mode
 
 # The costliest modules first (their share of a one-worker run), so that `make test`'s two
 # workers, which take whole modules in this order (--dist loadfile), finish together.
-MODULE_ORDER = ("test_import", "test_training", "test_codec", "test_zoo", "test_sources",
+MODULE_ORDER = ("test_import", "test_training", "test_decoder_stage", "test_codec", "test_zoo",
+                "test_effort", "test_compat", "test_sources",
                 "test_server", "test_rates", "test_serving", "test_tflite", "test_evaluation",
                 "test_fuzz",
                 "test_lpips")
