@@ -307,7 +307,9 @@ def test_bfloat16_generator_decodes_the_same_bits(stage1_dir, codec, tmp_path, p
   (tmp_path / "f32.hific").write_bytes(f32_file.to_bytes())
   run_hific("decompress", "--model", out, tmp_path / "f32.hific", tmp_path / "bf16.png")
   difference = np.abs(a.astype(int) - images.load_rgb(tmp_path / "bf16.png").astype(int))
-  assert 0 < difference.mean() < 3.  # Really bfloat16, and close to float32.
+  # Really bfloat16, and close to float32. Where TensorFlow's own kernels emulate bfloat16
+  # (no native bfloat16 in the CPU), this 30-step model moves by up to about 6 levels.
+  assert 0 < difference.mean() < (3. if runtime.native_bfloat16() else 8.)
   refusal = runtime.bfloat16_refusal("it")
   if refusal:  # This process runs oneDNN on a CPU without native bfloat16: one line, no crash.
     with pytest.raises(UsageError, match="AVX512-BF16"):
