@@ -77,8 +77,7 @@ class EntropyModelCoder:
   def code(self, image):
     import tensorflow as tf
     y = self.model.analyze(tf.constant(image))
-    log_gain = self.model.log_gain(None if self.rate is None else tf.constant(self.rate))
-    outputs = self.model.hyperprior(y, training=False, log_gain=log_gain)
+    outputs = self.model.hyperprior(y, training=False, log_gain=self.model.log_gain(self.rate))
     bits = float(outputs.y_bits_quantized[0] + outputs.z_bits_quantized[0])
     reconstruction = self.model.synthesize(outputs.y_hat, image.shape[:2],
                                            self.realism).numpy()

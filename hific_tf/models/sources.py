@@ -160,10 +160,12 @@ def codec_checkpoint(model, with_discriminator=True, parts_present=None):
   gains or the realism knob from a checkpoint without them: those start as initialised).
   """
   import tensorflow as tf
+
+  from hific_tf.models.hific import stored_weights
   parts = dict(model.codec_modules)
   if parts_present is not None:
     parts = {name: part for name, part in parts.items()
-             if name in parts_present or name not in ("rate_gains", "realism")}
+             if name in parts_present or name not in stored_weights.OPTIONAL_PARTS}
   if with_discriminator and model.discriminator is not None:
     parts["discriminator"] = model.discriminator
   return tf.train.Checkpoint(**parts)

@@ -247,19 +247,16 @@ class HiFiC(tf.keras.Model):
   def generate(self, y_hat, realism=None):
     """G: y_hat [B, h, w, C] -> image [B, H, W, 3] in [0, 1] scale, at realism R ([B] or a
     scalar; default: the config's `default_realism`) when the decoder has the knob."""
-    biases = None
-    if self.realism is not None:
-      realism = self.config.default_realism if realism is None else realism
-      realism = tf.broadcast_to(tf.cast(realism, tf.float32), tf.shape(y_hat)[:1])
-      biases = self.realism(realism)
+    biases = self.realism_biases(realism, tf.shape(y_hat)[:1])
     return self.image_from(self.generator(y_hat, biases))
 
-  def realism_biases(self, realism, batch=1):
-    """The knob's per-block biases at a scalar R (None for a decoder without the knob)."""
+  def realism_biases(self, realism, batch_shape=(1,)):
+    """The knob's per-block biases at R (a scalar, or one per example; default: the config's
+    `default_realism`) for a batch; None for a decoder without the knob."""
     if self.realism is None:
       return None
     realism = self.config.default_realism if realism is None else realism
-    return self.realism(tf.fill([batch], tf.cast(realism, tf.float32)))
+    return self.realism(tf.broadcast_to(tf.cast(realism, tf.float32), batch_shape))
 
   def log_gain(self, rate=None):
     """The per-channel log gain of y at `rate`; None (the default) is rate 0 of this model.
