@@ -55,6 +55,10 @@ class Config:
   `discriminator_learning_rate` defaults to `learning_rate`; `discriminator_spectral_norm`
   False makes D's convolutions plain (a fresh spectrally normalised D stayed at chance for
   hundreds of decoder-stage steps on small-lo, a plain one separated within about 50).
+  `discriminator` is "patchgan" (HiFiC's conditional D on pixels) or "projected" (read by
+  the decoder stage; the full GAN stage keeps the PatchGAN): heads on the frozen LPIPS
+  features (Sauer et al., NeurIPS 2021; models/hific/projected_discriminator.py), which tell
+  held-out crops apart within 10 steps.
 
   `fingerprint_scope` is what the weights fingerprint in a file's header names: "weights" (all
   of them, the default) or "bitstream" (E, hyperprior and gains: a decoder retrained on the
@@ -137,6 +141,7 @@ class Config:
   latent_crops_per_photo: int = 8
   discriminator_learning_rate: float | None = None
   discriminator_spectral_norm: bool = True
+  discriminator: str = "patchgan"
   fingerprint_scope: str = "weights"
   reads_fingerprints: tuple = ()
   source: dict | None = None
@@ -185,6 +190,8 @@ class Config:
                        "pairs in increasing rate")
     if self.fingerprint_scope not in ("weights", "bitstream"):
       raise UsageError(f"config '{self.name}': fingerprint_scope must be weights or bitstream")
+    if self.discriminator not in ("patchgan", "projected"):
+      raise UsageError(f"config '{self.name}': discriminator must be patchgan or projected")
     if not 0. <= self.default_realism <= 1.:
       raise UsageError(f"config '{self.name}': default_realism must be in [0, 1]")
     if set(filter(None, self.diff_augment.split(","))) - {"color", "cutout"}:

@@ -30,12 +30,20 @@ module = tf.saved_model.load(directory)
 from PIL import Image
 image = np.asarray(Image.open(image_path).convert("RGB"))
 rate = tf.constant(0.5)  # Any rate: the decoder's signatures take the header's.
-analysis = module.signatures["analysis"](image=tf.constant(image), rate=rate)
-indexes = module.signatures["hyper_synthesis"](z_symbols=analysis["z_symbols"],
-                                               y_shape=analysis["y_shape"], rate=rate)
-out = module.signatures["synthesis"](z_symbols=analysis["z_symbols"],
-                                     y_symbols=analysis["y_symbols"],
-                                     image_shape=analysis["image_shape"], rate=rate)
+analysis = module.signatures["analysis_at_rate"](image=tf.constant(image), rate=rate)
+indexes = module.signatures["hyper_synthesis_at_rate"](z_symbols=analysis["z_symbols"],
+                                                       y_shape=analysis["y_shape"], rate=rate)
+out = module.signatures["synthesis_at_rate"](z_symbols=analysis["z_symbols"],
+                                             y_symbols=analysis["y_symbols"],
+                                             image_shape=analysis["image_shape"], rate=rate)
+# A client written before rates: the image alone, then symbols alone (rate 0).
+plain = module.signatures["analysis"](image=tf.constant(image))
+plain_indexes = module.signatures["hyper_synthesis"](z_symbols=plain["z_symbols"],
+                                                     y_shape=plain["y_shape"])
+plain_out = module.signatures["synthesis"](z_symbols=plain["z_symbols"],
+                                           y_symbols=plain["y_symbols"],
+                                           image_shape=plain["image_shape"])
+at_zero = module.signatures["analysis_at_rate"](image=tf.constant(image), rate=tf.constant(0.))
 print(json.dumps({
     "unknown_ops": unknown, "op_count": len(ops),
     "tfc_imported": any(name.startswith("tensorflow_compression") for name in sys.modules),
@@ -43,6 +51,13 @@ print(json.dumps({
     "indexes_match": bool(np.array_equal(indexes["scale_indexes"],
                                          analysis["scale_indexes"])),
     "image_shape": list(out["image"].shape),
+    "plain_indexes_match": bool(np.array_equal(plain_indexes["scale_indexes"],
+                                               plain["scale_indexes"])),
+    "plain_is_rate_zero": bool(np.array_equal(plain["y_symbols"], at_zero["y_symbols"])),
+    "rate_changes_symbols": not np.array_equal(plain["y_symbols"].shape,
+                                               analysis["y_symbols"].shape) or
+                            bool(np.any(plain["y_symbols"] != analysis["y_symbols"])),
+    "plain_image_shape": list(plain_out["image"].shape),
 }))
 """
 
@@ -58,17 +73,20 @@ def test_serving_model_has_only_stock_ops_and_runs_without_tfc(serving_model, ph
   # The decoder's hyper_synthesis gives exactly the indexes the encoder coded y with.
   assert result["indexes_match"]
   assert result["image_shape"] == [300, 451, 3]
+  # An earlier client's requests (no rate anywhere) succeed, at rate 0.
+  assert result["plain_indexes_match"] and result["plain_is_rate_zero"]
+  assert result["rate_changes_symbols"]
+  assert result["plain_image_shape"] == [300, 451, 3]
 
 
 def test_stock_saved_model_cli_runs_the_analysis_signature(serving_model, tmp_path):
   image = sample_photos()["coffee"][:70, :90]
   np.save(tmp_path / "image.npy", image)
-  np.save(tmp_path / "rate.npy", np.float32(0))  # The model's own rate.
   stock = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  # The image alone, as a client written before rates sends it.
   done = subprocess.run(
       [stock, "run", "--dir", str(serving_model), "--tag_set", "serve", "--signature_def",
-       "analysis", "--inputs", f"image={tmp_path / 'image.npy'};rate={tmp_path / 'rate.npy'}",
-       "--outdir", str(tmp_path)],
+       "analysis", "--inputs", f"image={tmp_path / 'image.npy'}", "--outdir", str(tmp_path)],
       capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert np.load(tmp_path / "image_shape.npy").tolist() == [70, 90]

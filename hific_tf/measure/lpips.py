@@ -26,6 +26,8 @@ _ALEX = [(0, 2, 4, False, True), (1, 2, 1, True, True), (2, 1, 1, True, True),
 _VGG_FEATURES_AFTER = {1, 3, 6, 9, 12}  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 _VGG_POOL_BEFORE = {2, 4, 7, 10}
 _CHECKPOINTS = {"alex": ("alexnet", "AlexNet_0"), "vgg": ("vgg16", "VGG16_0")}
+# Channels of the five feature maps LPIPS compares (what a head on them is built for).
+FEATURE_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 
 
 def load_checkpoint(net, path=None):
@@ -103,6 +105,27 @@ class LPIPS(tf.keras.layers.Layer):
       image = image * 2. - 1.
     return (image - _SHIFT) / _SCALE
 
+  def features(self, image):
+    """The five ReLU feature maps of the backbone, for an image batch in `input_range`.
+
+    Public so that a training step computes them once per image and hands them both to
+    `distance_from_features` and to a discriminator that judges on them
+    (models/hific/projected_discriminator.py).
+    """
+    return self._features(self._standardize(image))
+
+  def distance_from_features(self, features_a, features_b):
+    """LPIPS per image [B] from two `features` results."""
+    return tf.add_n(self._layer_terms(features_a, features_b))
+
+  def _layer_terms(self, features_a, features_b):
+    terms = []
+    for feature_a, feature_b, lin in zip(features_a, features_b, self._lins):
+      diff = tf.square(_unit_length(feature_a) - _unit_length(feature_b))
+      weighted = tf.nn.conv2d(diff, lin, 1, "VALID")
+      terms.append(tf.reduce_mean(weighted, axis=[1, 2, 3]))
+    return terms
+
   def layer_distances(self, image_a, image_b):
     """The five per-layer terms, each [B]; they sum to the distance.
 
@@ -113,14 +136,7 @@ class LPIPS(tf.keras.layers.Layer):
     (alex and vgg, 4 crops of 256², bench/lpips_speed.py); the distances and gradients are
     the same to float round-off.
     """
-    terms = []
-    for feature_a, feature_b, lin in zip(self._features(self._standardize(image_a)),
-                                         self._features(self._standardize(image_b)),
-                                         self._lins):
-      diff = tf.square(_unit_length(feature_a) - _unit_length(feature_b))
-      weighted = tf.nn.conv2d(diff, lin, 1, "VALID")
-      terms.append(tf.reduce_mean(weighted, axis=[1, 2, 3]))
-    return terms
+    return self._layer_terms(self.features(image_a), self.features(image_b))
 
   def call(self, image_a, image_b):
     return tf.add_n(self.layer_distances(image_a, image_b))

@@ -31,8 +31,10 @@ from hific_tf.serving import guard, split, windows
 # on it, so a newer hific_tf rebuilds SavedModels that lack its functions. 2: tiled pieces,
 # estimate_bits apart from compress; 3: a bfloat16 generator holds bfloat16 weights; 4: every
 # coding function takes the rate, and `analyze` gives y for a search over rates; 5: a decoder
-# with the realism knob adds `decompress_realism` and `synthesis_trunk_realism`.
-EXPORT_VERSION = 5
+# with the realism knob adds `decompress_realism` and `synthesis_trunk_realism`; 6: the
+# `--serving` export's analysis, hyper_synthesis and synthesis take the image (symbols) alone
+# again, at rate 0, and the rate-taking ones are `*_at_rate`.
+EXPORT_VERSION = 6
 
 
 class CodecModule(tf.Module):

@@ -5,13 +5,19 @@ tensorflow-compression's range-coding ops (`CreateRangeEncoder`, ...), and stock
 with "Op type not registered" (tensorflow/compression#119). So `hific export --serving` writes
 a second kind of SavedModel, with only stock ops and integer symbols at its edges:
 
-  analysis(image uint8 [H, W, 3], rate)
+  analysis(image uint8 [H, W, 3])
       -> z_symbols, y_symbols, scale_indexes (int32 [h, w, C]), image_shape, y_shape, z_shape
-  hyper_synthesis(z_symbols, y_shape, rate) -> scale_indexes (what the decoder needs for y)
-  synthesis(z_symbols, y_symbols, image_shape, rate) -> image uint8 [H, W, 3]
+  hyper_synthesis(z_symbols, y_shape) -> scale_indexes (what the decoder needs for y)
+  synthesis(z_symbols, y_symbols, image_shape) -> image uint8 [H, W, 3]
 
-`rate` is a float32 scalar, 0 for the model's own (models/hific/gains.py); the client reads it
-from the `.hific` header and hands the same value to both decoding signatures.
+and the same three at any rate, `analysis_at_rate(image, rate)`, `hyper_synthesis_at_rate(
+z_symbols, y_shape, rate)` and `synthesis_at_rate(z_symbols, y_symbols, image_shape, rate)`;
+a decoder with the realism knob adds `synthesis_realism(..., rate, realism)`. `rate` is a
+float32 scalar, 0 for the model's own (models/hific/gains.py); the client reads it from the
+`.hific` header and hands the same value to both decoding signatures. The signatures without
+a rate code at rate 0, as they did before rates existed: a client written for those exports
+sends the image alone and keeps working (export versions 4 and 5 had the rate in these three
+names; docs/COMPATIBILITY.md).
 
 The range coder's tables travel inside it as plain variables (`z_cdf`, `y_cdf`, ...), readable
 with `tf.train.load_checkpoint`. `SplitCodec` is the client: it runs (or asks a server for) the
@@ -98,10 +104,16 @@ class CodingModule(tf.Module):
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([2], tf.int32, name="y_shape"),
                                 tf.TensorSpec([], tf.float32, name="rate")])
-  def hyper_synthesis(self, z_symbols, y_shape, rate):
+  def hyper_synthesis_at_rate(self, z_symbols, y_shape, rate):
     _, scale_indexes = self.hyperprior.latent_coding_parameters(
         self._hyper_values(z_symbols), y_shape, self.rate_gains(rate))
     return {"scale_indexes": scale_indexes[0]}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+                                tf.TensorSpec([2], tf.int32, name="y_shape")])
+  def hyper_synthesis(self, z_symbols, y_shape):
+    """`hyper_synthesis_at_rate` at rate 0: the signature of exports before rates."""
+    return self.hyper_synthesis_at_rate(z_symbols, y_shape, tf.constant(0.))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
@@ -114,6 +126,7 @@ class CodingModule(tf.Module):
     return {"pad_image": self.pad_image.get_concrete_function(),
             "hyper_analysis": self.hyper_analysis.get_concrete_function(),
             "hyper_synthesis": self.hyper_synthesis.get_concrete_function(),
+            "hyper_synthesis_at_rate": self.hyper_synthesis_at_rate.get_concrete_function(),
             "latent_values": self.latent_values.get_concrete_function()}
 
 
@@ -137,16 +150,28 @@ class TransformsModule(CodingModule):
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
                                 tf.TensorSpec([], tf.float32, name="rate")])
-  def analysis(self, image, rate):
+  def analysis_at_rate(self, image, rate):
     return self._symbols(self._encode(self._pad_image(image)), tf.shape(image)[:2], rate)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+  def analysis(self, image):
+    """`analysis_at_rate` at rate 0: the signature of exports before rates."""
+    return self.analysis_at_rate(image, tf.constant(0.))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
                                 tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
                                 tf.TensorSpec([2], tf.int32, name="image_shape"),
                                 tf.TensorSpec([], tf.float32, name="rate")])
-  def synthesis(self, z_symbols, y_symbols, image_shape, rate):
+  def synthesis_at_rate(self, z_symbols, y_symbols, image_shape, rate):
     return {"image": self._synthesize(self._latent_values(z_symbols, y_symbols, rate),
                                       image_shape)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32, name="z_symbols"),
+                                tf.TensorSpec([None, None, None], tf.int32, name="y_symbols"),
+                                tf.TensorSpec([2], tf.int32, name="image_shape")])
+  def synthesis(self, z_symbols, y_symbols, image_shape):
+    """`synthesis_at_rate` at rate 0: the signature of exports before rates."""
+    return self.synthesis_at_rate(z_symbols, y_symbols, image_shape, tf.constant(0.))
 
   def _synthesis_at_realism(self, z_symbols, y_symbols, image_shape, rate, realism):
     """`synthesis` at realism R (decoders with the knob); `synthesis` uses the default R."""
@@ -155,7 +180,9 @@ class TransformsModule(CodingModule):
 
   def signatures(self):
     signatures = dict(super().signatures(), analysis=self.analysis.get_concrete_function(),
-                      synthesis=self.synthesis.get_concrete_function())
+                      analysis_at_rate=self.analysis_at_rate.get_concrete_function(),
+                      synthesis=self.synthesis.get_concrete_function(),
+                      synthesis_at_rate=self.synthesis_at_rate.get_concrete_function())
     if self.has_realism:
       signatures["synthesis_realism"] = self.synthesis_realism.get_concrete_function()
     return signatures
@@ -245,12 +272,18 @@ class SplitCodec(guard.GuardedDecoder):
                        f"({error.__class__.__name__})") from None
     self._read_info(info, max_pixels)
     self.has_realism = hasattr(self.module, "synthesis_realism")
+    # From export version 6 the rate-taking signatures are `*_at_rate`; in 4 and 5 they held
+    # the plain names, and before 4 there was no rate.
+    at_rate = hasattr(self.module, "analysis_at_rate")
+    self._analysis, self._hyper_synthesis, self._synthesis = (
+        getattr(self.module, name + ("_at_rate" if at_rate else ""))
+        for name in ("analysis", "hyper_synthesis", "synthesis"))
 
   def compress(self, image, with_estimate=False, rate=0.):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
     rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)
-    hific_file = self._file_from(self.module.analysis(tf.constant(image, tf.uint8),
+    hific_file = self._file_from(self._analysis(tf.constant(image, tf.uint8),
                                                       *self.rate_args(rate)), rate)
     return (hific_file, None) if with_estimate else hific_file
 
@@ -268,7 +301,7 @@ class SplitCodec(guard.GuardedDecoder):
     def range_decode():
       z_symbols = self.coder.decode_side(hific_file.z_string, hific_file.z_shape,
                                          self.hyper_channels)
-      indexes = self.module.hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape),
+      indexes = self._hyper_synthesis(z_symbols, tf.constant(hific_file.y_shape),
                                             *self.rate_args(hific_file.rate))
       return z_symbols, self.coder.decode_latent(hific_file.y_string,
                                                  indexes["scale_indexes"])
@@ -286,6 +319,6 @@ class SplitCodec(guard.GuardedDecoder):
                                           *self.rate_args(hific_file.rate),
                                           tf.constant(realism, tf.float32))
     else:
-      out = self.module.synthesis(z_symbols, y_symbols, image_shape,
+      out = self._synthesis(z_symbols, y_symbols, image_shape,
                                   *self.rate_args(hific_file.rate))
     return out["image"].numpy()

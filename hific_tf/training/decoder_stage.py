@@ -20,7 +20,9 @@ import contextlib
 
 import tensorflow as tf
 
+from hific_tf.measure import lpips as lpips_lib
 from hific_tf.models.hific import model as model_lib
+from hific_tf.models.hific import projected_discriminator
 from hific_tf.models.hific.model import HiFiC
 
 _METRICS = ("loss", "mse", "psnr", "lpips", "g_loss", "d_loss", "d_real", "d_fake", "rate",
@@ -70,8 +72,45 @@ def with_source_fingerprint(config, init_from):
   return config.replace(reads_fingerprints=tuple(reads))
 
 
+def _per_image(logit_maps, function):
+  """`function` of each logit, averaged over positions and then over D's scales: [B]."""
+  return tf.add_n([tf.reduce_mean(function(logits), axis=[1, 2, 3])
+                   for logits in logit_maps]) / len(logit_maps)
+
+
 class DecoderStage(HiFiC):
   """HiFiC whose `train_step` trains only the decoder; batches are (images, cached y)."""
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    self.projected = config.discriminator == "projected"
+    if self.projected:
+      self.discriminator = projected_discriminator.ProjectedDiscriminator(
+          lpips_lib.FEATURE_CHANNELS[config.lpips_net])
+
+  def _build_discriminator(self, outputs):
+    if self.projected:
+      self.discriminator.build_for(self.config.latent_channels)
+    else:
+      super()._build_discriminator(outputs)
+
+  def _judge(self, real, fake, y_hat, real_features, fake_features):
+    """D's logit maps of the photos and of the reconstructions (lists, one map per scale).
+
+    The projected D judges LPIPS' features (those of the loss, unless DiffAugment changed
+    the pixels); the PatchGAN judges pixels, real and fake in one call (one pass of its
+    kernels, not two).
+    """
+    augmented = real is not None
+    if self.projected:
+      if augmented:
+        real_features, fake_features = self.lpips.features(real), self.lpips.features(fake)
+      return (self.discriminator((real_features, y_hat), training=True),
+              self.discriminator((fake_features, y_hat), training=True))
+    logits = self.discriminator((tf.concat([real, fake], 0), tf.concat([y_hat, y_hat], 0)),
+                                training=True)
+    batch_size = tf.shape(real)[0]
+    return [logits[:batch_size]], [logits[batch_size:]]
 
   def build_all(self, crop_size=64):
     super().build_all(crop_size)
@@ -118,22 +157,21 @@ class DecoderStage(HiFiC):
     realism = (tf.random.stateless_uniform([batch_size], self._noise_seed(4))
                if self.realism is not None else tf.ones([batch_size]))
     policy = config.diff_augment
+    real_features = [tf.stop_gradient(f) for f in self.lpips.features(x)]
     with tf.GradientTape(persistent=True) as tape:
       reconstruction = self.generate(y_hat, realism)
-      real_input, fake_input = x, reconstruction
+      fake_features = self.lpips.features(reconstruction)
+      lpips = self.lpips.distance_from_features(fake_features, real_features)
+      real_input, fake_input = (None, None) if self.projected else (x, reconstruction)
       if policy:
         real_input = diff_augment(x, policy, self._noise_seed(5))
         fake_input = diff_augment(reconstruction, policy, self._noise_seed(6))
-      # One call of D on real and fake together: one pass of its kernels, not two.
-      logits = self.discriminator((tf.concat([real_input, fake_input], 0),
-                                   tf.concat([y_hat, y_hat], 0)), training=True)
-      real, fake = logits[:batch_size], logits[batch_size:]
-      d_per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
-                     tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
-      g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])
+      real, fake = self._judge(real_input, fake_input, y_hat, real_features, fake_features)
+      d_per_image = (_per_image(real, lambda t: tf.nn.softplus(-t)) +
+                     _per_image(fake, tf.nn.softplus))
+      g_loss = _per_image(fake, lambda t: tf.nn.softplus(-t))
       mse = tf.reduce_mean(tf.math.squared_difference(x * 255., reconstruction * 255.),
                            axis=[1, 2, 3])
-      lpips = self.lpips(reconstruction, x)
       per_image = (config.k_mse * mse + config.k_lpips * lpips +
                    config.beta_gan * realism * g_loss)
       g_total = model_lib._scaled(self.transform_optimizer,
@@ -152,7 +190,8 @@ class DecoderStage(HiFiC):
       average.assign(config.ema_decay * average + (1. - config.ema_decay) * variable)
     return self._update_trackers(dict(
         loss=per_image, mse=mse, psnr=tf.image.psnr(x, reconstruction, 1.), lpips=lpips,
-        g_loss=g_loss, d_loss=d_per_image, d_real=tf.sigmoid(real), d_fake=tf.sigmoid(fake),
+        g_loss=g_loss, d_loss=d_per_image, d_real=_per_image(real, tf.sigmoid),
+        d_fake=_per_image(fake, tf.sigmoid),
         rate=rate, learning_rate=model_lib.learning_rate_schedule(config)(self.step)))
 
   def test_step(self, batch):

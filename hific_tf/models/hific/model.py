@@ -148,8 +148,11 @@ class HiFiC(tf.keras.Model):
     images = tf.zeros([1, crop_size, crop_size, 3], tf.uint8)
     outputs = self(images, training=True)
     if self.discriminator is not None:
-      self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
+      self._build_discriminator(outputs)
     return self
+
+  def _build_discriminator(self, outputs):
+    self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
 
   # --- Variable groups: three optimizers, as in the official code. -------------------------
 
