@@ -7,11 +7,13 @@ search, serving/rate_control.py), the baseline decodes it, the candidate decodes
 file at each R, and the classical codec is searched to the file's bytes. Per target and
 decoder: mean bpp, PSNR and LPIPS, patch FID and patch KID (256² patches on the paper's
 grids, evaluation/heldout.py) with the jackknife SE, and the paired SE of the candidate's
-patch FID minus the baseline's (the ship rule's test, docs/MODELS.md).
+patch FID minus the baseline's (the ship rule's test, docs/MODELS.md). `--vgg` adds patch FD
+through a second network (VGG16 relu5_3): the projected D judges AlexNet features, and a gain
+both networks see is not Inception being gamed.
 
   python bench/realism.py --candidate CODEC_DIR [--baseline small-lo] \
       [--images data/photos/heldout] [--targets 0.14,0.2,0.3] [--realisms 0,1] \
-      [--against jxl] [--json eval/realism.jsonl]
+      [--against jxl] [--vgg] [--json eval/realism.jsonl]
 """
 
 import argparse
@@ -41,6 +43,8 @@ def main():
   parser.add_argument("--targets", default="0.14,0.2,0.3")
   parser.add_argument("--realisms", default="0,1")
   parser.add_argument("--against", default="jxl")
+  parser.add_argument("--vgg", action="store_true",
+                      help="Also patch FD through VGG16 features, with its paired SE.")
   parser.add_argument("--json", help="Append one JSON row per target and decoder.")
   args = parser.parse_args()
   paths = images_lib.list_images(args.images)
@@ -49,18 +53,22 @@ def main():
   realisms = [float(r) for r in args.realisms.split(",")]
   codec = classical.get_codec(args.against)
   lpips, features = LPIPS("alex"), heldout.InceptionFeatures()
-  originals = {}
+  vgg = heldout.VGGFeatures() if args.vgg else None
+  originals, vgg_originals = {}, {}
   print(f"{len(paths)} photos; files by {args.baseline}, decoded by it and by "
         f"{args.candidate} at R {args.realisms}; {args.against} at the same bytes", flush=True)
   for target in (float(t) for t in args.targets.split(",")):
     methods = ["baseline"] + [f"R{r:g}" for r in realisms] + [args.against]
     rows = {m: [] for m in methods}
     collected = {m: {} for m in methods}
+    vgg_collected = {m: {} for m in methods}
     for path in tqdm(paths, desc=f"{target:g} bpp", unit="photo"):
       image = images_lib.load_rgb(path)
       name = pathlib.Path(path).stem
       if name not in originals:
         originals[name] = features(image)
+        if vgg:
+          vgg_originals[name] = vgg(image)
       hific_file = rate_control.compress_to_bpp(baseline, image, target)
       data = hific_file.to_bytes()
       decoded = {"baseline": baseline.decompress(bitstream.HificFile.from_bytes(data))}
@@ -74,10 +82,13 @@ def main():
       for method, pixels in decoded.items():
         rows[method].append(metrics.measure(image, pixels, sizes[method], lpips, False))
         collected[method][name] = features(pixels)
+        if vgg:
+          vgg_collected[method][name] = vgg(pixels)
     photos = [pathlib.Path(p).stem for p in paths]
     print(f"\ntarget {target:g} bpp")
     print(f"{'decoder':<12}{'bpp':>8}{'PSNR':>8}{'LPIPS':>8}{'pFID':>8}{'SE':>6}{'pKID':>9}"
-          f"{'pFID - baseline':>17}{'SE':>6}")
+          f"{'pFID - baseline':>17}{'SE':>6}" + (f"{'pFD-VGG':>9}{'- baseline':>11}{'SE':>6}"
+                                                  if vgg else ""))
     for method in methods:
       means = {k: float(np.mean([r[k] for r in rows[method]])) for k in ("bpp", "psnr", "lpips")}
       statistics = heldout.feature_statistics(originals, collected[method], photos)
@@ -88,9 +99,21 @@ def main():
         difference = statistics["patch_fid"] - baseline_fid
         difference_se = heldout.patch_fid_difference_se(originals, collected[method],
                                                          collected["baseline"], photos)
+      second = {}
+      if vgg:
+        second["patch_fd_vgg"] = heldout.feature_statistics(
+            vgg_originals, vgg_collected[method], photos, with_kid=False)["patch_fid"]
+        second["patch_fd_vgg_minus_baseline"] = second["vgg_difference_se"] = float("nan")
+        if method != "baseline":
+          second["patch_fd_vgg_minus_baseline"] = second["patch_fd_vgg"] - heldout.feature_statistics(
+              vgg_originals, vgg_collected["baseline"], photos, with_kid=False)["patch_fid"]
+          second["vgg_difference_se"] = heldout.patch_fid_difference_se(
+              vgg_originals, vgg_collected[method], vgg_collected["baseline"], photos)
       print(f"{method:<12}{means['bpp']:8.4f}{means['psnr']:8.2f}{means['lpips']:8.4f}"
             f"{statistics['patch_fid']:8.1f}{statistics['patch_fid_se']:6.1f}"
-            f"{statistics['patch_kid']:9.4f}{difference:17.1f}{difference_se:6.1f}", flush=True)
+            f"{statistics['patch_kid']:9.4f}{difference:17.1f}{difference_se:6.1f}" +
+            ("{patch_fd_vgg:9.2f}{patch_fd_vgg_minus_baseline:11.2f}{vgg_difference_se:6.2f}"
+             .format(**second) if vgg else ""), flush=True)
       if args.json:
         with open(args.json, "a", encoding="utf-8") as out:
           out.write(json.dumps(dict(target=target, decoder=method, images=len(photos), **means,
@@ -98,7 +121,7 @@ def main():
                                     patch_fid_se=statistics["patch_fid_se"],
                                     patch_kid=statistics["patch_kid"],
                                     patch_fid_minus_baseline=difference,
-                                    difference_se=difference_se)) + "\n")
+                                    difference_se=difference_se, **second)) + "\n")
 
 
 if __name__ == "__main__":

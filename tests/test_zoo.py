@@ -83,6 +83,10 @@ def test_default_codec_and_rate_choice(cache_env, tmp_path):
     assert zoo.closest_to_rate(rate) == name
   listing = hific_here("models", env=cache_env).stdout
   assert all(name in listing for name in zoo.names())
+  # A terminal's width: the training notes wrap under their row, and only with --verbose.
+  detailed = hific_here("models", "--verbose", env=cache_env).stdout
+  assert max(len(line) for line in (listing + detailed).splitlines()) <= 100
+  assert len(detailed.splitlines()) > len(listing.splitlines())
 
 
 def test_generator_precision_changes_pixels_not_bytes(cache_env, tmp_path):

@@ -180,7 +180,7 @@ def compress(args):
           if args.verbose else (model.compress(image, **options), None)
     data = hific_file.to_bytes()
     images_lib.write_atomic(destination, data, force=args.force)
-    if args.verbose:
+    if getattr(args, "verbose", False):
       pixels = image.shape[0] * image.shape[1]
       reconstruction = model.decompress(hific_file)
       psnr = metrics.psnr(image, reconstruction)
@@ -218,7 +218,7 @@ def decompress(args):
     reconstruction = (models[name].decompress(hific_file) if args.realism is None else
                       models[name].decompress(hific_file, realism=args.realism))
     images_lib.write_atomic(destination, images_lib.encode_png(reconstruction), force=args.force)
-    if args.verbose:
+    if getattr(args, "verbose", False):
       print(f"{destination}: {hific_file.width}x{hific_file.height}, "
             f"{hific_file.bits_per_pixel():.4f} bpp")
 
@@ -374,28 +374,37 @@ def evaluate(args):
 
 
 def models(args):
+  import shutil
+  import textwrap
+
   from hific_tf.models import zoo
   available = zoo.names()
   if not available:
     print("no bundled codecs in this installation")
     return
-  print(f"{'name':<12}{'default':>8}{'target':>8}{'rates':>11}{'bpp':>8}{'PSNR':>7}"
-        f"{'MS-SSIM':>9}{'LPIPS':>7}{'params':>9}  version, trained")
+  width = min(100, shutil.get_terminal_size((100, 24)).columns)
+  print(f"{'name':<10}{'version':<16}{'target':>7}{'rates':>11}{'bpp':>7}{'PSNR':>7}"
+        f"{'LPIPS':>7}{'realism':>9}{'MB':>7}")
   for name in available:
-    card = zoo.load_card(name)
+    card, config = zoo.load_card(name), zoo.load_config(name)
     figures = card.get("heldout", {})
-    low, high = zoo.load_config(name).rate_range
-    print(f"{name:<12}{'*' if name == zoo.DEFAULT_CODEC else '':>8}{card['target_bpp']:>8.3f}"
-          f"{f'{low:g}..{high:g}':>11}"
-          f"{figures.get('bpp', float('nan')):>8.3f}{figures.get('psnr', float('nan')):>7.2f}"
-          f"{figures.get('ms_ssim', float('nan')):>9.4f}"
-          f"{figures.get('lpips', float('nan')):>7.3f}{card['parameters'] / 1e6:>8.2f}M  "
-          f"v{card.get('version', 1)} ({card.get('date', '?')}, {card.get('steps', '?')} steps): "
-          f"{card.get('training', '')}")
-  print("figures: means over the held-out photos at rate 0 (docs/MODELS.md); every codec "
-        "codes at any rate in its range (`hific compress --rate`, `--target_bpp`, "
-        "`--max_bytes`); `hific evaluate --model NAME --match` compares them with classical "
-        "codecs")
+    low, high = config.rate_range
+    label = f"{name}{'*' if name == zoo.DEFAULT_CODEC else ''}"
+    version = f"v{card.get('version', 1)} {card.get('date', '?')}"
+    realism = f"{config.default_realism:g}, 0..1" if config.realism else "-"
+    print(f"{label:<10}{version:<16}{card['target_bpp']:>7.2f}{f'{low:g}..{high:g}':>11}"
+          f"{figures.get('bpp', float('nan')):>7.3f}{figures.get('psnr', float('nan')):>7.2f}"
+          f"{figures.get('lpips', float('nan')):>7.3f}{realism:>9}"
+          f"{card.get('weights_bytes', 0) / 1e6:>7.1f}")
+    if getattr(args, "verbose", False):
+      note = f"{card.get('steps', '?')} steps: {card.get('training', '')}"
+      print(textwrap.fill(note, width, initial_indent="    ", subsequent_indent="    "))
+  print(textwrap.fill(
+      f"* the default. Figures: means over the held-out photos at rate 0 (docs/MODELS.md). "
+      "Every codec codes at any rate in its range (--rate, --target_bpp, --max_bytes); "
+      "realism: the default R and the range --realism takes. "
+      + ("" if getattr(args, "verbose", False) else "--verbose adds how each was trained."),
+      width))
 
 
 def data(args):

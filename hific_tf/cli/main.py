@@ -206,7 +206,8 @@ def build_parser():
                  "memory, but a crafted file that spins the decoder then disables decoding "
                  "until a restart.")
 
-  _subcommand(sub, "models", "List the bundled codecs and their held-out figures.")
+  _subcommand(sub, "models", "List the bundled codecs and their held-out figures (--verbose: "
+              "how each was trained).")
 
   p = _subcommand(sub, "info", "Describe a config, a .hific file or a SavedModel.")
   target = p.add_mutually_exclusive_group(required=True)

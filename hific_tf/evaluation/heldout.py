@@ -24,6 +24,7 @@ import pathlib
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from hific_tf import images as images_lib
 from hific_tf.measure import classical, metrics
@@ -138,6 +139,31 @@ class InceptionFeatures:
     tiles = metrics.patches(image)
     return (self._network(image[None]),
             self._network(np.stack(tiles)) if tiles else np.zeros([0, 2048], np.float32))
+
+
+class VGGFeatures:
+  """Whole-image and patch features through a second network: VGG16's relu5_3 (the LPIPS-vgg
+  backbone, ImageNet-trained), averaged over positions, 512 per image.
+
+  The decoder stage's projected D judges AlexNet features; a realism gain that shows in
+  Inception's patch FID and in this one is not one network's quirk being gamed.
+  """
+
+  def __init__(self):
+    self._network = None
+
+  def _embed(self, batch):
+    return np.concatenate([
+        tf.reduce_mean(self._network.features(batch[i:i + 8].astype(np.float32) / 255.)[-1],
+                       axis=[1, 2]).numpy() for i in range(0, len(batch), 8)])
+
+  def __call__(self, image):
+    if self._network is None:
+      from hific_tf.measure.lpips import LPIPS
+      self._network = LPIPS("vgg")
+    tiles = metrics.patches(image)
+    return (self._embed(image[None]),
+            self._embed(np.stack(tiles)) if tiles else np.zeros([0, 512], np.float32))
 
 
 @dataclasses.dataclass
