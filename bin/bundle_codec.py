@@ -96,7 +96,10 @@ def main():
     previous = zoo.load_card(target) if args.out and zoo.is_codec_dir(target) else {}
   source = sources.source_of(args.restore or args.model_dir)
   config = sources.config_of(source)
-  trained = HiFiC(config).build_all()  # With D for a stage-2 config: it is stored beside.
+  # With D for a stage-2 config: it is stored beside. A decoder stage's D (projected on
+  # LPIPS features) judged G for training only and does not travel.
+  trained = HiFiC(config.replace(stage="mselpips") if config.stage == "decoder"
+                  else config).build_all()
   sources.restore(trained, source)
   if args.restore:
     restored = zoo.load_card(args.restore)
@@ -125,6 +128,12 @@ def main():
     model = HiFiC(config.replace(stage="mselpips")).build_all()
     stored_weights.load_weights(model, staging / "weights.npz")
     fingerprint = stored_weights.fingerprint(model).hex()
+    # A decoder stage's bitstream is frozen (it came from storage): storing must not move it,
+    # or the files of the codec it started from would decode wrong.
+    if config.stage == "decoder" and (stored_weights.bitstream_fingerprint(model) !=
+                                      stored_weights.bitstream_fingerprint(trained)):
+      sys.exit("bundle_codec: storing moved E, the hyperprior or the gains (store them at the "
+               "bits they were stored at before)")
     parameters = sum(int(np.prod(v.shape)) for _, v in model.codec_variables())
     info = codec_lib.export(model, staging / "saved_model")
     assert info["fingerprint"] == fingerprint

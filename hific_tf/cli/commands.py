@@ -400,7 +400,7 @@ def models(args):
       note = f"{card.get('steps', '?')} steps: {card.get('training', '')}"
       print(textwrap.fill(note, width, initial_indent="    ", subsequent_indent="    "))
   print(textwrap.fill(
-      f"* the default. Figures: means over the held-out photos at rate 0 (docs/MODELS.md). "
+      "* the default. Figures: means over the held-out photos at rate 0 (docs/MODELS.md). "
       "Every codec codes at any rate in its range (--rate, --target_bpp, --max_bytes); "
       "realism: the default R and the range --realism takes. "
       + ("" if getattr(args, "verbose", False) else "--verbose adds how each was trained."),

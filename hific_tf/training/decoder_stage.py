@@ -20,7 +20,6 @@ import contextlib
 
 import tensorflow as tf
 
-from hific_tf.measure import lpips as lpips_lib
 from hific_tf.models.hific import model as model_lib
 from hific_tf.models.hific import projected_discriminator
 from hific_tf.models.hific.model import HiFiC
@@ -81,18 +80,9 @@ def _per_image(logit_maps, function):
 class DecoderStage(HiFiC):
   """HiFiC whose `train_step` trains only the decoder; batches are (images, cached y)."""
 
-  def __init__(self, config, **kwargs):
-    super().__init__(config, **kwargs)
-    self.projected = config.discriminator == "projected"
-    if self.projected:
-      self.discriminator = projected_discriminator.ProjectedDiscriminator(
-          lpips_lib.FEATURE_CHANNELS[config.lpips_net])
-
-  def _build_discriminator(self, outputs):
-    if self.projected:
-      self.discriminator.build_for(self.config.latent_channels)
-    else:
-      super()._build_discriminator(outputs)
+  @property
+  def projected(self):
+    return isinstance(self.discriminator, projected_discriminator.ProjectedDiscriminator)
 
   def _judge(self, real, fake, y_hat, real_features, fake_features):
     """D's logit maps of the photos and of the reconstructions (lists, one map per scale).

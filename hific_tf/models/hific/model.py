@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from hific_tf import geometry
 from hific_tf.configs import Config
-from hific_tf.models.hific import gains, networks
+from hific_tf.measure import lpips as lpips_lib
+from hific_tf.models.hific import gains, networks, projected_discriminator
 from hific_tf.models.hific import hyperprior as hyperprior_lib
 from hific_tf.models.hific import realism as realism_lib
 
@@ -92,6 +93,18 @@ def _image_pixels(images):
   return tf.cast(shape[1] * shape[2], tf.float32)
 
 
+def _discriminator_for(config):
+  """D of a GAN config: the decoder stage's projected D on LPIPS features when the config
+  asks for it (projected_discriminator.py), else HiFiC's conditional PatchGAN on pixels."""
+  if not config.use_gan:
+    return None
+  if config.stage == "decoder" and config.discriminator == "projected":
+    return projected_discriminator.ProjectedDiscriminator(
+        lpips_lib.FEATURE_CHANNELS[config.lpips_net])
+  return networks.Discriminator(config.disc_filters_base, config.disc_latent_channels,
+                                spectral_norm=config.discriminator_spectral_norm)
+
+
 def _scaled(optimizer, loss):
   """The loss `optimizer` differentiates: multiplied by its loss scale when it has one."""
   if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
@@ -138,9 +151,7 @@ class HiFiC(tf.keras.Model):
     self.realism = (realism_lib.RealismConditioning(
         config.num_residual_blocks, config.num_filters_base * 2 ** networks.NUM_DOWNSAMPLINGS)
                     if config.realism else None)
-    self.discriminator = (networks.Discriminator(
-        config.disc_filters_base, config.disc_latent_channels,
-        spectral_norm=config.discriminator_spectral_norm) if config.use_gan else None)
+    self.discriminator = _discriminator_for(config)
     self.lpips = None
 
   def build_all(self, crop_size=64):
@@ -152,7 +163,10 @@ class HiFiC(tf.keras.Model):
     return self
 
   def _build_discriminator(self, outputs):
-    self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
+    if isinstance(self.discriminator, projected_discriminator.ProjectedDiscriminator):
+      self.discriminator.build_for(self.config.latent_channels)
+    else:
+      self.discriminator((outputs["reconstruction"], outputs["y_hat"]))
 
   # --- Variable groups: three optimizers, as in the official code. -------------------------
 
@@ -300,7 +314,6 @@ class HiFiC(tf.keras.Model):
         mixed_float16 policy, where gradients smaller than float16's 6e-8 would flush to
         zero inside E and G (bfloat16 has float32's range and needs none).
     """
-    from hific_tf.measure import lpips as lpips_lib  # Only training needs the LPIPS weights.
     config = self.config
     if loss_scale is None:
       loss_scale = tf.keras.mixed_precision.global_policy().compute_dtype == "float16"
