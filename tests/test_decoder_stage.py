@@ -271,6 +271,7 @@ def test_the_page_has_a_realism_slider_that_decodes_again(decoder_export, tmp_pa
 def test_lpips_from_features_is_lpips():
   """The decoder stage computes LPIPS from features it also hands to D: the same distance."""
   import tensorflow as tf
+
   from hific_tf.measure.lpips import LPIPS
   lpips = LPIPS("alex")
   a, b = (tf.random.stateless_uniform([2, 64, 80, 3], [seed, 1]) for seed in (1, 2))
@@ -284,6 +285,7 @@ def test_the_projected_discriminator_learns_sharp_from_blurred():
   images they never saw, within 30 steps; the fixed projections are the same in every
   instance (a resumed run's heads see what they were trained on)."""
   import tensorflow as tf
+
   from hific_tf.measure.lpips import FEATURE_CHANNELS, LPIPS
   from hific_tf.models.hific.projected_discriminator import ProjectedDiscriminator
   lpips = LPIPS("alex")
