@@ -33,8 +33,9 @@ Every step here is set up by hific_tf.training.train.build_for_training and step
 the ones `hific train` uses, so a figure here is a figure of `hific train`'s step.
 
 With --decoder_stage, the decoder-only GAN step (training/decoder_stage.py: G with the realism
-knob and D on cached latents, E and the hyperprior frozen) beside today's GAN step (stage
-"hific": E, hyperprior, G and D) of the same network and batch, steps alternating pair by pair
+knob and its projected D on cached latents, E and the hyperprior frozen), the same stage with
+HiFiC's PatchGAN as D, and today's GAN step (stage "hific": E, hyperprior, G and D) of the
+same network and batch, steps alternating pair by pair
 in one process so that both see the same load; the ratio is the figure.
 
 Usage: python bench/train_speed.py [--steps 3]
@@ -156,7 +157,10 @@ def decoder_stage_against_gan_step(steps, batch, crop=256, decoder_config="small
                                                tf.int32), tf.uint8)
   runs = {}
   with train.global_policy(precision):
-    for label, config in (("decoder stage", decoder), ("GAN step (E, hyperprior, G, D)", full)):
+    for label, config in (("decoder stage", decoder),
+                          ("decoder stage, PatchGAN D", decoder.replace(discriminator="patchgan",
+                                                                       diff_augment="")),
+                          ("GAN step (E, hyperprior, G, D)", full)):
       model = train.build_for_training(config, crop_size=crop)
       step = train.step_function(model)
       if config.stage == "decoder":

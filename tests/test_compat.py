@@ -30,3 +30,21 @@ def test_a_file_an_earlier_release_wrote_decodes(name, cache_env, tmp_path):
   original, decoded = images.load_rgb(ORIGINAL), images.load_rgb(out)
   assert decoded.shape == original.shape
   assert metrics.psnr(original, decoded) >= entry["psnr"] - PSNR_TOLERANCE_DB, entry
+
+
+REFUSED = json.loads((COMPAT / "refused.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_file_no_bundled_codec_reads_is_refused_with_the_release_that_does(name, cache_env,
+                                                                             tmp_path):
+  entry = REFUSED[name]
+  assert bitstream.HificFile.from_bytes((COMPAT / name).read_bytes()).fingerprint.hex() == (
+      entry["fingerprint"])
+  out = tmp_path / "decoded.png"
+  done = hific_here("decompress", COMPAT / name, out, env=cache_env, check=False)
+  assert done.returncode != 0 and not out.exists()
+  message = done.stderr.strip()
+  assert len(message.splitlines()) == 1, message
+  assert f"{entry['codec']} v{entry['version']}" in message
+  assert f"hific_tf {entry['decoded_by']}" in message, message

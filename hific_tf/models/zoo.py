@@ -102,6 +102,29 @@ def by_fingerprint(fingerprint_hex):
   return None
 
 
+def released_codec(fingerprint_hex):
+  """What bundled/history.json knows of a codec version the repository once shipped, by the
+  fingerprint its files carry: {codec, version, date, releases, commit}, or None."""
+  path = BUNDLED_DIR / "history.json"
+  if not path.is_file():
+    return None
+  return json.loads(path.read_text()).get("codecs", {}).get(fingerprint_hex)
+
+
+def where_it_decodes(fingerprint_hex):
+  """A sentence naming the release (or commit) that decodes files of an earlier codec
+  version that no bundled codec reads any more, or None for an unknown fingerprint."""
+  entry = released_codec(fingerprint_hex)
+  if entry is None:
+    return None
+  made_by = f"{entry['codec']} v{entry['version']} ({entry['date']})"
+  if entry["releases"]:
+    release = entry["releases"][-1]
+    return f"{made_by}, which hific_tf {release} decodes (its git commit {entry['commit']})"
+  return (f"{made_by}, shipped between releases: git checkout {entry['commit']} of hific_tf "
+          "decodes it")
+
+
 def weights_file(source):
   """The weights .npz that `source` names (a bundled codec, a codec folder or a .npz file),
   or None."""
