@@ -40,13 +40,14 @@ class Rung:
   grow_from: str
 
 
-# small-lo and small-mi train without D: per CPU-hour it matched the GAN stage's held-out LPIPS
-# at a lower rate and a lower patch FID (bench/recipes.py, docs/MODELS.md "Recipes per
-# CPU-hour"). small-hi keeps the GAN stage until it has been tried there. small-lo is the
-# gain-unit model (configs/small-rates.json) that codes at every rate: at 0.20 bpp it is
-# already ahead of small-mi, not yet at 0.30 of small-hi (docs/MODELS.md).
+# small-lo is the one model that codes at every rate, its bitstream (E, hyperprior, gains)
+# frozen since v10: it trains in the decoder stage (configs/small-decoder-gan.json, the
+# projected D and the realism knob), which keeps every file it wrote readable and is where D
+# pays (docs/MODELS.md, "The decoder stage"). small-mi trains without D: per CPU-hour that
+# matched the full GAN stage's held-out LPIPS at a lower rate and patch FID (bench/recipes.py).
+# small-hi keeps the full GAN stage until it has been tried there.
 LADDER = (
-    Rung("small-lo", "small-rates", "small-lo"),
+    Rung("small-lo", "small-decoder-gan", "small-lo"),
     Rung("small-mi", "small-mselpips-mi-continue", "small-mi"),
     Rung("small-hi", "small-hific-hi", "small-mi"),
 )

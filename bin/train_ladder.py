@@ -56,8 +56,9 @@ def log(message):
 def train_command(rung_state, args):
   command = [sys.executable, "-m", "hific_tf.cli", "train", "--config", rung_state.rung.config,
              "--model_dir", str(rung_state.model_dir), "--train_glob", args.train_glob,
-             "--batch_size", str(args.batch_size), "--checkpoint_every",
-             str(args.checkpoint_every), "--steps", str(args.max_steps)]
+             "--checkpoint_every", str(args.checkpoint_every), "--steps", str(args.max_steps)]
+  if args.batch_size:
+    command += ["--batch_size", str(args.batch_size)]
   if args.precision:
     command += ["--precision", args.precision]
   if rung_state.run_steps == 0 and not (rung_state.model_dir / "backup").is_dir():
@@ -298,7 +299,8 @@ def main(argv=None):
   parser.add_argument("--train_glob", default="data/photos/train")
   parser.add_argument("--heldout", default="tests/data/heldout",
                       help="The photos each slice is checked on (hific_tf/evaluation/heldout.py).")
-  parser.add_argument("--batch_size", type=int, default=4)
+  parser.add_argument("--batch_size", type=int,
+                      help="Global batch of every rung (default: each rung's config's).")
   parser.add_argument("--checkpoint_every", type=int, default=50)
   parser.add_argument("--max_steps", type=int, default=100000,
                       help="--steps of each run (a run stops at it for good).")

@@ -317,3 +317,30 @@ def test_the_projected_discriminator_learns_sharp_from_blurred():
   real = mean_sigmoid(first((lpips.features(sharp), latent)))
   fake = mean_sigmoid(first((lpips.features(blurred), latent)))
   assert real > 0.6 and fake < 0.4, (real, fake)
+
+
+def test_a_resumed_run_keeps_reading_the_files_it_started_from(stage1_dir, photo_dir,
+                                                               tmp_path):
+  """A killed decoder stage, resumed by rerunning its line, still records the fingerprint
+  of the codec it grew from: the config given again cannot know it."""
+  import tensorflow as tf
+
+  from hific_tf import configs
+  from hific_tf.training import train
+
+  class Killed(Exception):
+    pass
+
+  class KillAfterFirstCheckpoint(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      raise Killed  # After BackupAndRestore saved: the state a killed process leaves.
+
+  config = configs.get_config("tiny-decoder-gan")
+  arguments = dict(train_glob=f"{photo_dir}/*.png", init_from=str(stage1_dir), batch_size=2,
+                   steps=4, checkpoint_every=2, verbose=0)
+  with pytest.raises(Killed):
+    train.train(config, tmp_path, callbacks=[KillAfterFirstCheckpoint()], **arguments)
+  started = json.loads((tmp_path / "config.json").read_text())["reads_fingerprints"]
+  assert len(started) == 1
+  train.train(config, tmp_path, **arguments)
+  assert json.loads((tmp_path / "config.json").read_text())["reads_fingerprints"] == started

@@ -258,6 +258,12 @@ def _build_and_fit(config, model_dir, config_path, photo_cache, steps, batch_siz
       config = decoder_stage.with_source_fingerprint(config, init_from)
   if not resumed and config.stage == "decoder":
     model.restart_averages()
+  if resumed and config_path.is_file():
+    # What the run recorded when it started (the files of the codec it grew from) stays: the
+    # config given now is that of the same name, which cannot know it.
+    recorded = sources.read_config(model_dir).reads_fingerprints
+    config = config.replace(reads_fingerprints=tuple(dict.fromkeys(
+        (*recorded, *config.reads_fingerprints))))
   # What the run actually uses, flags included: export, stage 2 and readers of the
   # model_dir see the true batch, crop and length.
   used = config.replace(batch_size=batch_size, crop_size=crop_size, num_steps=steps)
