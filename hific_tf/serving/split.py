@@ -273,10 +273,10 @@ class SplitCodec(guard.GuardedDecoder):
     self._read_info(info, max_pixels)
     self.has_realism = hasattr(self.module, "synthesis_realism")
     # From export version 6 the rate-taking signatures are `*_at_rate`; in 4 and 5 they held
-    # the plain names, and before 4 there was no rate.
-    at_rate = hasattr(self.module, "analysis_at_rate")
+    # the plain names, and before 4 there was no rate. (A TFLite codec's coding module has
+    # only hyper_synthesis: its transforms run in TFLite.)
     self._analysis, self._hyper_synthesis, self._synthesis = (
-        getattr(self.module, name + ("_at_rate" if at_rate else ""))
+        getattr(self.module, name + "_at_rate", None) or getattr(self.module, name, None)
         for name in ("analysis", "hyper_synthesis", "synthesis"))
 
   def compress(self, image, with_estimate=False, rate=0.):
