@@ -89,39 +89,43 @@ def main():
     print(f"{'decoder':<12}{'bpp':>8}{'PSNR':>8}{'LPIPS':>8}{'pFID':>8}{'SE':>6}{'pKID':>9}"
           f"{'pFID - baseline':>17}{'SE':>6}" + (f"{'pFD-VGG':>9}{'- baseline':>11}{'SE':>6}"
                                                   if vgg else ""))
+    inception = _versus_baseline(originals, collected, photos)
+    second = _versus_baseline(vgg_originals, vgg_collected, photos, with_kid=False) if vgg else {}
     for method in methods:
       means = {k: float(np.mean([r[k] for r in rows[method]])) for k in ("bpp", "psnr", "lpips")}
-      statistics = heldout.feature_statistics(originals, collected[method], photos)
-      difference = difference_se = float("nan")
-      if method != "baseline":
-        baseline_fid = heldout.feature_statistics(originals, collected["baseline"], photos,
-                                                  with_kid=False)["patch_fid"]
-        difference = statistics["patch_fid"] - baseline_fid
-        difference_se = heldout.patch_fid_difference_se(originals, collected[method],
-                                                         collected["baseline"], photos)
-      second = {}
-      if vgg:
-        second["patch_fd_vgg"] = heldout.feature_statistics(
-            vgg_originals, vgg_collected[method], photos, with_kid=False)["patch_fid"]
-        second["patch_fd_vgg_minus_baseline"] = second["vgg_difference_se"] = float("nan")
-        if method != "baseline":
-          second["patch_fd_vgg_minus_baseline"] = second["patch_fd_vgg"] - heldout.feature_statistics(
-              vgg_originals, vgg_collected["baseline"], photos, with_kid=False)["patch_fid"]
-          second["vgg_difference_se"] = heldout.patch_fid_difference_se(
-              vgg_originals, vgg_collected[method], vgg_collected["baseline"], photos)
+      statistics = inception[method]
+      vgg_row = ({"patch_fd_vgg": second[method]["patch_fid"],
+                  "patch_fd_vgg_minus_baseline": second[method]["difference"],
+                  "vgg_difference_se": second[method]["difference_se"]} if vgg else {})
       print(f"{method:<12}{means['bpp']:8.4f}{means['psnr']:8.2f}{means['lpips']:8.4f}"
             f"{statistics['patch_fid']:8.1f}{statistics['patch_fid_se']:6.1f}"
-            f"{statistics['patch_kid']:9.4f}{difference:17.1f}{difference_se:6.1f}" +
+            f"{statistics['patch_kid']:9.4f}{statistics['difference']:17.1f}"
+            f"{statistics['difference_se']:6.1f}" +
             ("{patch_fd_vgg:9.2f}{patch_fd_vgg_minus_baseline:11.2f}{vgg_difference_se:6.2f}"
-             .format(**second) if vgg else ""), flush=True)
+             .format(**vgg_row) if vgg else ""), flush=True)
       if args.json:
         with open(args.json, "a", encoding="utf-8") as out:
           out.write(json.dumps(dict(target=target, decoder=method, images=len(photos), **means,
                                     patch_fid=statistics["patch_fid"],
                                     patch_fid_se=statistics["patch_fid_se"],
                                     patch_kid=statistics["patch_kid"],
-                                    patch_fid_minus_baseline=difference,
-                                    difference_se=difference_se, **second)) + "\n")
+                                    patch_fid_minus_baseline=statistics["difference"],
+                                    difference_se=statistics["difference_se"], **vgg_row)) + "\n")
+
+
+def _versus_baseline(reference, collected, photos, with_kid=True):
+  """Each method's patch statistics (`collected`: method -> features, the baseline first) with
+  its patch FID minus the baseline's and the paired SE; the baseline's computed once."""
+  results = {}
+  for method, features in collected.items():
+    statistics = heldout.feature_statistics(reference, features, photos, with_kid=with_kid)
+    difference = difference_se = float("nan")
+    if method != "baseline":
+      difference = statistics["patch_fid"] - results["baseline"]["patch_fid"]
+      difference_se = heldout.patch_fid_difference_se(reference, features,
+                                                       collected["baseline"], photos)
+    results[method] = dict(statistics, difference=difference, difference_se=difference_se)
+  return results
 
 
 if __name__ == "__main__":
