@@ -227,14 +227,14 @@ def _codec_for_file(hific_file):
   """The bundled codec that wrote `hific_file`, from the weights fingerprint in its header."""
   from hific_tf.models import zoo
   name = zoo.by_fingerprint(hific_file.fingerprint.hex())
+  if name is not None:
+    return name
   earlier = zoo.where_it_decodes(hific_file.fingerprint.hex())
-  if name is None and earlier:
+  if earlier:
     raise UsageError(f"the file was made by {earlier}; this release's codecs do not read it")
-  if name is None:
-    raise UsageError(f"the file was made by '{hific_file.config_name}' (weights "
-                     f"{hific_file.fingerprint.hex()}), which is not a bundled codec; pass "
-                     "--model with its SavedModel")
-  return name
+  raise UsageError(f"the file was made by '{hific_file.config_name}' (weights "
+                   f"{hific_file.fingerprint.hex()}), which is not a bundled codec; pass "
+                   "--model with its SavedModel")
 
 
 # --- serve ---------------------------------------------------------------------------------
