@@ -72,6 +72,9 @@ def main():
   parser.add_argument("--heldout", required=True, help="Folder of held-out photos.")
   parser.add_argument("--training", default="", help="One line: how it was trained.")
   parser.add_argument("--target_bpp", type=float, help="Default: the config's target.")
+  parser.add_argument("--default_realism", type=float,
+                      help="The R a decoder with the realism knob decodes at unless asked "
+                           "(default: the config's); the card's figures are measured at it.")
   parser.add_argument("--resume_point", action="store_true",
                       help="Write checkpoints/NAME.* (a rung in training), not a bundled codec.")
   parser.add_argument("--colour_offset_on", metavar="TRAIN_PHOTOS",
@@ -96,6 +99,11 @@ def main():
     previous = zoo.load_card(target) if args.out and zoo.is_codec_dir(target) else {}
   source = sources.source_of(args.restore or args.model_dir)
   config = sources.config_of(source)
+  if args.default_realism is not None:
+    if not config.realism or not 0. <= args.default_realism <= 1.:
+      sys.exit("bundle_codec: --default_realism is an R from 0 to 1, for a decoder with the "
+               "realism knob")
+    config = config.replace(default_realism=args.default_realism)
   # With D for a stage-2 config: it is stored beside. A decoder stage's D (projected on
   # LPIPS features) judged G for training only and does not travel.
   trained = HiFiC(config.replace(stage="mselpips") if config.stage == "decoder"

@@ -160,7 +160,7 @@ def compress(args):
   from hific_tf.serving import rate_control
   model = _load_codec(_compress_model_name(args.model, args.target_bpp),
                       precision=args.precision)
-  model.checked_rate(args.rate)
+  rate = model.checked_rate(args.rate)
   for source, destination in _progress(plan, "compress"):
     image = images_lib.load_rgb(source)
     options = {}
@@ -174,8 +174,7 @@ def compress(args):
     elif args.max_bytes is not None:
       hific_file = rate_control.compress_to_bytes(model, image, args.max_bytes, **options)
     else:
-      if args.rate:
-        options["rate"] = args.rate
+      options["rate"] = rate
       hific_file, estimated_bits = model.compress(image, with_estimate=True, **options) \
           if args.verbose else (model.compress(image, **options), None)
     data = hific_file.to_bytes()
@@ -329,7 +328,9 @@ def info(args):
     raise InputNotFoundError(f"{path} does not exist")
   hific_file = bitstream.HificFile.from_bytes(path.read_bytes())
   rate = f", rate {hific_file.rate:g}" if hific_file.rate else ""
-  print(f"{path}: .hific v{hific_file.version}, model {hific_file.config_name} "
+  made_by = zoo.codec_version(hific_file.fingerprint.hex())
+  made_by = f"codec {made_by}, " if made_by else ""
+  print(f"{path}: .hific v{hific_file.version}, {made_by}model {hific_file.config_name} "
         f"(weights {hific_file.fingerprint.hex()}){rate}")
   print(f"  image {hific_file.width}x{hific_file.height}, y {hific_file.y_shape[1]}x"
         f"{hific_file.y_shape[0]}, z {hific_file.z_shape[1]}x{hific_file.z_shape[0]}")
@@ -385,6 +386,7 @@ def models(args):
   if not available:
     print("no bundled codecs in this installation")
     return
+  verbose = getattr(args, "verbose", False)
   width = min(100, shutil.get_terminal_size((100, 24)).columns)
   print(f"{'name':<10}{'version':<16}{'target':>7}{'rates':>11}{'bpp':>7}{'PSNR':>7}"
         f"{'LPIPS':>7}{'realism':>9}{'MB':>7}")
@@ -399,15 +401,31 @@ def models(args):
           f"{figures.get('bpp', float('nan')):>7.3f}{figures.get('psnr', float('nan')):>7.2f}"
           f"{figures.get('lpips', float('nan')):>7.3f}{realism:>9}"
           f"{card.get('weights_bytes', 0) / 1e6:>7.1f}")
-    if getattr(args, "verbose", False):
+    if verbose:
       note = f"{card.get('steps', '?')} steps: {card.get('training', '')}"
       print(textwrap.fill(note, width, initial_indent="    ", subsequent_indent="    "))
   print(textwrap.fill(
-      "* the default. Figures: means over the held-out photos at rate 0 (docs/MODELS.md). "
-      "Every codec codes at any rate in its range (--rate, --target_bpp, --max_bytes); "
-      "realism: the default R and the range --realism takes. "
-      + ("" if getattr(args, "verbose", False) else "--verbose adds how each was trained."),
-      width))
+      "* the default. Figures: means over the held-out photos at rate 0 and the default "
+      "realism (docs/MODELS.md). A codec codes at any rate in its range (--rate, "
+      "--target_bpp, --max_bytes) and decodes at any realism in its range (--realism). "
+      + ("" if verbose else "--verbose adds how each was trained."), width))
+  presets = zoo.presets()
+  if presets:
+    print("\npresets: a name for a codec at a rate")
+    for name, preset in sorted(presets.items()):
+      print(f"  {name:<10}{preset['codec']} at rate {preset['rate']:g} (near "
+            f"{preset['target_bpp']:g} bpp; it replaces {preset['replaces']})")
+  kept = zoo.compat_decoders()
+  if kept:
+    total = sum((folder / zoo.WEIGHTS).stat().st_size for folder in kept)
+    print("\n" + textwrap.fill(
+        f"compatibility decoders ({total / 1e6:.1f} MB): earlier codecs kept to decode the "
+        "files they wrote, found by the fingerprint in a file's header", width))
+    for folder in kept:
+      card = zoo.load_card(folder)
+      print(f"  {card['name']} v{card.get('version', 1)} {card.get('date', '?')}, "
+            f"{(folder / zoo.WEIGHTS).stat().st_size / 1e6:.1f} MB, weights "
+            f"{card['fingerprint']}")
 
 
 def data(args):

@@ -119,23 +119,24 @@ def build_parser():
                  "the files, int8 quarters them; docs/PERFORMANCE.md states what each costs).")
   p.add_argument("--force", action="store_true", help="Replace an existing --out.")
 
-  model_help = ("A bundled codec name (`hific models`), a codec folder from `hific import` "
+  model_help = ("A bundled codec or preset (`hific models`), a codec folder from `hific import` "
                 "or a SavedModel folder from `hific export`.")
   p = _subcommand(sub, "compress", "Image (or folder of images) -> .hific.")
   p.add_argument("--model", help=model_help + " Default: the bundled default codec.")
   size = p.add_mutually_exclusive_group()
   size.add_argument("--target_bpp", type=float,
                     help="Land every image within 2%% of this many bits per pixel (container "
-                    "included) by a search over the codec's rate. Without --model, the "
-                    "bundled codec whose held-out rate is closest to it codes.")
+                    "included) by a search over the codec's rate (without --model, the "
+                    "bundled codec's: it codes at every rate).")
   size.add_argument("--max_bytes", type=int,
                     help="Per image, the largest file no larger than this (within 3%% of it "
                     "where the codec's rates reach); an image whose smallest file is larger "
                     "is a one-line error and nothing is written.")
-  size.add_argument("--rate", type=float, default=0.,
-                    help="The codec's rate: its quantization gain times 2^rate (0, the "
-                    "default: the rate it was trained at; each step of 1 roughly doubles "
-                    "the quantization precision of the latents).")
+  size.add_argument("--rate", type=float,
+                    help="The codec's rate: its quantization gain times 2^rate (0: the rate "
+                    "it was trained at; each step of 1 roughly doubles the quantization "
+                    "precision of the latents). Default: 0, or a preset's rate (small-mi, "
+                    "small-hi: `hific models`).")
   _precision_argument(p)
   _effort_arguments(p)
   p.add_argument("input", help="An image or a folder of images.")

@@ -1,7 +1,7 @@
 """From what a user types to the codec it means: one answer for every command and script.
 
 A HiFiC codec (Mentzer et al., NeurIPS 2020) reaches a user in seven forms: a bundled name
-(`small-lo`), a codec folder (`hific import`'s, or a bundled one's path), a training run's
+(`small-lo`, or a preset such as `small-mi`: the one model at a rate), a codec folder (`hific import`'s, or a bundled one's path), a training run's
 model_dir, a weights file (`checkpoints/NAME.npz`, a rung still in training), a SavedModel
 (`hific export`), a stock-op `--serving` SavedModel and a `--tflite` folder. `source_of` tells
 them apart from the files alone, without TensorFlow, so the CLI can choose its kernels first;
@@ -44,10 +44,13 @@ class CodecSource:
     text: what the user typed.
     kind: one of BUNDLED, CODEC_DIR, MODEL_DIR, WEIGHTS, SAVED_MODEL, SERVING, TFLITE.
     path: the file or folder it stands for (a bundled name's folder in the package).
+    rate: the rate it codes at unless asked for another: a preset's (bundled/presets.json),
+      else 0, the model's own.
   """
   text: str
   kind: str
   path: pathlib.Path
+  rate: float = 0.
 
   @property
   def has_keras_model(self):
@@ -70,8 +73,12 @@ def source_of(text):
   path = pathlib.Path(text)
   if zoo.is_codec_dir(path):
     return CodecSource(text, CODEC_DIR, path)
-  if not path.exists() and "/" not in text and text in zoo.names():
-    return CodecSource(text, BUNDLED, zoo.codec_dir(text))
+  if not path.exists() and "/" not in text:
+    if text in zoo.names():
+      return CodecSource(text, BUNDLED, zoo.codec_dir(text))
+    preset = zoo.presets().get(text)
+    if preset:
+      return CodecSource(text, BUNDLED, zoo.codec_dir(preset["codec"]), float(preset["rate"]))
   if path.is_file() and path.suffix == ".npz":
     return CodecSource(text, WEIGHTS, path)
   if path.is_dir():
@@ -84,7 +91,8 @@ def source_of(text):
       # (serving/resolve.py).
       kind = {"serving": SERVING}.get(export_info(path).get("kind"), SAVED_MODEL)
       return CodecSource(text, kind, path)
-  raise SourceError(f"{text}: not a bundled codec ({', '.join(zoo.names()) or 'none'}), a codec "
+  bundled = ", ".join(zoo.names() + sorted(zoo.presets())) or "none"
+  raise SourceError(f"{text}: not a bundled codec ({bundled}), a codec "
                     f"folder, a model_dir, a weights .npz, a SavedModel or a TFLite folder")
 
 

@@ -13,6 +13,11 @@ paper's topology trained with its own recipe (docs/MODELS.md). Each lives in
                 stage 2's D in the same format (not part of the codec): with it,
                 `hific train --init_from NAME` continues the GAN instead of restarting D
 
+`bundled/presets.json` names rates of the one model: `small-mi` and `small-hi` are small-lo at
+the rate where its files are no larger than those of the codecs the names stood for until
+1.0.0. Those codecs' weights stay, unchanged, in `bundled/compat/NAME-vN/` as decoders of the
+files they wrote (found by the fingerprint in a file's header); nothing new is coded with them.
+
 A codec directory is any folder with these files: `hific import` writes one from the PyTorch
 port's checkpoints (weights stored as float32, exactly as imported), and every command that
 takes a bundled name takes such a folder's path too. Placed in `bundled/`, it is listed by
@@ -34,6 +39,8 @@ from hific_tf.configs import Config
 from hific_tf.errors import HificError, OutputExistsError, UsageError
 
 BUNDLED_DIR = pathlib.Path(__file__).parents[1] / "bundled"
+COMPAT_DIR = BUNDLED_DIR / "compat"
+PRESETS = BUNDLED_DIR / "presets.json"
 DEFAULT_CODEC = "small-lo"
 CARD, CONFIG, WEIGHTS = "card.json", "config.json", "weights.npz"
 
@@ -47,6 +54,21 @@ def names():
   cards = [load_card(p.parent.name) for p in sorted(BUNDLED_DIR.glob("*/card.json"))
            if (p.parent / "weights.npz").is_file()] if BUNDLED_DIR.is_dir() else []
   return [c["name"] for c in sorted(cards, key=lambda c: c["target_bpp"])]
+
+
+def presets():
+  """{name: {"codec", "rate", "replaces", ...}}: names that stand for a bundled codec at a rate."""
+  if not PRESETS.is_file():
+    return {}
+  entries = json.loads(PRESETS.read_text())["presets"]
+  return {name: entry for name, entry in entries.items() if entry["codec"] in names()}
+
+
+def compat_decoders():
+  """The folders of earlier bundled codecs kept to decode the files they wrote, by name."""
+  if not COMPAT_DIR.is_dir():
+    return []
+  return sorted(p for p in COMPAT_DIR.iterdir() if is_codec_dir(p))
 
 
 def is_codec_dir(path):
@@ -80,26 +102,30 @@ def load_config(source):
     raise HificError(f"{source}: unreadable {CONFIG} ({error.__class__.__name__})") from None
 
 
-def closest_to_rate(target_bpp):
-  """The bundled codec whose measured held-out rate is closest to `target_bpp` (as tfci)."""
-  available = names()
-  if not available:
-    raise HificError("this installation has no bundled codecs")
-  cards = [load_card(n) for n in available]
-  rate = lambda card: card.get("heldout", {}).get("bpp", card["target_bpp"])
-  return min(cards, key=lambda card: abs(rate(card) - target_bpp))["name"]
-
-
 def by_fingerprint(fingerprint_hex):
-  """The bundled codec that wrote files with this fingerprint (its own, or one its config
-  reads: the codec its decoder was retrained from), or None."""
+  """What reads files with this fingerprint, or None: a bundled codec (its own files, or the
+  files of a codec its decoder was retrained from), else a kept compatibility decoder's
+  folder (as a path a --model takes)."""
   for name in names():
     if load_card(name).get("fingerprint") == fingerprint_hex:
       return name
   for name in names():
     if fingerprint_hex in load_config(name).reads_fingerprints:
       return name
+  for folder in compat_decoders():
+    if load_card(folder).get("fingerprint") == fingerprint_hex:
+      return str(folder)
   return None
+
+
+def codec_version(fingerprint_hex):
+  """'NAME vN' of the codec version whose files carry this fingerprint, or None."""
+  cards = [load_card(name) for name in names()] + [load_card(p) for p in compat_decoders()]
+  for card in cards:
+    if card.get("fingerprint") == fingerprint_hex:
+      return f"{card['name']} v{card.get('version', 1)}"
+  entry = released_codec(fingerprint_hex)
+  return None if entry is None else f"{entry['codec']} v{entry['version']}"
 
 
 def released_codec(fingerprint_hex):

@@ -292,7 +292,7 @@ class SavedModelCodec(guard.GuardedDecoder):
         out["z_string"].numpy(), rate)
 
   def compress(self, image, with_estimate=False, effort=0, deadline=None, progress=None,
-               rate=0.):
+               rate=None):
     """uint8 [H, W, 3] -> HificFile (and the model's estimate of its bits, if asked).
 
     `effort` > 0 searches the latents first (latent_search.ITERATIONS steps; `deadline`, a

@@ -149,9 +149,13 @@ class GuardedDecoder:
     self._admit(hific_file)
     return _decoded_or_rejected(self._range_decoder(hific_file))
 
+  # The rate `compress` codes at when given none: a preset's (models/sources.py), else 0.
+  default_rate = 0.
+
   def checked_rate(self, rate):
-    """`rate` as the header stores it (float32), or a one-line refusal."""
-    rate = float(np.float32(rate))
+    """`rate` as the header stores it (float32; None: the default rate), or a one-line
+    refusal."""
+    rate = float(np.float32(self.default_rate if rate is None else rate))
     if not math.isfinite(rate) or abs(rate) > bitstream.MAX_RATE:
       raise UsageError(f"rate {rate} is outside [-{bitstream.MAX_RATE:g}, "
                        f"{bitstream.MAX_RATE:g}]")

@@ -88,6 +88,8 @@ def load_codec(source, max_pixels=None, log=None, precision="auto", config=None)
                                  generator_dtype=runtime.generator_dtype(precision))
     loaded = codec.SavedModelCodec(directory, **limits)
     loaded.effort_source = source  # Its Keras model, for `compress(effort=)`.
+    loaded.default_rate = loaded.checked_rate(source.rate)  # A preset's rate.
+    loaded.label = source.label
     return loaded
   if source.kind == sources.TFLITE:
     loaded = tflite.TfliteCodec(source.path, **limits)
@@ -104,13 +106,12 @@ def load_codec(source, max_pixels=None, log=None, precision="auto", config=None)
 
 
 def codec_name(model=None, target_bpp=None):
-  """--model, else the bundled codec nearest --target_bpp, else the default bundled codec."""
+  """--model, else the default bundled codec: the one model codes at every rate, so a
+  --target_bpp picks its rate, not another codec."""
+  if target_bpp is not None and target_bpp <= 0:
+    raise UsageError("--target_bpp must be positive")
   if model:
     return model
-  if target_bpp is not None:
-    if target_bpp <= 0:
-      raise UsageError("--target_bpp must be positive")
-    return zoo.closest_to_rate(target_bpp)
   if zoo.DEFAULT_CODEC not in zoo.names():
     raise UsageError("no bundled codec in this installation; pass --model SAVEDMODEL")
   return zoo.DEFAULT_CODEC

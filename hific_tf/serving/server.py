@@ -128,12 +128,12 @@ class CodecService:
 
   def _rate_options(self, rate):
     """compress()'s keywords for `rate` (checked first: a bad one is a 400 before any work)."""
-    rate = self.codec.checked_rate(rate)
-    return {"rate": rate} if rate else {}
+    return {"rate": self.codec.checked_rate(rate)}
 
-  def compress(self, data, effort=0, rate=0.):
+  def compress(self, data, effort=0, rate=None):
     """`effort` > 0 searches the latents first (latent_search), within `effort_seconds`;
-    `rate` (gains.py) sets the codec's quantization gain, 0 its own."""
+    `rate` (gains.py) sets the codec's quantization gain, 0 the model's own, None the
+    codec's default (a preset's rate)."""
     options = self._rate_options(rate)
     image = self._image(data, self.compress_max_pixels, "/compress")
     if effort:
@@ -155,7 +155,7 @@ class CodecService:
     with self._slot():
       return images_lib.encode_png(self.codec.decompress(hific_file, realism=realism))
 
-  def compare(self, data, rate=0., realism=None):
+  def compare(self, data, rate=None, realism=None):
     options = self._rate_options(rate)
     realism = self.codec.checked_realism(realism)
     image = self._image(data, self.compare_max_pixels, "/compare")
@@ -184,7 +184,10 @@ class CodecService:
     # "degraded": a crafted file left a range-decoding kernel spinning (guard.py); the codec
     # refuses to decode and the process should be replaced (503 tells a supervisor so).
     status = "degraded" if getattr(self.codec, "poisoned", False) else "ok"
-    report = {"status": status, "model": self.codec.config_name,
+    # "codec": the name the service was started with (a bundled name, a preset, a folder's);
+    # "model": the config it was trained with.
+    report = {"status": status, "codec": getattr(self.codec, "label", self.codec.config_name),
+              "model": self.codec.config_name, "default_rate": self.codec.default_rate,
               "fingerprint": self.codec.fingerprint.hex(), "shed_requests": self.shed}
     if self.codec.takes_rate:  # The page's rate slider spans this.
       report["rate_range"] = list(self.codec.rate_range)
@@ -261,9 +264,9 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
   def rate_of(request):
-    text = request.query_params.get("rate", "0")
+    text = request.query_params.get("rate")
     try:
-      return float(text)
+      return None if text is None else float(text)
     except ValueError:
       raise UsageError(f"rate must be a number, got {text!r}") from None
 
@@ -277,7 +280,8 @@ def create_app(service, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
   @app.post("/compress")
   async def compress(request: Request):
     # ?effort=N (0-4): the encoder's latent search, within the service's effort budget.
-    # ?rate=R: the codec's rate (0, its own; each step of 1 doubles the quantization gain).
+    # ?rate=R: the codec's rate (0, the model's own; each step of 1 doubles the quantization
+    # gain); without it, the codec's default (a preset's rate).
     effort = request.query_params.get("effort", "0")
     if not effort.isdigit():
       raise UsageError(f"effort must be an integer from 0 to 4, got {effort!r}")

@@ -279,7 +279,7 @@ class SplitCodec(guard.GuardedDecoder):
         getattr(self.module, name + "_at_rate", None) or getattr(self.module, name, None)
         for name in ("analysis", "hyper_synthesis", "synthesis"))
 
-  def compress(self, image, with_estimate=False, rate=0.):
+  def compress(self, image, with_estimate=False, rate=None):
     """uint8 [H, W, 3] -> HificFile (and None: the transforms estimate no rate)."""
     rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)

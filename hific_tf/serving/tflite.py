@@ -208,7 +208,7 @@ class TfliteCodec(split.SplitCodec):
     return windows.tile_core(height, width, self.tile, self.pad_multiple,
                            self.latent_downsampling)
 
-  def compress(self, image, with_estimate=False, rate=0.):
+  def compress(self, image, with_estimate=False, rate=None):
     """uint8 [H, W, 3] -> HificFile (and None: TFLite's transforms estimate no rate)."""
     rate = self.checked_rate(rate)
     bitstream.check_image_size(image.shape[0], image.shape[1], self.max_pixels)

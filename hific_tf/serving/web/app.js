@@ -106,9 +106,10 @@ realism.addEventListener("input", () => { realismValue.textContent = realism.val
 realism.addEventListener("change", () => compare(lastFile));
 
 fetch("/health").then((r) => r.json()).then((health) => {
-  document.getElementById("model").textContent = `HiFiC (${health.model})`;
+  document.getElementById("model").textContent = `HiFiC (${health.codec || health.model})`;
   if (health.rate_range) {  // Codecs that code at any rate: the slider spans their range.
     [rate.min, rate.max] = health.rate_range;
+    rate.value = rateValue.textContent = health.default_rate || 0;  // A preset's rate.
     document.getElementById("rate-row").hidden = false;
   }
   if (health.realism_range) {  // A decoder with the realism knob: it starts at its default.
