@@ -89,8 +89,9 @@ def main():
     print(f"{'decoder':<12}{'bpp':>8}{'PSNR':>8}{'LPIPS':>8}{'pFID':>8}{'SE':>6}{'pKID':>9}"
           f"{'pFID - baseline':>17}{'SE':>6}" + (f"{'pFD-VGG':>9}{'- baseline':>11}{'SE':>6}"
                                                   if vgg else ""))
-    inception = _versus_baseline(originals, collected, photos)
-    second = _versus_baseline(vgg_originals, vgg_collected, photos, with_kid=False) if vgg else {}
+    inception = heldout.versus_baseline(originals, collected, photos)
+    second = (heldout.versus_baseline(vgg_originals, vgg_collected, photos, with_kid=False)
+              if vgg else {})
     for method in methods:
       means = {k: float(np.mean([r[k] for r in rows[method]])) for k in ("bpp", "psnr", "lpips")}
       statistics = inception[method]
@@ -111,21 +112,6 @@ def main():
                                     patch_kid=statistics["patch_kid"],
                                     patch_fid_minus_baseline=statistics["difference"],
                                     difference_se=statistics["difference_se"], **vgg_row)) + "\n")
-
-
-def _versus_baseline(reference, collected, photos, with_kid=True):
-  """Each method's patch statistics (`collected`: method -> features, the baseline first) with
-  its patch FID minus the baseline's and the paired SE; the baseline's computed once."""
-  results = {}
-  for method, features in collected.items():
-    statistics = heldout.feature_statistics(reference, features, photos, with_kid=with_kid)
-    difference = difference_se = float("nan")
-    if method != "baseline":
-      difference = statistics["patch_fid"] - results["baseline"]["patch_fid"]
-      difference_se = heldout.patch_fid_difference_se(reference, features,
-                                                       collected["baseline"], photos)
-    results[method] = dict(statistics, difference=difference, difference_se=difference_se)
-  return results
 
 
 if __name__ == "__main__":

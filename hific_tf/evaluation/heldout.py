@@ -126,6 +126,20 @@ def patch_fid_difference_se(reference, features_a, features_b, photos):
   return jackknife_se(difference, photos)
 
 
+def versus_baseline(reference, collected, photos, with_kid=True):
+  """Each method's patch statistics (`collected`: method -> {photo: features}, the baseline
+  first) with its patch FID minus the baseline's and the paired SE (the ship rule's test)."""
+  results, baseline = {}, next(iter(collected))
+  for method, features in collected.items():
+    statistics = feature_statistics(reference, features, photos, with_kid=with_kid)
+    difference = difference_se = float("nan")
+    if method != baseline:
+      difference = statistics["patch_fid"] - results[baseline]["patch_fid"]
+      difference_se = patch_fid_difference_se(reference, features, collected[baseline], photos)
+    results[method] = dict(statistics, difference=difference, difference_se=difference_se)
+  return results
+
+
 class InceptionFeatures:
   """Whole-image and patch features of an image (InceptionV3 pool_3), the network built once."""
 
