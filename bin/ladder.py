@@ -40,16 +40,13 @@ class Rung:
   grow_from: str
 
 
-# small-lo is the one model that codes at every rate, its bitstream (E, hyperprior, gains)
-# frozen since v10: it trains in the decoder stage (configs/small-decoder-gan.json, the
-# projected D and the realism knob), which keeps every file it wrote readable and is where D
-# pays (docs/MODELS.md, "The decoder stage"). small-mi trains without D: per CPU-hour that
-# matched the full GAN stage's held-out LPIPS at a lower rate and patch FID (bench/recipes.py).
-# small-hi keeps the full GAN stage until it has been tried there.
+# small-lo is the one model that codes at every rate (small-mi and small-hi are its presets
+# since 1.0.0), its bitstream (E, hyperprior, gains) frozen since v10: it trains in the decoder
+# stage (configs/small-decoder-gan.json, the projected D and the realism knob), which keeps
+# every file it wrote readable and is where D pays (docs/MODELS.md, "The decoder stage"). The
+# machinery below still ranks several rungs: a second model (a wider G, say) is one more line.
 LADDER = (
     Rung("small-lo", "small-decoder-gan", "small-lo"),
-    Rung("small-mi", "small-mselpips-mi-continue", "small-mi"),
-    Rung("small-hi", "small-hific-hi", "small-mi"),
 )
 
 

@@ -4,7 +4,7 @@
   python bin/train_ladder.py status     # which rung, its step, the held-out curve so far
   python bin/train_ladder.py stop       # stops after nothing is lost (the last checkpoint)
   python bin/train_ladder.py pause      # holds the trainer (SIGSTOP) until `resume`: benchmarks
-  python bin/train_ladder.py run [--rung small-hi] [--slice_steps 500]   # in the foreground
+  python bin/train_ladder.py run [--rung small-lo] [--slice_steps 500]   # in the foreground
 
 Each rung trains in its own model_dir (runs/ladder/NAME) with `hific train`, which resumes
 from its BackupAndRestore state, so a stop (or a killed machine) costs at most the steps since

@@ -16,7 +16,18 @@ def _checkpoint(folder, step):
       f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n')
 
 
+# The ladder before 1.0.0, when three codecs trained: the ranking of several rungs.
+THREE_RUNGS = (ladder.Rung("small-lo", "small-decoder-gan", "small-lo"),
+               ladder.Rung("small-mi", "small-mselpips-mi-continue", "small-mi"),
+               ladder.Rung("small-hi", "small-hific-hi", "small-mi"))
+
+
+def test_the_ladder_trains_the_one_model_in_the_decoder_stage():
+  assert [(r.name, r.config) for r in ladder.LADDER] == [("small-lo", "small-decoder-gan")]
+
+
 def test_a_new_rung_first_then_the_fewest_steps(tmp_path, monkeypatch):
+  monkeypatch.setattr(ladder, "LADDER", THREE_RUNGS)
   shipped = {"small-lo": 5500, "small-mi": 6700}
   monkeypatch.setattr(ladder, "bundled_steps", shipped.get)
   monkeypatch.setattr(ladder.zoo, "names", lambda: list(shipped))
@@ -36,6 +47,7 @@ def test_a_new_rung_first_then_the_fewest_steps(tmp_path, monkeypatch):
 
 
 def test_a_committed_resume_point_is_where_a_new_run_starts(tmp_path, monkeypatch):
+  monkeypatch.setattr(ladder, "LADDER", THREE_RUNGS)
   monkeypatch.setattr(ladder, "bundled_steps", {"small-mi": 6700}.get)
   monkeypatch.setattr(ladder.zoo, "names", lambda: ["small-mi"])
   rung = ladder.by_name("small-hi")
