@@ -4,7 +4,7 @@ import setuptools
 
 setuptools.setup(
     name="hific_tf",
-    version="0.5.0",
+    version="1.0.0",
     description="High-Fidelity Generative Image Compression on TF2 and tensorflow-compression",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -12,7 +12,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["hific_tf", "hific_tf.*"]) + ["hific_tf.configs_data"],
     package_dir={"hific_tf.configs_data": "configs"},
     package_data={"hific_tf.configs_data": ["*.json"],
-                  "hific_tf": ["bundled/*/*.json", "bundled/*/*.npz", "bundled/history.json"],
+                  "hific_tf": ["bundled/*/*.json", "bundled/*/*.npz", "bundled/compat/*/*.json",
+                               "bundled/compat/*/*.npz", "bundled/history.json",
+                               "bundled/presets.json"],
                   "hific_tf.serving": ["web/*"]},
     install_requires=[
         "tensorflow==2.14.1",

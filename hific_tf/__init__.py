@@ -10,7 +10,7 @@ not load TensorFlow.
 
 from hific_tf import runtime  # noqa: F401  (chooses CPU kernels before TensorFlow loads)
 
-__version__ = "0.5.0"
+__version__ = "1.0.0"
 
 
 def __getattr__(name):
