@@ -86,8 +86,9 @@ def server(saved_model, tmp_path_factory):
     process.kill()
 
 
-def test_health_names_the_model(server, codec):
-  assert server["health"] == {"status": "ok", "model": codec.config_name,
+def test_health_names_the_model(server, codec, saved_model):
+  assert server["health"] == {"status": "ok", "codec": saved_model.name,
+                              "model": codec.config_name, "default_rate": 0.,
                               "fingerprint": codec.fingerprint.hex(), "shed_requests": 0,
                               "range_decoder_replacements": 0,
                               "rate_range": list(codec.rate_range), "default_realism": 0.}

@@ -91,7 +91,7 @@ def test_default_codec_and_rate_choice(cache_env, tmp_path):
   assert len(detailed.splitlines()) > len(listing.splitlines())
 
 
-def test_a_preset_is_the_one_model_at_its_rate(cache_env, tmp_path):
+def test_a_preset_is_the_one_model_at_its_rate(cache_env, tmp_path, monkeypatch):
   """`--model small-mi` codes with the default codec at the preset's rate; `--target_bpp`
   without --model searches that codec's rates too, whatever the target."""
   presets = zoo.presets()
@@ -112,6 +112,16 @@ def test_a_preset_is_the_one_model_at_its_rate(cache_env, tmp_path):
   hific_here("compress", "--model", name, "--rate", 0, PHOTO, tmp_path / "zero.hific",
              env=cache_env)
   assert bitstream.HificFile.from_bytes((tmp_path / "zero.hific").read_bytes()).rate == 0
+  # A service started with the preset codes at its rate when a request names none, and
+  # says so (the page's rate slider starts there).
+  for key, value in cache_env.items():
+    monkeypatch.setenv(key, value)
+  from hific_tf.serving import resolve, server
+  service = server.CodecService(resolve.load_codec(name), isolate=False)
+  health = service.health()
+  assert (health["codec"], health["default_rate"]) == (name, preset["rate"])
+  served = bitstream.HificFile.from_bytes(service.compress(PHOTO.read_bytes()))
+  assert served.to_bytes() == (tmp_path / "preset.hific").read_bytes()
   hific_here("compress", "--target_bpp", 0.3, PHOTO, tmp_path / "target.hific", env=cache_env)
   searched = bitstream.HificFile.from_bytes((tmp_path / "target.hific").read_bytes())
   assert searched.fingerprint.hex() == card["fingerprint"]

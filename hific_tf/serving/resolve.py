@@ -97,6 +97,7 @@ def load_codec(source, max_pixels=None, log=None, precision="auto", config=None)
     loaded = split.SplitCodec(source.path, **limits)
   else:
     loaded = codec.SavedModelCodec(source.path, **limits)
+  loaded.label = source.label
   exported = loaded.info.get("generator_dtype", "float32")
   if precision not in ("auto", exported):
     raise UsageError(f"--precision {precision}: {source.text} computes its generator in "
