@@ -24,8 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 import common
-from hific_tf import load_codec
 from hific_tf import images as images_lib
+from hific_tf import load_codec
 from hific_tf.evaluation import heldout
 from hific_tf.measure import metrics
 from hific_tf.measure.lpips import LPIPS
