@@ -81,6 +81,7 @@ def main():
   out.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png", delete=False) as staging:
     figure.savefig(staging.name, dpi=100)
+  os.chmod(staging.name, 0o644)  # NamedTemporaryFile's 0600 would otherwise stay.
   os.replace(staging.name, out)
   print(f"wrote {out}: " + "; ".join(title.replace("\n", ", ") for title in titles[1:]))
 
