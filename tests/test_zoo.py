@@ -8,6 +8,7 @@ import pytest
 
 from conftest import REPO, hific_here, run_hific
 from hific_tf import images, runtime
+from hific_tf.errors import HificError
 from hific_tf.models import zoo
 from hific_tf.models.hific import stored_weights
 
@@ -189,7 +190,8 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   stored_weights.load_weights(second, tmp_path / "w.npz")
   narrow = 0
   with np.load(tmp_path / "w.npz") as stored:
-    for (key, a), (_, b) in zip(first.codec_variables(), second.codec_variables()):
+    for (key, _, a), (_, _, b) in zip(stored_weights.keyed_variables(first),
+                                      stored_weights.keyed_variables(second)):
       original, loaded = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
       if stored[key].dtype == np.int8:
         narrow += 1
@@ -205,6 +207,38 @@ def test_weights_round_trip_through_narrow_storage(tmp_path):
   assert stored_weights.fingerprint(second) == stored_weights.fingerprint(third)
 
 
+def test_weights_are_keyed_by_name_so_a_grown_model_loads_them(tmp_path):
+  """A file is keyed by each weight's attribute path, the same in every model of a config
+  whatever Keras numbered its layers; a model with a new variable inside G loads it, every
+  other weight as stored; a file keyed by position (the bundled codecs') still loads."""
+  from hific_tf import configs
+  from hific_tf.models.hific.model import HiFiC
+  config = configs.get_config("tiny-mselpips")
+  first, second = HiFiC(config).build_all(), HiFiC(config).build_all()
+  keys = [key for key, _, _ in stored_weights.keyed_variables(first)]
+  assert keys == [key for key, _, _ in stored_weights.keyed_variables(second)]
+  assert len(set(keys)) == len(keys) and not any(":" in key for key in keys)
+  assert [v.name for _, v in first.codec_variables()] != (
+      [v.name for _, v in second.codec_variables()])  # Keras' names differ; the keys do not.
+  stored_weights.save_weights(first, tmp_path / "w.npz")
+  import tensorflow as tf
+  grown = HiFiC(config).build_all()
+  block = grown.generator.blocks.layers[0]
+  block.extra_scale = tf.Variable(tf.ones([3]), name="extra_scale")  # A weight G gained.
+  assert len(list(grown.codec_variables())) == len(keys) + 1
+  with pytest.raises(HificError):
+    stored_weights.load_weights(grown, tmp_path / "w.npz")
+  stored_weights.load_weights(grown, tmp_path / "w.npz", grow=True)
+  np.testing.assert_array_equal(block.extra_scale.numpy(), np.ones(3))
+  loaded = {key: v.numpy() for key, _, v in stored_weights.keyed_variables(grown)}
+  reference = HiFiC(config).build_all()
+  stored_weights.load_weights(reference, tmp_path / "w.npz")
+  for key, _, variable in stored_weights.keyed_variables(reference):
+    np.testing.assert_array_equal(loaded[key], variable.numpy(), err_msg=key)
+  with np.load(zoo.BUNDLED_DIR / zoo.DEFAULT_CODEC / "weights.npz") as bundled:
+    assert stored_weights.FORMAT_KEY not in bundled.files  # Positions: loaded by every test.
+
+
 def test_generator_bits_leave_the_rate_side_untouched(tmp_path):
   """`generator_bits` coarsens G's kernels alone: E and the hyperprior load exactly as from
   8-bit storage (so every file's payload stays the same), G's within half a 7-bit step."""
@@ -217,7 +251,7 @@ def test_generator_bits_leave_the_rate_side_untouched(tmp_path):
   generator_kernels = 0
   with np.load(tmp_path / "w8.npz") as eight, np.load(tmp_path / "g7.npz") as mixed:
     assert eight.files == mixed.files
-    for key, variable in model.codec_variables():
+    for key, _, variable in stored_weights.keyed_variables(model):
       if key.startswith("generator/") and mixed[key].dtype == np.int8:
         generator_kernels += 1
         assert np.abs(mixed[key]).max() <= 63, key

@@ -5,6 +5,12 @@ The bundled codecs (hific_tf/models/zoo.py) and the resume points of rungs in tr
 lives beside the model it stores. Weights are widened to float32 on load, so every machine
 rebuilds the same model and the same fingerprint, and decoding stays deterministic.
 A stage-2 model's D goes beside its weights (NAME.discriminator.npz), never in the codec.
+
+Files are keyed by where each weight sits in the model ("generator/head.layers.1.gamma":
+the part, then the attribute path from the part down, as a tf.train.Checkpoint names it), so
+a variable added inside one layer leaves every other key as it was, and a grown model loads
+a file written before it grew. Files written before 1.0.0 (every bundled codec's) are keyed
+by position ("generator/007/NAME") and load as before; D's file keeps positions.
 """
 
 import hashlib
@@ -49,20 +55,57 @@ def dequantize_int8(codes, scale):
   return codes.astype(np.float32) * scale.astype(np.float32)
 
 
-def _save(named_variables, path, bits=DEFAULT_BITS, generator_bits=None):
-  """`bits` None stores every value as float32, exactly (imported codecs).
+# Marks a file keyed by attribute path (`keyed_variables`); files without it go by position.
+FORMAT_KEY = "__format__"
+NAMED_FORMAT = 2
+
+
+def _attribute_paths(module):
+  """{id(variable): the attribute path from `module` down to it} for its trainable variables.
+
+  tf.Module finds every path to a variable (a Keras layer also lists it in its weights, a
+  Sequential its last layer among its outputs); the one with the fewest private steps
+  other than Keras' list of sublayers (read as `layers`) is kept. Attribute names and list indices are fixed by the code, unlike Keras' variable
+  names, which carry per-process layer counters.
+  """
+  import tensorflow as tf
+  layers = "_self_tracked_trackables"  # A Keras layer's own sublayers, in creation order.
+  rank = lambda path: (sum(str(step).startswith("_") and step != layers for step in path),
+                       len(path), ".".join(map(str, path)))
+  best = {}
+  for path, variable in module._flatten(  # tf.Module's own traversal (with_path is stable).
+      predicate=lambda v: isinstance(v, tf.Variable) and v.trainable, with_path=True):
+    if id(variable) not in best or rank(path) < rank(best[id(variable)]):
+      best[id(variable)] = path
+  return {key: ".".join(str(step) for step in path).replace(layers, "layers")
+          for key, path in best.items()}
+
+
+def keyed_variables(model):
+  """(file key, position key, variable) of the codec's weights, in codec_variables' order:
+  the file key is "part/attribute.path", the position key codec_variables' "part/index/name"
+  (what the fingerprint and the storage precision go by)."""
+  paths = {part: _attribute_paths(module) for part, module in model.codec_modules.items()}
+  for key, variable in model.codec_variables():
+    part = key.split("/")[0]
+    yield f"{part}/{paths[part][id(variable)]}", key, variable
+
+
+def _save(entries, path, bits=DEFAULT_BITS, generator_bits=None, keyed_by_name=True):
+  """`entries`: (file key, position key, variable). `bits` None stores every value as
+  float32, exactly (imported codecs).
 
   `generator_bits`, when given, is the precision of G's kernels alone: the rate is set by E
   and the hyperprior, so storing only G with fewer bits shrinks the file without moving a
   single byte of a .hific payload (small-lo at 7 bits everywhere: +4% bpp; G alone: none;
   only the header's weights fingerprint changes).
   """
-  arrays = {}
-  for key, variable in named_variables:
+  arrays = {FORMAT_KEY: np.array(NAMED_FORMAT)} if keyed_by_name else {}
+  for key, position_key, variable in entries:
     values = variable.numpy()
     if bits is None:
       arrays[key] = values.astype(np.float32)
-    elif _stored_as_int8(key, values):
+    elif _stored_as_int8(position_key, values):
       key_bits = generator_bits if generator_bits and key.startswith("generator/") else bits
       arrays[key], arrays[key + SCALE_SUFFIX] = quantize_int8(values, key_bits)
     else:
@@ -79,22 +122,38 @@ REALISM_PART = "realism"  # ... and of the realism knob.
 OPTIONAL_PARTS = (GAINS_PART, REALISM_PART)
 
 
-def _load(named_variables, path, skipped_parts=()):
-  """Assigns the stored tensors (but those of `skipped_parts`). Returns the fingerprint of
-  their float32 values when some variable is narrower (a lean generator's bfloat16 cannot give
-  them back), else None."""
+def _load(entries, path, skipped_parts=(), grow=False):
+  """Assigns the stored tensors (but those of `skipped_parts`) to `entries` (file key,
+  position key, variable). A file keyed by name matches by file key, an earlier one by
+  position. `grow`: a variable the file lacks keeps its initial value, and a tensor the model
+  lacks is left unused (a file keyed by name only). Returns the fingerprint of the float32
+  values when some variable is narrower (a lean generator's bfloat16 cannot give them back),
+  else None."""
   with np.load(path) as stored:
+    by_name = FORMAT_KEY in stored.files
     tensors = [key for key in stored.files if not key.endswith(SCALE_SUFFIX)
-               and key.split("/")[0] not in skipped_parts]
-    expected = list(named_variables)
-    digest = (hashlib.sha256() if any(v.dtype.name != "float32" for _, v in expected)
+               and key != FORMAT_KEY and key.split("/")[0] not in skipped_parts]
+    expected = list(entries)
+    digest = (hashlib.sha256() if any(v.dtype.name != "float32" for _, _, v in expected)
               else None)
-    if len(tensors) != len(expected):
-      raise HificError(f"{path}: {len(tensors)} tensors, the model has {len(expected)}")
-    position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.
-    by_position = {position(key): key for key in tensors}
-    for key, variable in expected:
-      stored_key = by_position.get(position(key))
+    if by_name:
+      lookup = {key: key for key in tensors}
+      name_of = lambda entry: entry[0]
+      left = set(tensors) - {entry[0] for entry in expected}
+      if left and not grow:
+        raise HificError(f"{path}: {len(left)} tensors the model has no place for, such as "
+                         f"{sorted(left)[0]}")
+    else:
+      if len(tensors) != len(expected):
+        raise HificError(f"{path}: {len(tensors)} tensors, the model has {len(expected)}")
+      position = lambda key: "/".join(key.split("/")[:2])  # "part/index"; names may differ.
+      lookup = {position(key): key for key in tensors}
+      name_of = lambda entry: position(entry[1])
+    for entry in expected:
+      key, position_key, variable = entry
+      stored_key = lookup.get(name_of(entry))
+      if stored_key is None and by_name and grow:
+        continue  # A variable the model grew since: it keeps its initial value.
       if stored_key is None or stored[stored_key].shape != tuple(variable.shape):
         raise HificError(f"{path}: no tensor of shape {tuple(variable.shape)} for {key}")
       values = stored[stored_key]
@@ -102,9 +161,14 @@ def _load(named_variables, path, skipped_parts=()):
         values = dequantize_int8(values, stored[stored_key + SCALE_SUFFIX])
       values = np.ascontiguousarray(values, np.float32)
       if digest:
-        _update_fingerprint(digest, key, values)
+        _update_fingerprint(digest, position_key, values)
       variable.assign(values.astype(variable.dtype.as_numpy_dtype))
   return digest.digest()[:bitstream.FINGERPRINT_BYTES] if digest else None
+
+
+def _by_position(named_variables):
+  """D's (key, variable) pairs as entries of a file keyed by position."""
+  return [(key, key, variable) for key, variable in named_variables]
 
 
 def discriminator_path(weights_path):
@@ -121,10 +185,10 @@ def save_weights(model, path, bits=DEFAULT_BITS, generator_bits=None):
   each time it did. `bits` is the codec's large kernels' precision, `generator_bits` G's
   when it differs (D keeps 8).
   """
-  _save(model.codec_variables(), path, bits, generator_bits)
+  _save(keyed_variables(model), path, bits, generator_bits)
   if model.discriminator is not None:
-    _save(model.discriminator_state(), discriminator_path(path),
-          DEFAULT_BITS if bits is not None else None)
+    _save(_by_position(model.discriminator_state()), discriminator_path(path),
+          DEFAULT_BITS if bits is not None else None, keyed_by_name=False)
 
 
 def load_weights(model, path, grow=False):
@@ -135,21 +199,21 @@ def load_weights(model, path, grow=False):
   its gains left as initialised (2^rate alone), and a single-rate model from a gain-unit
   codec's, whose gains it has no use for. Returns whether D was loaded.
   """
-  named = list(model.codec_variables())
+  entries = list(keyed_variables(model))
   skipped = ()
   if grow:
     with np.load(path) as stored:
       stored_parts = {key.split("/")[0] for key in stored.files}
-    model_parts = {key.split("/")[0] for key, _ in named}
+    model_parts = {key.split("/")[0] for key, _, _ in entries}
     missing = [part for part in OPTIONAL_PARTS if part in model_parts - stored_parts]
-    named = [(key, v) for key, v in named if key.split("/")[0] not in missing]
+    entries = [entry for entry in entries if entry[0].split("/")[0] not in missing]
     skipped = tuple(part for part in OPTIONAL_PARTS if part in stored_parts - model_parts)
   # A lean bfloat16 G cannot give its float32 values back: the fingerprint is kept here.
-  model.stored_fingerprint = _load(named, path, skipped)  # None when all float32.
+  model.stored_fingerprint = _load(entries, path, skipped, grow)  # None when all float32.
   d_path = discriminator_path(path)
   if model.discriminator is None or not d_path.is_file():
     return False
-  _load(model.discriminator_state(), d_path)
+  _load(_by_position(model.discriminator_state()), d_path)
   return True
 
 
