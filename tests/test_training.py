@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from conftest import REPO, TRAIN_STEPS, hific_here, run_hific
 from hific_tf import configs
-from hific_tf.models.hific.model import HiFiC, rate_weight, schedules
+from hific_tf.models.hific.model import HiFiC
+from hific_tf.models.hific.objectives import rate_weight, schedules
 from hific_tf.training import data
 
 

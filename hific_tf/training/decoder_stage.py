@@ -20,8 +20,7 @@ import contextlib
 
 import tensorflow as tf
 
-from hific_tf.models.hific import model as model_lib
-from hific_tf.models.hific import projected_discriminator
+from hific_tf.models.hific import objectives, projected_discriminator
 from hific_tf.models.hific.model import HiFiC
 
 _METRICS = ("loss", "mse", "psnr", "lpips", "g_loss", "d_loss", "d_real", "d_fake", "rate",
@@ -69,12 +68,6 @@ def with_source_fingerprint(config, init_from):
     if fingerprint not in reads:
       reads.append(fingerprint)
   return config.replace(reads_fingerprints=tuple(reads))
-
-
-def _per_image(logit_maps, function):
-  """`function` of each logit, averaged over positions and then over D's scales: [B]."""
-  return tf.add_n([tf.reduce_mean(function(logits), axis=[1, 2, 3])
-                   for logits in logit_maps]) / len(logit_maps)
 
 
 class DecoderStage(HiFiC):
@@ -125,10 +118,6 @@ class DecoderStage(HiFiC):
 
   def compile(self, jit_compile=False, loss_scale=None, **kwargs):
     super().compile(jit_compile=jit_compile, loss_scale=loss_scale, **kwargs)
-    config = self.config
-    if config.discriminator_learning_rate is not None:
-      self.discriminator_optimizer.learning_rate = model_lib.learning_rate_schedule(
-          config, config.discriminator_learning_rate)
     self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in _METRICS}
 
   def _training_rate(self):
@@ -157,39 +146,35 @@ class DecoderStage(HiFiC):
         real_input = diff_augment(x, policy, self._noise_seed(5))
         fake_input = diff_augment(reconstruction, policy, self._noise_seed(6))
       real, fake = self._judge(real_input, fake_input, y_hat, real_features, fake_features)
-      d_per_image = (_per_image(real, lambda t: tf.nn.softplus(-t)) +
-                     _per_image(fake, tf.nn.softplus))
-      g_loss = _per_image(fake, lambda t: tf.nn.softplus(-t))
-      mse = tf.reduce_mean(tf.math.squared_difference(x * 255., reconstruction * 255.),
-                           axis=[1, 2, 3])
+      d_per_image = objectives.discriminator_loss(real, fake)
+      g_loss = objectives.generator_gan_loss(fake)
+      mse = objectives.pixel_mse(x, reconstruction)
       per_image = (config.k_mse * mse + config.k_lpips * lpips +
                    config.beta_gan * realism * g_loss)
-      g_total = model_lib._scaled(self.transform_optimizer,
-                                  tf.nn.compute_average_loss(per_image))
-      d_total = model_lib._scaled(self.discriminator_optimizer,
-                                  tf.nn.compute_average_loss(d_per_image))
+      g_total = objectives.scaled_loss(self.transform_optimizer,
+                                       tf.nn.compute_average_loss(per_image))
+      d_total = objectives.scaled_loss(self.discriminator_optimizer,
+                                       tf.nn.compute_average_loss(d_per_image))
     # D's gradient is taken before G moves (then both updates apply), as two players who
     # see the same forward pass.
-    d_gradients = tape.gradient(d_total, self.discriminator_variables)
-    model_lib._apply(self.transform_optimizer, tape, g_total, self.decoder_variables)
+    d_gradients = objectives.unscaled_gradients(
+        self.discriminator_optimizer, tape.gradient(d_total, self.discriminator_variables))
+    objectives.apply_gradients(self.transform_optimizer, tape, g_total, self.decoder_variables)
     del tape
-    if isinstance(self.discriminator_optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-      d_gradients = self.discriminator_optimizer.get_unscaled_gradients(d_gradients)
     self.discriminator_optimizer.apply_gradients(zip(d_gradients, self.discriminator_variables))
     for average, variable in zip(self.ema, self.decoder_variables):
       average.assign(config.ema_decay * average + (1. - config.ema_decay) * variable)
     return self._update_trackers(dict(
         loss=per_image, mse=mse, psnr=tf.image.psnr(x, reconstruction, 1.), lpips=lpips,
-        g_loss=g_loss, d_loss=d_per_image, d_real=_per_image(real, tf.sigmoid),
-        d_fake=_per_image(fake, tf.sigmoid),
-        rate=rate, learning_rate=model_lib.learning_rate_schedule(config)(self.step)))
+        g_loss=g_loss, d_loss=d_per_image, d_real=objectives.per_image(real, tf.sigmoid),
+        d_fake=objectives.per_image(fake, tf.sigmoid),
+        rate=rate, learning_rate=objectives.learning_rate_schedule(config)(self.step)))
 
   def test_step(self, batch):
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
     outputs = self(images, training=False)
     x, reconstruction = outputs["image"], outputs["reconstruction"]
-    mse = tf.reduce_mean(tf.math.squared_difference(x * 255., reconstruction * 255.),
-                         axis=[1, 2, 3])
+    mse = objectives.pixel_mse(x, reconstruction)
     lpips = self.lpips(reconstruction, x)
     return self._update_trackers(dict(
         loss=self.config.k_mse * mse + self.config.k_lpips * lpips, mse=mse,

@@ -1,4 +1,4 @@
-"""HiFiC as a Keras model: transforms, hyperprior, rate-target loss, conditional GAN.
+"""HiFiC as a Keras model: transforms, hyperprior, the codec contract and its training step.
 
 Mentzer, Toderici, Tschannen, Agustsson, "High-Fidelity Generative Image Compression",
 NeurIPS 2020 (arXiv 2006.09965). The generator loss is
@@ -7,8 +7,8 @@ NeurIPS 2020 (arXiv 2006.09965). The generator loss is
 
 with lambda' = lambda_a when the rate of the rounded latents is above the target r_t and
 lambda_b below it (Sec. 3.2); D is stepped once on its own sub-batch before each G step.
-Everything numeric comes from a `Config`; schedules are functions of the transform
-optimizer's step, so a run restored from a checkpoint continues exactly.
+The terms, schedules and optimizers are objectives.py's; `train_step` puts them together.
+Everything numeric comes from a `Config`.
 
 Every model codes at a `rate` (gains.py): a float that scales the quantization gain of y by
 2^rate. A model with `rate_points` learns per-channel gains at each point (Cui et al., CVPR
@@ -22,7 +22,7 @@ import tensorflow as tf
 from hific_tf import geometry
 from hific_tf.configs import Config
 from hific_tf.measure import lpips as lpips_lib
-from hific_tf.models.hific import gains, networks, projected_discriminator
+from hific_tf.models.hific import gains, networks, objectives, projected_discriminator
 from hific_tf.models.hific import hyperprior as hyperprior_lib
 from hific_tf.models.hific import realism as realism_lib
 
@@ -33,31 +33,6 @@ PAD_MULTIPLE = geometry.PAD_MULTIPLE
 _METRICS = ("loss", "bpp_noisy", "bpp_quantized", "mse", "psnr", "lpips", "rate_weight",
             "target_bpp", "learning_rate")
 _GAN_METRICS = ("g_loss", "d_loss", "d_real", "d_fake")
-
-
-def schedules(config: Config, step, crop_target=None):
-  """(target bpp, warm-up factor on lambda, learning rate) at transform-optimizer `step`.
-
-  `crop_target` replaces the config's crop target (a rate point's, in a gain-unit model).
-  """
-  warm = tf.cast(step, tf.int64) < config.warmup_steps
-  crop_target = config.training_target_bpp if crop_target is None else crop_target
-  target = crop_target * tf.where(warm, config.warmup_target_factor, 1.)
-  lambda_factor = tf.where(warm, config.warmup_lambda_factor, 1.)
-  return target, lambda_factor, learning_rate_schedule(config)(step)
-
-
-def learning_rate_schedule(config: Config, rate=None):
-  """`rate` (default: the config's learning_rate), dropped by lr_drop_factor at lr_drop_step."""
-  rate = config.learning_rate if rate is None else rate
-  return tf.keras.optimizers.schedules.PiecewiseConstantDecay(
-      [config.lr_drop_step], [rate, rate * config.lr_drop_factor])
-
-
-def rate_weight(config: Config, bpp_quantized, target, lambda_factor=1.):
-  """lambda': lambda_a while the rounded-latent rate exceeds the target, else lambda_b."""
-  weight = tf.where(bpp_quantized > target, config.lambda_a, config.lambda_b)
-  return tf.cast(weight, tf.float32) * lambda_factor
 
 
 def reflect_pad(image, multiple):
@@ -77,17 +52,6 @@ def reflect_pad(image, multiple):
   return tf.gather(image, indexes(shape[1]), axis=1)
 
 
-def _global_mean(values):
-  """Mean over the global batch, all-reduced across replicas when distributed."""
-  values = tf.cast(tf.reshape(values, [-1]), tf.float32)
-  total = tf.reduce_sum(values)
-  count = tf.cast(tf.size(values), tf.float32)
-  context = tf.distribute.get_replica_context()
-  if context is not None and context.num_replicas_in_sync > 1:
-    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
-  return total / count
-
-
 def _image_pixels(images):
   shape = tf.shape(images)
   return tf.cast(shape[1] * shape[2], tf.float32)
@@ -103,21 +67,6 @@ def _discriminator_for(config):
         lpips_lib.FEATURE_CHANNELS[config.lpips_net])
   return networks.Discriminator(config.disc_filters_base, config.disc_latent_channels,
                                 spectral_norm=config.discriminator_spectral_norm)
-
-
-def _scaled(optimizer, loss):
-  """The loss `optimizer` differentiates: multiplied by its loss scale when it has one."""
-  if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-    return optimizer.get_scaled_loss(loss)
-  return loss
-
-
-def _apply(optimizer, tape, loss, variables):
-  """One update from `tape`; a loss-scaled optimizer unscales, and skips non-finite steps."""
-  gradients = tape.gradient(loss, variables)
-  if isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-    gradients = optimizer.get_unscaled_gradients(gradients)
-  optimizer.apply_gradients(zip(gradients, variables))
 
 
 class HiFiC(tf.keras.Model):
@@ -317,16 +266,9 @@ class HiFiC(tf.keras.Model):
     config = self.config
     if loss_scale is None:
       loss_scale = tf.keras.mixed_precision.global_policy().compute_dtype == "float16"
-    scaled = tf.keras.mixed_precision.LossScaleOptimizer if loss_scale else (lambda o: o)
     self.lpips = lpips_lib.LPIPS(config.lpips_net, weights_path=self.lpips_weights)
-    self.transform_optimizer = scaled(tf.keras.optimizers.Adam(learning_rate_schedule(config),
-                                                               name="transform_adam"))
-    self.entropy_optimizer = scaled(tf.keras.optimizers.Adam(
-        learning_rate_schedule(config, config.entropy_learning_rate), name="entropy_adam"))
-    self.discriminator_optimizer = (
-        scaled(tf.keras.optimizers.Adam(learning_rate_schedule(config),
-                                        name="discriminator_adam"))
-        if config.use_gan else None)
+    (self.transform_optimizer, self.entropy_optimizer,
+     self.discriminator_optimizer) = objectives.optimizers(config, loss_scale)
     if jit_compile:
       for network in (self.encoder, self.generator, self.discriminator, self.lpips):
         if network is not None:
@@ -351,12 +293,10 @@ class HiFiC(tf.keras.Model):
   def _generator_terms(self, outputs, crop_target=None):
     """Per-image loss of the generator step (without the GAN term) and what it reports."""
     config = self.config
-    target, lambda_factor, learning_rate = schedules(config, self.step, crop_target)
-    bpp_quantized_mean = _global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
-    weight = rate_weight(config, bpp_quantized_mean, target, lambda_factor)
-    squared = tf.math.squared_difference(outputs["image"] * 255.,
-                                         outputs["reconstruction"] * 255.)
-    mse = tf.reduce_mean(squared, axis=[1, 2, 3])
+    target, lambda_factor, learning_rate = objectives.schedules(config, self.step, crop_target)
+    bpp_quantized_mean = objectives.global_mean(tf.stop_gradient(outputs["bpp_quantized"]))
+    weight = objectives.rate_weight(config, bpp_quantized_mean, target, lambda_factor)
+    mse = objectives.pixel_mse(outputs["image"], outputs["reconstruction"])
     lpips = self.lpips(outputs["reconstruction"], outputs["image"])
     per_image = (weight * outputs["bpp_noisy"] + config.k_mse * mse + config.k_lpips * lpips)
     psnr = tf.image.psnr(outputs["image"], outputs["reconstruction"], 1.)
@@ -389,11 +329,11 @@ class HiFiC(tf.keras.Model):
     reconstruction = tf.stop_gradient(outputs["reconstruction"])
     with tf.GradientTape() as tape:
       real, fake = self._discriminate(outputs, reconstruction, training=True)
-      per_image = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3]) +
-                   tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
-      loss = tf.nn.compute_average_loss(per_image)
-      scaled_loss = _scaled(self.discriminator_optimizer, loss)
-    _apply(self.discriminator_optimizer, tape, scaled_loss, self.discriminator_variables)
+      per_image = objectives.discriminator_loss(real, fake)
+      loss = objectives.scaled_loss(self.discriminator_optimizer,
+                                    tf.nn.compute_average_loss(per_image))
+    objectives.apply_gradients(self.discriminator_optimizer, tape, loss,
+                               self.discriminator_variables)
     return dict(d_loss=per_image, d_real=tf.sigmoid(real), d_fake=tf.sigmoid(fake))
 
   def train_step(self, images):
@@ -412,14 +352,16 @@ class HiFiC(tf.keras.Model):
       per_image, terms = self._generator_terms(outputs, crop_target)
       if config.use_gan:
         _, fake = self._discriminate(outputs, outputs["reconstruction"], training=False)
-        g_loss = tf.reduce_mean(tf.nn.softplus(-fake), axis=[1, 2, 3])  # -log D(x', y).
+        g_loss = objectives.generator_gan_loss(fake)
         per_image += config.beta_gan * g_loss
         reports["g_loss"] = g_loss
       loss = tf.nn.compute_average_loss(per_image)
-      scaled_losses = [_scaled(self.transform_optimizer, loss),
-                       _scaled(self.entropy_optimizer, loss)]
-    _apply(self.transform_optimizer, tape, scaled_losses[0], self.transform_variables)
-    _apply(self.entropy_optimizer, tape, scaled_losses[1], self.entropy_variables)
+      scaled_losses = [objectives.scaled_loss(self.transform_optimizer, loss),
+                       objectives.scaled_loss(self.entropy_optimizer, loss)]
+    objectives.apply_gradients(self.transform_optimizer, tape, scaled_losses[0],
+                               self.transform_variables)
+    objectives.apply_gradients(self.entropy_optimizer, tape, scaled_losses[1],
+                               self.entropy_variables)
     del tape
     reports.update(terms, loss=per_image)
     return self._update_trackers(reports)
