@@ -44,13 +44,12 @@ def main():
   photos = [pathlib.Path(p).stem for p in paths]
   lpips, features = LPIPS("alex"), heldout.InceptionFeatures()
   originals = {}
+  kept = {zoo.codec_version(zoo.load_card(folder)["fingerprint"]): folder
+          for folder in zoo.compat_decoders()}
   for name in args.replaced.split(","):
     preset = zoo.presets()[name]
-    folder = next(f for f in zoo.compat_decoders()
-                  if f"{zoo.load_card(f)['name']} v{zoo.load_card(f)['version']}" ==
-                  preset["replaces"])
-    replaced = load_codec(str(folder), precision="float32")
-    one_model = load_codec(preset["codec"], precision="float32")
+    replaced = load_codec(str(kept[preset["replaces"]]), precision="float32")
+    one_model = load_codec(name, precision="float32")  # The preset: the one model at its rate.
     at_rate = f"{preset['codec']} at rate {preset['rate']:g}"
     methods = [preset["replaces"], f"{preset['codec']} at its bytes", at_rate]
     rows = {m: [] for m in methods}
@@ -62,7 +61,7 @@ def main():
       files = {methods[0]: replaced.compress(image)}
       files[methods[1]] = rate_control.compress_to_bytes(
           one_model, image, len(files[methods[0]].to_bytes()))
-      files[methods[2]] = one_model.compress(image, rate=preset["rate"])
+      files[methods[2]] = one_model.compress(image)
       for method, hific_file in files.items():
         coder = replaced if method == methods[0] else one_model
         pixels = coder.decompress(hific_file)

@@ -415,17 +415,15 @@ def models(args):
     for name, preset in sorted(presets.items()):
       print(f"  {name:<10}{preset['codec']} at rate {preset['rate']:g} (near "
             f"{preset['target_bpp']:g} bpp; it replaces {preset['replaces']})")
-  kept = zoo.compat_decoders()
+  kept = {folder: (folder / zoo.WEIGHTS).stat().st_size for folder in zoo.compat_decoders()}
   if kept:
-    total = sum((folder / zoo.WEIGHTS).stat().st_size for folder in kept)
     print("\n" + textwrap.fill(
-        f"compatibility decoders ({total / 1e6:.1f} MB): earlier codecs kept to decode the "
-        "files they wrote, found by the fingerprint in a file's header", width))
-    for folder in kept:
+        f"compatibility decoders ({sum(kept.values()) / 1e6:.1f} MB): earlier codecs kept to "
+        "decode the files they wrote, found by the fingerprint in a file's header", width))
+    for folder, size in kept.items():
       card = zoo.load_card(folder)
       print(f"  {card['name']} v{card.get('version', 1)} {card.get('date', '?')}, "
-            f"{(folder / zoo.WEIGHTS).stat().st_size / 1e6:.1f} MB, weights "
-            f"{card['fingerprint']}")
+            f"{size / 1e6:.1f} MB, weights {card['fingerprint']}")
 
 
 def data(args):

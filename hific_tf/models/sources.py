@@ -1,9 +1,10 @@
 """From what a user types to the codec it means: one answer for every command and script.
 
 A HiFiC codec (Mentzer et al., NeurIPS 2020) reaches a user in seven forms: a bundled name
-(`small-lo`, or a preset such as `small-mi`: the one model at a rate), a codec folder (`hific import`'s, or a bundled one's path), a training run's
-model_dir, a weights file (`checkpoints/NAME.npz`, a rung still in training), a SavedModel
-(`hific export`), a stock-op `--serving` SavedModel and a `--tflite` folder. `source_of` tells
+(`small-lo`, or a preset such as `small-mi`: the one model at a rate), a codec folder
+(`hific import`'s, or a bundled one's path), a training run's model_dir, a weights file
+(`checkpoints/NAME.npz`, a rung still in training), a SavedModel (`hific export`), a stock-op
+`--serving` SavedModel and a `--tflite` folder. `source_of` tells
 them apart from the files alone, without TensorFlow, so the CLI can choose its kernels first;
 `build_model` turns the first four into a Keras model with its weights. The serving layer
 turns any of them into a codec (`hific_tf.load_codec`, serving/resolve.py).

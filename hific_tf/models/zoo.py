@@ -60,8 +60,8 @@ def presets():
   """{name: {"codec", "rate", "replaces", ...}}: names that stand for a bundled codec at a rate."""
   if not PRESETS.is_file():
     return {}
-  entries = json.loads(PRESETS.read_text())["presets"]
-  return {name: entry for name, entry in entries.items() if entry["codec"] in names()}
+  entries, available = json.loads(PRESETS.read_text())["presets"], names()
+  return {name: entry for name, entry in entries.items() if entry["codec"] in available}
 
 
 def compat_decoders():

@@ -89,20 +89,19 @@ def load_codec(source, max_pixels=None, log=None, precision="auto", config=None)
     loaded = codec.SavedModelCodec(directory, **limits)
     loaded.effort_source = source  # Its Keras model, for `compress(effort=)`.
     loaded.default_rate = loaded.checked_rate(source.rate)  # A preset's rate.
-    loaded.label = source.label
-    return loaded
-  if source.kind == sources.TFLITE:
-    loaded = tflite.TfliteCodec(source.path, **limits)
-  elif source.kind == sources.SERVING or split.is_serving_model(source.path):
-    loaded = split.SplitCodec(source.path, **limits)
   else:
-    loaded = codec.SavedModelCodec(source.path, **limits)
-  loaded.label = source.label
-  exported = loaded.info.get("generator_dtype", "float32")
-  if precision not in ("auto", exported):
-    raise UsageError(f"--precision {precision}: {source.text} computes its generator in "
-                     f"{exported}, fixed when it was exported (`hific export "
-                     f"--generator_dtype`)")
+    if source.kind == sources.TFLITE:
+      loaded = tflite.TfliteCodec(source.path, **limits)
+    elif source.kind == sources.SERVING or split.is_serving_model(source.path):
+      loaded = split.SplitCodec(source.path, **limits)
+    else:
+      loaded = codec.SavedModelCodec(source.path, **limits)
+    exported = loaded.info.get("generator_dtype", "float32")
+    if precision not in ("auto", exported):
+      raise UsageError(f"--precision {precision}: {source.text} computes its generator in "
+                       f"{exported}, fixed when it was exported (`hific export "
+                       f"--generator_dtype`)")
+  loaded.label = source.label  # The name the user gave, for /health and the page.
   return loaded
 
 

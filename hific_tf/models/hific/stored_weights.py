@@ -64,9 +64,10 @@ def _attribute_paths(module):
   """{id(variable): the attribute path from `module` down to it} for its trainable variables.
 
   tf.Module finds every path to a variable (a Keras layer also lists it in its weights, a
-  Sequential its last layer among its outputs); the one with the fewest private steps
-  other than Keras' list of sublayers (read as `layers`) is kept. Attribute names and list indices are fixed by the code, unlike Keras' variable
-  names, which carry per-process layer counters.
+  Sequential its last layer among its outputs); the one with the fewest private steps other
+  than Keras' list of sublayers (read as `layers`) is kept. Attribute names and list indices
+  are fixed by the code, unlike Keras' variable names, which carry per-process layer
+  counters.
   """
   import tensorflow as tf
   layers = "_self_tracked_trackables"  # A Keras layer's own sublayers, in creation order.
